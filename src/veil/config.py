@@ -1,0 +1,305 @@
+"""veil.yaml → frozen dataclasses. Every error names the key path (`upstreams.profiles.url`).
+
+Secrets are never inline: a key is `env:NAME` or `file:PATH` (see veil.keys). A key entry may also be
+a list of `{id, secret}` for rotation: the first is current, the rest still verify.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from veil.errors import ConfigError
+from veil.keys import KeyRing, load_secret
+
+MODES = ("enforce", "report-only")
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    url: str
+    connect_timeout: float = 2.0
+    read_timeout: float = 10.0
+    pool_size: int = 100
+
+
+@dataclass(frozen=True)
+class TLS:
+    certfile: str
+    keyfile: str
+    client_ca: str | None = None  # set → mutual TLS: clients must present a cert signed by this CA
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """Key references (not the key bytes): resolved by `resolve()` at start-up."""
+
+    entries: tuple[tuple[str, str], ...]  # (key id, spec)
+
+    def resolve(self, what: str) -> KeyRing:
+        keys = {kid: load_secret(spec, what=what) for kid, spec in self.entries}
+        return KeyRing(self.entries[0][0], keys)
+
+
+@dataclass(frozen=True)
+class Config:
+    proxy: Listen = Listen("127.0.0.1", 8080)
+    admin: Listen = Listen("127.0.0.1", 8081)
+    mode: str = "enforce"
+    upstreams: tuple[Upstream, ...] = ()
+    policy_paths: tuple[str, ...] = ("policies",)
+    policy_watch: bool = True
+    consent_url: str = "sqlite:///veil-data/consent.db"
+    consent_cache_ttl: float = 2.0
+    consent_cache_size: int = 100_000
+    audit_path: str = "veil-data/audit/decisions.log"
+    audit_flush_ms: float = 2.0
+    audit_checkpoint_every: int = 1000
+    keys: dict[str, KeySpec] = field(default_factory=dict)
+    admin_tokens: dict[str, KeySpec] = field(default_factory=dict)  # scope → token spec
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_json_depth: int = 64
+    tcf_header: str | None = None
+    tcf_cookie: str | None = "euconsent-v2"
+    tls: TLS | None = None
+    admin_tls: TLS | None = None
+    auth_fail_limit: int = 20  # failed authentications per client address per minute
+    workers: int = 1
+    environment: str = "development"
+    source: str | None = None  # the file it was read from
+
+    def upstream(self, name: str | None) -> Upstream:
+        if name is None:
+            return self.upstreams[0]
+        for u in self.upstreams:
+            if u.name == name:
+                return u
+        raise ConfigError("upstreams", f"no upstream named {name!r}", file=self.source)
+
+    def keyring(self, name: str) -> KeyRing:
+        spec = self.keys.get(name)
+        if spec is None:
+            raise ConfigError(f"keys.{name}", "is required", file=self.source)
+        return spec.resolve(f"keys.{name}")
+
+
+KEY_NAMES = ("store", "audit", "pseudonym", "hash")
+TOKEN_SCOPES = ("read", "consent", "audit", "reload")
+
+
+class _Reader:
+    def __init__(self, file: str | None) -> None:
+        self.file = file
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        return ConfigError(key, message, file=self.file)
+
+    def mapping(self, value: Any, key: str) -> Mapping[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"must be a mapping, got {type(value).__name__}")
+        return value
+
+    def known(self, value: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> None:
+        for k in value:
+            if k not in allowed:
+                hint = f"; expected one of: {', '.join(allowed)}"
+                raise self.fail(f"{key}.{k}" if key else str(k), f"unknown key{hint}")
+
+    def str_(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, "must be a non-empty string")
+        return value
+
+    def num(self, value: Any, key: str, *, lo: float = 0.0) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= lo:
+            raise self.fail(key, f"must be a number greater than {lo:g}")
+        return float(value)
+
+    def int_(self, value: Any, key: str, *, lo: int = 1) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise self.fail(key, f"must be an integer >= {lo}")
+        return value
+
+    def listen(self, value: Any, key: str, default: Listen) -> Listen:
+        if value is None:
+            return default
+        text = self.str_(str(value), key)
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise self.fail(key, "must be HOST:PORT, for example 127.0.0.1:8080")
+        return Listen(host.strip("[]") or "127.0.0.1", int(port))
+
+    def keyspec(self, value: Any, key: str) -> KeySpec:
+        if isinstance(value, str):
+            self.secret_ref(value, key)
+            return KeySpec((("k1", value),))
+        if isinstance(value, list) and value:
+            entries = []
+            for i, item in enumerate(value):
+                m = self.mapping(item, f"{key}[{i}]")
+                self.known(m, f"{key}[{i}]", ("id", "secret"))
+                kid = self.str_(m.get("id"), f"{key}[{i}].id")
+                entries.append((kid, self.secret_ref(m.get("secret"), f"{key}[{i}].secret")))
+            return KeySpec(tuple(entries))
+        raise self.fail(key, "must be env:NAME, file:PATH, or a list of {id, secret}")
+
+    def secret_ref(self, value: Any, key: str) -> str:
+        text = self.str_(value, key)
+        if not (text.startswith("env:") or text.startswith("file:")):
+            raise self.fail(key, "secrets are never inline: use env:NAME or file:PATH")
+        return text
+
+    def tls(self, value: Any, key: str) -> TLS | None:
+        if value is None:
+            return None
+        m = self.mapping(value, key)
+        self.known(m, key, ("cert", "key", "client_ca"))
+        ca = m.get("client_ca")
+        return TLS(
+            self.str_(m.get("cert"), f"{key}.cert"),
+            self.str_(m.get("key"), f"{key}.key"),
+            self.str_(ca, f"{key}.client_ca") if ca is not None else None,
+        )
+
+
+TOP_KEYS = (
+    "listen", "mode", "upstreams", "policy", "consent", "audit", "keys", "admin", "limits", "tcf",
+    "tls", "workers", "environment",
+)
+
+
+def parse_config(data: Any, *, file: str | None = None, base: Path | None = None) -> Config:
+    r = _Reader(file)
+    top = r.mapping(data, "")
+    r.known(top, "", TOP_KEYS)
+    base = base or Path(".")
+
+    listen = r.mapping(top.get("listen"), "listen")
+    r.known(listen, "listen", ("proxy", "admin"))
+
+    mode = top.get("mode", "enforce")
+    if mode not in MODES:
+        raise r.fail("mode", f"must be one of {', '.join(MODES)}")
+
+    ups_raw = r.mapping(top.get("upstreams"), "upstreams")
+    if not ups_raw:
+        raise r.fail("upstreams", "at least one upstream is required")
+    upstreams = []
+    for name, spec in ups_raw.items():
+        k = f"upstreams.{name}"
+        m = r.mapping(spec, k)
+        r.known(m, k, ("url", "connect_timeout", "read_timeout", "pool_size"))
+        url = r.str_(m.get("url"), f"{k}.url")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise r.fail(f"{k}.url", "must be an http:// or https:// URL with a host")
+        upstreams.append(
+            Upstream(
+                str(name),
+                url.rstrip("/"),
+                r.num(m.get("connect_timeout", 2.0), f"{k}.connect_timeout"),
+                r.num(m.get("read_timeout", 10.0), f"{k}.read_timeout"),
+                r.int_(m.get("pool_size", 100), f"{k}.pool_size"),
+            )
+        )
+
+    pol = r.mapping(top.get("policy"), "policy")
+    r.known(pol, "policy", ("paths", "watch"))
+    paths = pol.get("paths", ["policies"])
+    if isinstance(paths, str):
+        paths = [paths]
+    if not isinstance(paths, list) or not paths:
+        raise r.fail("policy.paths", "must be a list of files or directories")
+    policy_paths = tuple(str(base / r.str_(p, f"policy.paths[{i}]")) for i, p in enumerate(paths))
+
+    consent = r.mapping(top.get("consent"), "consent")
+    r.known(consent, "consent", ("url", "cache_ttl", "cache_size"))
+    consent_url = r.str_(consent.get("url", Config.consent_url), "consent.url")
+    scheme = consent_url.split(":", 1)[0]
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise r.fail("consent.url", "must start with sqlite:/// or postgresql://")
+    if scheme == "sqlite" and not consent_url.startswith("sqlite:///"):
+        raise r.fail("consent.url", "must be sqlite:///relative/path or sqlite:////absolute/path")
+    if scheme == "sqlite":
+        p = Path(consent_url[len("sqlite:///"):])
+        consent_url = "sqlite:///" + str(p if p.is_absolute() else base / p)
+
+    audit = r.mapping(top.get("audit"), "audit")
+    r.known(audit, "audit", ("path", "flush_ms", "checkpoint_every"))
+    audit_path = r.str_(audit.get("path", Config.audit_path), "audit.path")
+    if not Path(audit_path).is_absolute():
+        audit_path = str(base / audit_path)
+
+    keys_raw = r.mapping(top.get("keys"), "keys")
+    r.known(keys_raw, "keys", KEY_NAMES)
+    keys = {name: r.keyspec(v, f"keys.{name}") for name, v in keys_raw.items()}
+
+    admin = r.mapping(top.get("admin"), "admin")
+    r.known(admin, "admin", ("tokens", "tls"))
+    tokens_raw = r.mapping(admin.get("tokens"), "admin.tokens")
+    r.known(tokens_raw, "admin.tokens", TOKEN_SCOPES)
+    tokens = {s: r.keyspec(v, f"admin.tokens.{s}") for s, v in tokens_raw.items()}
+
+    limits = r.mapping(top.get("limits"), "limits")
+    r.known(limits, "limits", ("max_body_bytes", "max_json_depth", "auth_failures_per_minute"))
+    tcf = r.mapping(top.get("tcf"), "tcf")
+    r.known(tcf, "tcf", ("header", "cookie"))
+
+    return Config(
+        proxy=r.listen(listen.get("proxy"), "listen.proxy", Config.proxy),
+        admin=r.listen(listen.get("admin"), "listen.admin", Config.admin),
+        mode=mode,
+        upstreams=tuple(upstreams),
+        policy_paths=policy_paths,
+        policy_watch=bool(pol.get("watch", True)),
+        consent_url=consent_url,
+        consent_cache_ttl=r.num(consent.get("cache_ttl", 2.0), "consent.cache_ttl"),
+        consent_cache_size=r.int_(consent.get("cache_size", 100_000), "consent.cache_size"),
+        audit_path=audit_path,
+        audit_flush_ms=r.num(audit.get("flush_ms", 2.0), "audit.flush_ms", lo=-1e-9),
+        audit_checkpoint_every=r.int_(audit.get("checkpoint_every", 1000), "audit.checkpoint_every"),
+        keys=keys,
+        admin_tokens=tokens,
+        max_body_bytes=r.int_(limits.get("max_body_bytes", Config.max_body_bytes), "limits.max_body_bytes"),
+        max_json_depth=r.int_(limits.get("max_json_depth", 64), "limits.max_json_depth"),
+        auth_fail_limit=r.int_(limits.get("auth_failures_per_minute", 20), "limits.auth_failures_per_minute"),
+        tcf_header=tcf.get("header"),
+        tcf_cookie=tcf.get("cookie", "euconsent-v2"),
+        tls=r.tls(top.get("tls"), "tls"),
+        admin_tls=r.tls(admin.get("tls"), "admin.tls"),
+        workers=r.int_(top.get("workers", 1), "workers"),
+        environment=r.str_(top.get("environment", "development"), "environment"),
+        source=file,
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config: {exc.strerror}", file=str(p)) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError("", f"not valid YAML{where}", file=str(p)) from exc
+    return parse_config(data, file=str(p), base=p.parent)

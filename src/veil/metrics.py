@@ -1,0 +1,107 @@
+"""Prometheus metrics. Labels are bounded: route templates, purpose names, decisions, reason codes,
+category names and actions. Never raw paths, subject ids, keys or field values.
+
+Several worker processes: set PROMETHEUS_MULTIPROC_DIR before start (`veil serve --workers N` does)
+and `/metrics` aggregates with prometheus-client's multiprocess collector.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from veil import __version__
+
+# Sub-millisecond to seconds.
+LATENCY_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+requests_total = Counter(
+    "veil_requests_total", "Requests decided by veil.",
+    ["route", "purpose", "decision", "reason"], registry=REGISTRY,
+)
+fields_total = Counter(
+    "veil_fields_total", "Response fields removed, dropped, transformed or suppressed, by data category.",
+    ["category", "action"], registry=REGISTRY,
+)
+consent_lookups_total = Counter(
+    "veil_consent_lookups_total", "Consent lookups by result and cache outcome.",
+    ["result", "cache"], registry=REGISTRY,
+)
+consent_store_latency = Histogram(
+    "veil_consent_store_latency_seconds", "Latency of one batched consent store lookup.",
+    buckets=LATENCY_BUCKETS, registry=REGISTRY,
+)
+consent_store_up = Gauge(
+    "veil_consent_store_up", "1 when the consent store answered its last check.",
+    registry=REGISTRY, multiprocess_mode="min",
+)
+overhead_seconds = Histogram(
+    "veil_overhead_seconds", "Time spent in veil per request, excluding the upstream.",
+    ["route"], buckets=LATENCY_BUCKETS, registry=REGISTRY,
+)
+upstream_latency = Histogram(
+    "veil_upstream_latency_seconds", "Upstream response time (to the end of the body).",
+    ["upstream"], buckets=LATENCY_BUCKETS, registry=REGISTRY,
+)
+upstream_errors_total = Counter(
+    "veil_upstream_errors_total", "Upstream failures by kind.",
+    ["upstream", "kind"], registry=REGISTRY,
+)
+policy_reloads_total = Counter(
+    "veil_policy_reloads_total", "Policy reloads by result.", ["result"], registry=REGISTRY,
+)
+policy_info = Gauge(
+    "veil_policy_info", "The active policy version (hash).", ["version"], registry=REGISTRY,
+    multiprocess_mode="max",
+)
+build_info = Gauge(
+    "veil_build_info", "veil build information.", ["version", "python"], registry=REGISTRY,
+    multiprocess_mode="max",
+)
+audit_records_total = Counter(
+    "veil_audit_records_total", "Decision log records written.", registry=REGISTRY,
+)
+audit_write_errors_total = Counter(
+    "veil_audit_write_errors_total", "Decision log write failures.", registry=REGISTRY,
+)
+audit_up = Gauge(
+    "veil_audit_up", "1 when the decision log is writable.", registry=REGISTRY, multiprocess_mode="min",
+)
+auth_failures_total = Counter(
+    "veil_auth_failures_total", "Failed caller or admin authentications.", ["listener", "reason"],
+    registry=REGISTRY,
+)
+auth_rate_limited_total = Counter(
+    "veil_auth_rate_limited_total", "Requests refused because their address failed authentication too often.",
+    ["listener"], registry=REGISTRY,
+)
+
+build_info.labels(__version__, platform.python_version()).set(1)
+
+
+def exposition() -> bytes:
+    """The text exposition for /metrics (aggregated across workers in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def set_policy_version(version: str) -> None:
+    policy_info.clear()
+    policy_info.labels(version).set(1)
