@@ -1,0 +1,166 @@
+"""A bounded, short-lived cache in front of a consent store (the same `ConsentStore` interface).
+
+Entries are keyed by (subject, consent key) in memory only, live `ttl` seconds and are evicted least
+recently used beyond `maxsize`. Misses of one `current()` call go to the inner store in one call.
+`record()` through the cache invalidates the subjects it wrote before returning, so a withdrawal made
+through this instance counts from the next request. Other writers are seen after `ttl` seconds, or at
+once when the inner store reports changes (`on_change`, e.g. PostgreSQL LISTEN/NOTIFY).
+
+`invalidate()` accepts a raw subject id or its store hash (what change notifications carry);
+`"*"` (ALL_SUBJECTS) drops everything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from veil import metrics
+from veil.consent._schema import ALL_SUBJECTS, distinct
+from veil.consent.store import ConsentEvent, ConsentState, ConsentStore, Status, SubjectHasher
+
+Entry = tuple[ConsentState, float]  # (state, expiry on the monotonic clock)
+
+_HIT = {s.value: metrics.consent_lookups_total.labels(s.value, "hit") for s in Status}
+_MISS = {s.value: metrics.consent_lookups_total.labels(s.value, "miss") for s in Status}
+
+
+class CachedConsentStore:
+    def __init__(
+        self, inner: ConsentStore, ttl: float, maxsize: int, *, hasher: SubjectHasher | None = None
+    ) -> None:
+        if ttl < 0 or maxsize < 1:
+            raise ValueError("cache ttl must be >= 0 and maxsize >= 1")
+        self.inner = inner
+        self.ttl = ttl
+        self.maxsize = maxsize
+        self.hasher: SubjectHasher | None = hasher or getattr(inner, "hasher", None)
+        self._entries: OrderedDict[tuple[str, str], Entry] = OrderedDict()
+        self._keys: dict[str, set[str]] = {}  # subject → its cached consent keys
+        self._hash_of: dict[str, str] = {}  # subject → store hash (computed on a miss only)
+        self._by_hash: dict[str, set[str]] = {}  # store hash → raw subjects cached under it
+        self._epoch = 0  # bumped by every invalidation: a lookup that raced one is not cached
+        self.hits = 0
+        self.misses = 0
+        on_change: Any = getattr(inner, "on_change", None)
+        if callable(on_change):
+            on_change(self.invalidate)
+
+    async def current(
+        self, subjects: Sequence[str], keys: Sequence[str]
+    ) -> dict[tuple[str, str], ConsentState]:
+        now = time.monotonic()
+        entries = self._entries
+        out: dict[tuple[str, str], ConsentState] = {}
+        missing: list[str] = []
+        for s in subjects:
+            for k in keys:
+                pair = (s, k)
+                entry = entries.get(pair)
+                if entry is not None and entry[1] > now:
+                    entries.move_to_end(pair)
+                    out[pair] = entry[0]
+                    self.hits += 1
+                    _HIT[entry[0].status.value].inc()
+                else:
+                    missing.append(s)
+                    break
+        if missing:
+            await self._fill(distinct(missing), keys, out)
+        return out
+
+    async def _fill(
+        self, subjects: list[str], keys: Sequence[str], out: dict[tuple[str, str], ConsentState]
+    ) -> None:
+        epoch = self._epoch
+        started = time.perf_counter()
+        found = await self.inner.current(subjects, keys)
+        metrics.consent_store_latency.observe(time.perf_counter() - started)
+        store = epoch == self._epoch and self.ttl > 0
+        expires = time.monotonic() + self.ttl
+        for s in subjects:
+            for k in keys:
+                pair = (s, k)
+                state = found.get(pair) or ConsentState(k, Status.MISSING)
+                if pair not in out:
+                    self.misses += 1
+                    _MISS[state.status.value].inc()
+                out[pair] = state
+                if store:
+                    self._put(pair, state, expires)
+
+    def _put(self, pair: tuple[str, str], state: ConsentState, expires: float) -> None:
+        entries = self._entries
+        if pair not in entries:
+            subject = pair[0]
+            keys = self._keys.get(subject)
+            if keys is None:
+                keys = self._keys[subject] = set()
+                if self.hasher is not None:
+                    h = self._hash_of[subject] = self.hasher(subject)
+                    self._by_hash.setdefault(h, set()).add(subject)
+            keys.add(pair[1])
+        entries[pair] = (state, expires)
+        entries.move_to_end(pair)
+        while len(entries) > self.maxsize:
+            old, _ = entries.popitem(last=False)
+            self._forget_key(old)
+
+    def _forget_key(self, pair: tuple[str, str]) -> None:
+        subject = pair[0]
+        keys = self._keys.get(subject)
+        if keys is None:
+            return
+        keys.discard(pair[1])
+        if not keys:
+            del self._keys[subject]
+            h = self._hash_of.pop(subject, None)
+            if h is not None:
+                names = self._by_hash.get(h)
+                if names is not None:
+                    names.discard(subject)
+                    if not names:
+                        del self._by_hash[h]
+
+    async def record(self, events: Sequence[ConsentEvent]) -> None:
+        try:
+            await self.inner.record(events)
+        finally:
+            for s in distinct([e.subject for e in events]):
+                self.invalidate(s)
+
+    async def history(self, subject: str) -> list[ConsentEvent]:
+        return await self.inner.history(subject)
+
+    async def ping(self) -> bool:
+        return await self.inner.ping()
+
+    async def close(self) -> None:
+        self.invalidate_all()
+        await self.inner.close()
+
+    def invalidate(self, subject_or_hash: str) -> None:
+        """Forget one subject (raw id or store hash); "*" forgets everything."""
+        if subject_or_hash == ALL_SUBJECTS:
+            self.invalidate_all()
+            return
+        self._epoch += 1
+        names = set(self._by_hash.get(subject_or_hash, ()))
+        names.add(subject_or_hash)
+        for subject in names:
+            for key in list(self._keys.get(subject, ())):
+                pair = (subject, key)
+                self._entries.pop(pair, None)
+                self._forget_key(pair)
+
+    def invalidate_all(self) -> None:
+        self._epoch += 1
+        self._entries.clear()
+        self._keys.clear()
+        self._hash_of.clear()
+        self._by_hash.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
