@@ -1,0 +1,371 @@
+"""The decision log writer: one hash-chained JSON line per record, batched, fsynced, rotated.
+
+`append()` returns once its record is written and fsynced. Appends that arrive within `flush_interval`
+milliseconds of the first pending one are written together by one background task, in a worker thread
+(group commit); with `flush_interval=0` a batch is written as soon as the writer is free.
+
+Every record gets `seq` (1, 2, ... per chain), `prev` (the previous record's mac), `kid` and `mac`.
+The writer adds its own records: `start` (each start, continuing the chain from the head file or the
+last record on disk) and `checkpoint` (every `checkpoint_every` records, before rotation and on close)
+with `count` (records before it) and `head` (the mac of the record before it).
+
+When writing fails the append raises AuditWriteError, the metric `veil_audit_up` drops to 0 and the
+chain does not advance; the next batch retries (reopening the file, cutting off any partial write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from veil import __version__, metrics
+from veil.audit._chain import (
+    ENVELOPE,
+    OWN_KINDS,
+    active_path,
+    canonical,
+    chain_files,
+    fsync_dir,
+    head_path,
+    now_iso,
+    read_head,
+    segment_path,
+    segments,
+    sign,
+    valid_chain_id,
+    write_head,
+)
+from veil.errors import AuditWriteError, VeilError
+from veil.keys import KeyRing
+
+_Pending = tuple[dict[str, Any], "asyncio.Future[None]"]
+
+
+class AuditRecordInvalid(VeilError):
+    code = "audit_record_invalid"
+
+
+class AuditLog:
+    """One chain of the decision log. Create it, `await start()`, `await append(...)`, `await close()`."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        ring: KeyRing,
+        *,
+        chain_id: str = "main",
+        flush_interval: float = 2.0,
+        checkpoint_every: int = 1000,
+        max_bytes: int = 64 * 1024 * 1024,
+        fsync: bool = True,
+    ) -> None:
+        if not valid_chain_id(chain_id):
+            raise VeilError("audit chain id must be 1-64 of A-Z a-z 0-9 _ -", code="audit_config_invalid")
+        if flush_interval < 0 or checkpoint_every < 1 or max_bytes < 1:
+            raise VeilError("audit flush_interval must be >= 0, checkpoint_every and max_bytes >= 1",
+                            code="audit_config_invalid")
+        self.path = active_path(Path(path), chain_id)
+        self.head_file = head_path(self.path)
+        self.chain_id = chain_id
+        self._ring = ring
+        self._interval = flush_interval / 1000.0
+        self._checkpoint_every = checkpoint_every
+        self._max_bytes = max_bytes
+        self._sync = fsync
+        # Chain state, touched only by the single writer (one batch in flight at a time).
+        self._seq = 0
+        self._prev = ""
+        self._since_checkpoint = 0
+        self._fd: int | None = None
+        self._ino: tuple[int, int] | None = None
+        self._size = 0
+        # Event-loop side.
+        self._pending: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._healthy = False
+
+    # -- public ---------------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        """True when the last write succeeded."""
+        return self._healthy
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last record written."""
+        return self._seq
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        try:
+            await asyncio.to_thread(self._start_sync)
+        except OSError as exc:
+            self._failed()
+            raise self._error(exc) from exc
+        self._succeeded()
+        self._task = asyncio.create_task(self._run(), name=f"veil-audit-{self.chain_id}")
+
+    async def append(self, record: Mapping[str, Any]) -> None:
+        """Write one record; returns once it is on disk. Raises AuditWriteError when it cannot be."""
+        if self._task is None or self._closing:
+            raise AuditWriteError("the decision log is not open")
+        if not isinstance(record, Mapping):
+            raise AuditRecordInvalid("an audit record must be a JSON object")
+        clash = [k for k in ENVELOPE if k in record]
+        if clash:
+            raise AuditRecordInvalid(f"audit record must not set {', '.join(clash)}")
+        kind = record.get("kind")
+        if isinstance(kind, str) and kind in OWN_KINDS:
+            raise AuditRecordInvalid(f"audit record kind {record['kind']!r} is reserved")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((dict(record), fut))
+        self._wakeup.set()
+        await fut
+
+    async def close(self) -> None:
+        """Write everything pending, then a closing checkpoint. Idempotent."""
+        if self._task is None or self._closing:
+            return
+        self._closing = True
+        self._wakeup.set()
+        await self._task
+        try:
+            await asyncio.to_thread(self._close_sync)
+        except OSError as exc:
+            self._failed()
+            raise self._error(exc) from exc
+
+    # -- event loop side ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            if self._interval and not self._closing:
+                await asyncio.sleep(self._interval)
+            self._wakeup.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                await self._flush(batch)
+            if self._closing and not self._pending:
+                return
+
+    async def _flush(self, batch: list[_Pending]) -> None:
+        try:
+            outcome = await asyncio.to_thread(self._write_batch, [rec for rec, _ in batch])
+        except OSError as exc:
+            self._failed()
+            err = self._error(exc)
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        except Exception as exc:  # a bug: never leave an appender waiting
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        self._succeeded()
+        written = 0
+        for (_, fut), problem in zip(batch, outcome, strict=True):
+            if problem is None:
+                written += 1
+            if not fut.done():
+                if problem is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(problem)
+        metrics.audit_records_total.inc(written)
+
+    def _failed(self) -> None:
+        self._healthy = False
+        metrics.audit_up.set(0)
+        metrics.audit_write_errors_total.inc()
+
+    def _succeeded(self) -> None:
+        self._healthy = True
+        metrics.audit_up.set(1)
+
+    def _error(self, exc: OSError) -> AuditWriteError:
+        reason = exc.strerror or str(exc)
+        return AuditWriteError(f"cannot write the decision log {self.path}: {reason}")
+
+    # -- writer thread side ---------------------------------------------------------------------
+
+    def _start_sync(self) -> None:
+        directory = self.path.parent
+        if not directory.is_dir():
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(directory, 0o700)
+        torn = self._recover()
+        self._open()
+        start: dict[str, Any] = {
+            "kind": "start", "chain": self.chain_id, "time": now_iso(), "pid": os.getpid(),
+            "version": __version__, "resumed_from": self._seq,
+        }
+        if torn:
+            start["discarded_bytes"] = torn
+        line, mac = self._seal(start, self._seq + 1, self._prev)
+        self._write([line], self._seq + 1, mac)
+
+    def _recover(self) -> int:
+        """Find where the chain stands: the head file or the last record on disk, whichever is later.
+
+        A partial last line (a crash mid-write, never acknowledged) is cut off; returns its length.
+        """
+        head = None
+        with contextlib.suppress(ValueError):
+            head = read_head(self.head_file)
+        torn = 0
+        tail: dict[str, Any] | None = None
+        for path in reversed(chain_files(self.path)):
+            line, cut = _last_line(path, truncate=(path == self.path))
+            torn += cut
+            if line is not None:
+                with contextlib.suppress(ValueError):
+                    parsed = orjson.loads(line)
+                    if isinstance(parsed, dict) and isinstance(parsed.get("seq"), int):
+                        tail = parsed
+                break
+        if tail is not None and (head is None or tail["seq"] >= head["seq"]):
+            self._seq, self._prev = int(tail["seq"]), str(tail.get("mac", ""))
+        elif head is not None:
+            self._seq, self._prev = int(head["seq"]), str(head["mac"])
+        return torn
+
+    def _open(self) -> int:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        st = os.fstat(fd)
+        ino = (st.st_dev, st.st_ino)
+        if ino != self._ino or st.st_size < self._size:
+            self._size = st.st_size  # a new (or externally replaced) file: append where it ends
+        self._fd, self._ino = fd, ino
+        return fd
+
+    def _drop_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def _seal(self, record: dict[str, Any], seq: int, prev: str) -> tuple[bytes, str]:
+        body = {**record, "seq": seq, "prev": prev, "kid": self._ring.current_id}
+        mac = sign(self._ring.current, canonical(body))
+        body["mac"] = mac
+        return canonical(body) + b"\n", mac
+
+    def _checkpoint(self, reason: str, seq: int, prev: str) -> tuple[bytes, str]:
+        record = {"kind": "checkpoint", "chain": self.chain_id, "time": now_iso(), "reason": reason,
+                  "count": seq, "head": prev}
+        return self._seal(record, seq + 1, prev)
+
+    def _write_batch(self, records: list[dict[str, Any]]) -> list[VeilError | None]:
+        outcome: list[VeilError | None] = []
+        lines: list[bytes] = []
+        seq, prev, since = self._seq, self._prev, self._since_checkpoint
+        for rec in records:
+            try:
+                line, mac = self._seal(rec, seq + 1, prev)
+            except TypeError as exc:  # orjson.JSONEncodeError: not JSON-serializable
+                outcome.append(AuditRecordInvalid(f"audit record is not JSON-serializable: {exc}"))
+                continue
+            outcome.append(None)
+            seq, prev, since = seq + 1, mac, since + 1
+            lines.append(line)
+            if since >= self._checkpoint_every:
+                line, prev = self._checkpoint("periodic", seq, prev)
+                seq, since = seq + 1, 0
+                lines.append(line)
+        if lines:
+            self._write(lines, seq, prev)
+            self._since_checkpoint = since
+        if self._size >= self._max_bytes:
+            with contextlib.suppress(OSError):  # the records are safe; rotation retries next batch
+                self._rotate()
+        return outcome
+
+    def _write(self, lines: list[bytes], seq: int, mac: str) -> None:
+        """Append lines, fsync, advance the chain, update the head. The chain advances only on success."""
+        try:
+            fd = self._fd if self._fd is not None else self._open()
+            st = os.stat(self.path)  # fails when the file or its directory is gone
+            if (st.st_dev, st.st_ino) != self._ino:  # replaced (restored from elsewhere): follow it
+                self._drop_fd()
+                fd = self._open()
+            on_disk = os.fstat(fd).st_size
+            if on_disk > self._size:
+                os.ftruncate(fd, self._size)  # a failed batch left a partial write behind
+            data = memoryview(b"".join(lines))
+            while data:
+                n = os.write(fd, data)
+                data = data[n:]
+            if self._sync:
+                os.fdatasync(fd)
+        except OSError:
+            self._drop_fd()
+            raise
+        self._size += sum(len(line) for line in lines)
+        self._seq, self._prev = seq, mac
+        self._write_head()
+
+    def _write_head(self) -> None:
+        head = {"chain": self.chain_id, "seq": self._seq, "mac": self._prev, "file": self.path.name,
+                "time": now_iso()}
+        write_head(self.head_file, head, sync=self._sync)
+
+    def _rotate(self) -> None:
+        line, mac = self._checkpoint("rotate", self._seq, self._prev)
+        self._write([line], self._seq + 1, mac)
+        self._since_checkpoint = 0
+        self._drop_fd()
+        existing = segments(self.path)
+        target = segment_path(self.path, existing[-1][0] + 1 if existing else 1)
+        os.rename(self.path, target)
+        self._ino, self._size = None, 0
+        self._open()
+        if self._sync:
+            fsync_dir(self.path.parent)
+
+    def _close_sync(self) -> None:
+        try:
+            line, mac = self._checkpoint("close", self._seq, self._prev)
+            self._write([line], self._seq + 1, mac)
+        finally:
+            self._drop_fd()
+
+
+def _last_line(path: Path, *, truncate: bool) -> tuple[bytes | None, int]:
+    """The last complete line of a file and the length of a partial line after it (cut off if asked)."""
+    try:
+        with open(path, "rb+" if truncate else "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return None, 0
+            block, pos, data = 65536, size, b""
+            while pos > 0:
+                step = min(block, pos)
+                pos -= step
+                f.seek(pos)
+                data = f.read(step) + data
+                if data.count(b"\n") >= 2 or (pos == 0 and b"\n" in data):
+                    break
+            cut = 0
+            if not data.endswith(b"\n"):
+                keep = data.rfind(b"\n") + 1
+                cut = len(data) - keep
+                data = data[:keep]
+                if truncate:
+                    f.truncate(size - cut)
+            lines = data.rstrip(b"\n").rsplit(b"\n", 1)
+            return (lines[-1] or None), cut
+    except FileNotFoundError:
+        return None, 0
