@@ -21,9 +21,13 @@ from veil import metrics
 from veil.consent._schema import ALL_SUBJECTS, distinct
 from veil.consent.store import ConsentEvent, ConsentState, ConsentStore, Status, SubjectHasher
 
-Entry = tuple[ConsentState, float]  # (state, expiry on the monotonic clock)
+Entry = tuple[ConsentState, float, int]  # (state, expiry on the monotonic clock, index in _STATUSES)
 
-_HIT = {s.value: metrics.consent_lookups_total.labels(s.value, "hit") for s in Status}
+METRICS_FLUSH_SECONDS = 1.0
+
+_STATUSES = tuple(Status)
+_INDEX = {s: i for i, s in enumerate(_STATUSES)}
+_HIT = [metrics.consent_lookups_total.labels(s.value, "hit") for s in _STATUSES]
 _MISS = {s.value: metrics.consent_lookups_total.labels(s.value, "miss") for s in Status}
 
 
@@ -42,8 +46,10 @@ class CachedConsentStore:
         self._hash_of: dict[str, str] = {}  # subject → store hash (computed on a miss only)
         self._by_hash: dict[str, set[str]] = {}  # store hash → raw subjects cached under it
         self._epoch = 0  # bumped by every invalidation: a lookup that raced one is not cached
-        self.hits = 0
+        self.hits = 0  # up to date after flush_metrics()
         self.misses = 0
+        self._pending_hits = [0] * len(_STATUSES)
+        self._flush_at = 0.0
         on_change: Any = getattr(inner, "on_change", None)
         if callable(on_change):
             on_change(self.invalidate)
@@ -53,6 +59,7 @@ class CachedConsentStore:
     ) -> dict[tuple[str, str], ConsentState]:
         now = time.monotonic()
         entries = self._entries
+        pending = self._pending_hits
         out: dict[tuple[str, str], ConsentState] = {}
         missing: list[str] = []
         for s in subjects:
@@ -62,20 +69,32 @@ class CachedConsentStore:
                 if entry is not None and entry[1] > now:
                     entries.move_to_end(pair)
                     out[pair] = entry[0]
-                    self.hits += 1
-                    _HIT[entry[0].status.value].inc()
+                    pending[entry[2]] += 1
                 else:
                     missing.append(s)
                     break
         if missing:
             await self._fill(distinct(missing), keys, out)
+        elif now >= self._flush_at:
+            self.flush_metrics(now)
         return out
+
+    def flush_metrics(self, now: float | None = None) -> None:
+        """Move hit counts into Prometheus (done at most once a second on the hot path: inc() is slow)."""
+        pending = self._pending_hits
+        for i, n in enumerate(pending):
+            if n:
+                _HIT[i].inc(n)
+                self.hits += n
+                pending[i] = 0
+        self._flush_at = (time.monotonic() if now is None else now) + METRICS_FLUSH_SECONDS
 
     async def _fill(
         self, subjects: list[str], keys: Sequence[str], out: dict[tuple[str, str], ConsentState]
     ) -> None:
         epoch = self._epoch
         started = time.perf_counter()
+        self.flush_metrics()
         found = await self.inner.current(subjects, keys)
         metrics.consent_store_latency.observe(time.perf_counter() - started)
         store = epoch == self._epoch and self.ttl > 0
@@ -102,7 +121,7 @@ class CachedConsentStore:
                     h = self._hash_of[subject] = self.hasher(subject)
                     self._by_hash.setdefault(h, set()).add(subject)
             keys.add(pair[1])
-        entries[pair] = (state, expires)
+        entries[pair] = (state, expires, _INDEX[state.status])
         entries.move_to_end(pair)
         while len(entries) > self.maxsize:
             old, _ = entries.popitem(last=False)
@@ -138,6 +157,7 @@ class CachedConsentStore:
         return await self.inner.ping()
 
     async def close(self) -> None:
+        self.flush_metrics()
         self.invalidate_all()
         await self.inner.close()
 
