@@ -1,0 +1,248 @@
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from veil import metrics
+from veil.audit import AuditLog, AuditRecordInvalid, verify
+from veil.errors import AuditWriteError
+from veil.keys import KeyRing, generate_key
+
+
+@pytest.fixture
+def ring() -> KeyRing:
+    return KeyRing.single(bytes.fromhex(generate_key()), "k1")
+
+
+def lines_of(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def decision(i: int) -> dict[str, Any]:
+    return {"id": f"d{i}", "time": "2025-01-01T00:00:00Z", "caller": "storefront", "decision": "allow",
+            "subject": "p" * 32, "fields": {"removed": ["a.b"], "transformed": [], "dropped": []}}
+
+
+def metric(name: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(name)
+    return value if value is not None else 0.0
+
+
+async def test_records_are_chained_and_maced(tmp_path: Path, ring: KeyRing) -> None:
+    log = AuditLog(tmp_path / "audit" / "decisions.log", ring)
+    await log.start()
+    for i in range(3):
+        await log.append(decision(i))
+    await log.close()
+
+    recs = lines_of(log.path)
+    assert [r.get("kind") for r in recs] == ["start", None, None, None, "checkpoint"]
+    assert [r["seq"] for r in recs] == [1, 2, 3, 4, 5]
+    prev = ""
+    for r in recs:
+        assert r["prev"] == prev and r["kid"] == "k1"
+        body = orjson.dumps({k: v for k, v in r.items() if k != "mac"}, option=orjson.OPT_SORT_KEYS)
+        assert r["mac"] == hmac.new(ring.current, body, hashlib.sha256).hexdigest()
+        prev = r["mac"]
+    assert recs[1]["fields"] == {"removed": ["a.b"], "transformed": [], "dropped": []}
+    assert recs[-1]["reason"] == "close" and recs[-1]["count"] == 4 and recs[-1]["head"] == recs[-2]["mac"]
+    head = orjson.loads(log.head_file.read_bytes())
+    assert (head["seq"], head["mac"]) == (5, recs[-1]["mac"])
+    assert stat.S_IMODE(log.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(log.head_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(log.path.parent.stat().st_mode) == 0o700
+
+
+async def test_concurrent_appends_are_batched_and_all_land(tmp_path: Path, ring: KeyRing) -> None:
+    before = metric("veil_audit_records_total")
+    log = AuditLog(tmp_path / "decisions.log", ring, flush_interval=5)
+    await log.start()
+    await asyncio.gather(*(log.append(decision(i)) for i in range(200)))
+    await log.close()
+    ids = [r["id"] for r in lines_of(log.path) if "id" in r]
+    assert sorted(ids) == sorted(f"d{i}" for i in range(200))
+    assert metric("veil_audit_records_total") - before == 200
+    assert verify([log.path], ring).ok
+
+
+async def test_flush_interval_zero_writes_immediately(tmp_path: Path, ring: KeyRing) -> None:
+    log = AuditLog(tmp_path / "decisions.log", ring, flush_interval=0)
+    await log.start()
+    await log.append(decision(1))
+    assert lines_of(log.path)[-1]["id"] == "d1"  # on disk when append returns
+    await log.close()
+
+
+async def test_periodic_checkpoints(tmp_path: Path, ring: KeyRing) -> None:
+    log = AuditLog(tmp_path / "decisions.log", ring, checkpoint_every=3, flush_interval=0)
+    await log.start()
+    for i in range(7):
+        await log.append(decision(i))
+    await log.close()
+    kinds = [r.get("kind", "-") for r in lines_of(log.path)]
+    assert kinds == ["start", "-", "-", "-", "checkpoint", "-", "-", "-", "checkpoint", "-", "checkpoint"]
+
+
+async def test_restart_continues_the_chain(tmp_path: Path, ring: KeyRing) -> None:
+    path = tmp_path / "decisions.log"
+    for run in range(2):
+        log = AuditLog(path, ring)
+        await log.start()
+        await log.append(decision(run))
+        await log.close()
+    recs = lines_of(path)
+    starts = [r for r in recs if r.get("kind") == "start"]
+    assert [s["resumed_from"] for s in starts] == [0, 3]
+    assert verify([path], ring).ok
+
+
+async def test_restart_after_a_torn_write_cuts_it_off(tmp_path: Path, ring: KeyRing) -> None:
+    path = tmp_path / "decisions.log"
+    log = AuditLog(path, ring)
+    await log.start()
+    await log.append(decision(1))
+    await log.close()
+    with open(path, "ab") as f:
+        f.write(b'{"caller":"storefront","decis')  # a crash in the middle of a write
+    log = AuditLog(path, ring)
+    await log.start()
+    await log.append(decision(2))
+    await log.close()
+    start = [r for r in lines_of(path) if r.get("kind") == "start"][-1]
+    assert start["discarded_bytes"] == 29
+    assert verify([path], ring).ok
+
+
+async def test_rotation_continues_the_chain_in_numbered_files(tmp_path: Path, ring: KeyRing) -> None:
+    log = AuditLog(tmp_path / "decisions.log", ring, max_bytes=1500, flush_interval=0)
+    await log.start()
+    for i in range(20):
+        await log.append(decision(i))
+    await log.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "decisions.log.1" in names and "decisions.log.2" in names and "decisions.log.head" in names
+    first_of_2 = lines_of(tmp_path / "decisions.log.2")[0]
+    last_of_1 = lines_of(tmp_path / "decisions.log.1")[-1]
+    assert last_of_1["kind"] == "checkpoint" and last_of_1["reason"] == "rotate"
+    assert first_of_2["prev"] == last_of_1["mac"]
+    result = verify([tmp_path], ring)
+    assert result.ok and result.files == len([n for n in names if not n.endswith(".head")])
+
+
+async def test_one_chain_per_worker_in_one_directory(tmp_path: Path, ring: KeyRing) -> None:
+    logs = [AuditLog(tmp_path / "decisions.log", ring, chain_id=c) for c in ("main", "w1", "w2")]
+    for log in logs:
+        await log.start()
+    await asyncio.gather(*(log.append(decision(i)) for i, log in enumerate(logs)))
+    for log in logs:
+        await log.close()
+    assert [log.path.name for log in logs] == ["decisions.log", "decisions-w1.log", "decisions-w2.log"]
+    result = verify([tmp_path], ring)
+    assert result.ok and result.chains == 3 and result.files == 3
+    with pytest.raises(Exception, match="chain id"):
+        AuditLog(tmp_path / "decisions.log", ring, chain_id="../x")
+
+
+async def test_bad_records_are_refused_without_harming_the_batch(tmp_path: Path, ring: KeyRing) -> None:
+    log = AuditLog(tmp_path / "decisions.log", ring, flush_interval=5)
+    await log.start()
+    with pytest.raises(AuditRecordInvalid):
+        await log.append({"seq": 3})
+    with pytest.raises(AuditRecordInvalid):
+        await log.append({"kind": "checkpoint"})
+    results = await asyncio.gather(
+        log.append(decision(1)), log.append({"bad": {1, 2}}), log.append(decision(2)),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None and isinstance(results[1], AuditRecordInvalid)
+    await log.close()
+    assert verify([log.path], ring).ok
+    assert [r["id"] for r in lines_of(log.path) if "id" in r] == ["d1", "d2"]
+
+
+async def test_append_outside_start_and_close_fails(tmp_path: Path, ring: KeyRing) -> None:
+    log = AuditLog(tmp_path / "decisions.log", ring)
+    with pytest.raises(AuditWriteError):
+        await log.append(decision(1))
+    await log.start()
+    await log.close()
+    await log.close()  # idempotent
+    with pytest.raises(AuditWriteError):
+        await log.append(decision(1))
+
+
+async def test_disk_full_fails_closed_and_recovers(tmp_path: Path, ring: KeyRing) -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    path = tmp_path / "decisions.log"
+    log = AuditLog(path, ring, flush_interval=0)
+    await log.start()
+    await log.append(decision(1))
+    assert log.healthy and metric("veil_audit_up") == 1
+    errors = metric("veil_audit_write_errors_total")
+
+    os.rename(path, tmp_path / "aside")
+    os.symlink("/dev/full", path)  # every write now fails with ENOSPC
+    with pytest.raises(AuditWriteError) as info:
+        await log.append(decision(2))
+    assert info.value.code == "audit_unavailable"
+    assert not log.healthy and metric("veil_audit_up") == 0
+    assert metric("veil_audit_write_errors_total") > errors
+    with pytest.raises(AuditWriteError):
+        await log.append(decision(3))
+
+    os.unlink(path)
+    os.rename(tmp_path / "aside", path)  # space again
+    await log.append(decision(4))
+    assert log.healthy and metric("veil_audit_up") == 1
+    await log.close()
+    assert [r["id"] for r in lines_of(path) if "id" in r] == ["d1", "d4"]
+    assert verify([path], ring).ok  # failed records left no gap in the chain
+
+
+async def test_missing_directory_fails_until_it_is_back(tmp_path: Path, ring: KeyRing) -> None:
+    directory = tmp_path / "audit"
+    log = AuditLog(directory / "decisions.log", ring, flush_interval=0)
+    await log.start()
+    shutil.rmtree(directory)
+    with pytest.raises(AuditWriteError):
+        await log.append(decision(1))
+    assert not log.healthy
+    directory.mkdir()
+    await log.append(decision(2))
+    assert log.healthy
+    await log.close()
+    assert [r["id"] for r in lines_of(log.path) if "id" in r] == ["d2"]
+    result = verify([directory], ring)
+    assert not result.ok and result.problem == "seq_gap"  # the lost records stay visible
+
+
+async def test_start_fails_when_the_directory_cannot_be_made(tmp_path: Path, ring: KeyRing) -> None:
+    (tmp_path / "file").write_text("x")
+    log = AuditLog(tmp_path / "file" / "decisions.log", ring)
+    with pytest.raises(AuditWriteError):
+        await log.start()
+    assert not log.healthy
+
+
+async def test_key_rotation_writes_with_the_current_key(tmp_path: Path) -> None:
+    k1, k2 = bytes.fromhex(generate_key()), bytes.fromhex(generate_key())
+    path = tmp_path / "decisions.log"
+    for ring in (KeyRing("k1", {"k1": k1}), KeyRing("k2", {"k2": k2, "k1": k1})):
+        log = AuditLog(path, ring)
+        await log.start()
+        await log.append(decision(1))
+        await log.close()
+    assert {r["kid"] for r in lines_of(path)} == {"k1", "k2"}
+    assert verify([path], KeyRing("k2", {"k2": k2, "k1": k1})).ok
+    only_new = verify([path], KeyRing("k2", {"k2": k2}))
+    assert (only_new.problem, only_new.first_bad) == ("unknown_key", (path, 1))
