@@ -59,6 +59,13 @@ async def pg_schema() -> AsyncIterator[str]:
 
 
 @pytest.fixture
+def pg_admin_url() -> str:
+    """The test database itself (no schema selected), for checks from outside the store."""
+    require_pg()
+    return PG_URL
+
+
+@pytest.fixture
 def pg_url(pg_schema: str) -> str:
     return f"{PG_URL}?schema={pg_schema}"
 
