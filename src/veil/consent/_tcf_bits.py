@@ -34,15 +34,27 @@ class IdSet:
     __slots__ = ("_ends", "_size", "_starts")
 
     def __init__(self, intervals: Iterable[tuple[int, int]] = ()) -> None:
-        merged: list[list[int]] = []
+        starts: list[int] = []
+        ends: list[int] = []
         for start, end in sorted(intervals):
-            if merged and start <= merged[-1][1] + 1:
-                merged[-1][1] = max(merged[-1][1], end)
+            if ends and start <= ends[-1] + 1:
+                ends[-1] = max(ends[-1], end)
             else:
-                merged.append([start, end])
-        self._starts = tuple(m[0] for m in merged)
-        self._ends = tuple(m[1] for m in merged)
-        self._size = sum(e - s + 1 for s, e in merged)
+                starts.append(start)
+                ends.append(end)
+        self._set(starts, ends)
+
+    @classmethod
+    def from_disjoint(cls, starts: list[int], ends: list[int]) -> IdSet:
+        """From intervals already sorted, disjoint and non-adjacent (e.g. runs of a bitfield)."""
+        made = cls.__new__(cls)
+        made._set(starts, ends)
+        return made
+
+    def _set(self, starts: list[int], ends: list[int]) -> None:
+        self._starts = tuple(starts)
+        self._ends = tuple(ends)
+        self._size = sum(ends) - sum(starts) + len(starts)
 
     def __contains__(self, item: object) -> bool:
         if not isinstance(item, int):
@@ -114,5 +126,5 @@ class BitReader:
 
     def bitfield_ids(self, width: int) -> IdSet:
         """Like `bitfield`, for long vendor bitfields: runs of ones become intervals."""
-        chunk = self._take(width)
-        return IdSet((m.start() + 1, m.end()) for m in _ONES.finditer(chunk))
+        runs = [m.span() for m in _ONES.finditer(self._take(width))]
+        return IdSet.from_disjoint([start + 1 for start, _ in runs], [end for _, end in runs])
