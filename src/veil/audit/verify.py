@@ -195,13 +195,14 @@ def _verify_chain(
             raise _Bad("unknown_key", path, n, f"no key with id {kid!r} in the ring")
         body = {k: v for k, v in rec.items() if k != "mac"}
         if not hmac.compare_digest(sign(key, canonical(body)), mac):
-            raise _Bad("mac_mismatch", path, n, f"record seq {seq} was modified")
+            raise _Bad("mac_mismatch", path, n, f"record seq {seq} fails its MAC (modified, or wrong key)")
         expected = last_seq + 1
         if seq > expected:
             ahead = [s for _, _, r in lines.peek(LOOKAHEAD) if (s := _seq_of(r)) is not None]
             if expected in ahead:
                 raise _Bad("reordered", path, n, f"seq {seq} where {expected} was expected; it comes later")
-            raise _Bad("seq_gap", path, n, f"records {expected}..{seq - 1} are missing")
+            missing = f"record {expected} is" if seq == expected + 1 else f"records {expected}..{seq - 1} are"
+            raise _Bad("seq_gap", path, n, f"{missing} missing before seq {seq}")
         if seq < expected:
             raise _Bad("seq_repeat", path, n, f"seq {seq} again after {last_seq}")
         if rec["prev"] != last_mac:

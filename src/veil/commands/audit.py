@@ -129,7 +129,7 @@ def _ring(specs: list[str], config: Config | None, name: str) -> KeyRing | None:
                 kid, ref = WILDCARD_KID, spec
             if not kid or kid in keys:
                 raise _Usage(f"key id {kid!r} is empty or given twice")
-            keys[kid] = load_secret(ref, what=f"--key {kid}")
+            keys[kid] = load_secret(ref, what="--key" if kid == WILDCARD_KID else f"--key {kid}")
         return KeyRing(next(iter(keys)), keys)
     if config is not None:
         return config.keyring(name)
