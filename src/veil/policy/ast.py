@@ -1,0 +1,159 @@
+"""The policy AST: frozen dataclasses; every node has a location (ignored by equality, so that
+`parse(fmt(x)) == parse(x)` compares meaning, not layout)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from veil.location import Location
+
+NOWHERE = Location("<none>", 0, 0)
+
+
+def _loc() -> Any:
+    return field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Header:
+    name: str
+    version: str | None
+    loc: Location = _loc()
+
+
+@dataclass(frozen=True)
+class Import:
+    target: str
+    loc: Location = _loc()
+
+
+@dataclass(frozen=True)
+class Duration:
+    amount: int
+    unit: str  # days | weeks | months | years (singular accepted)
+    loc: Location = _loc()
+
+    @property
+    def days(self) -> float:
+        per = {"day": 1, "week": 7, "month": 30.4375, "year": 365.25}
+        return self.amount * per.get(self.unit.rstrip("s"), 0)
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.unit}"
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One purpose attribute: name plus its value(s)."""
+
+    name: str  # description, basis, consent, retention, recipients, processing, gpc, ...
+    values: tuple[Any, ...]
+    loc: Location = _loc()
+
+
+@dataclass(frozen=True)
+class Purpose:
+    name: str
+    attrs: tuple[Attr, ...]
+    loc: Location = _loc()
+
+    def get(self, name: str) -> Attr | None:
+        for a in self.attrs:
+            if a.name == name:
+                return a
+        return None
+
+
+@dataclass(frozen=True)
+class PathRef:
+    text: str
+    loc: Location = _loc()
+
+
+@dataclass(frozen=True)
+class Category:
+    name: str
+    sensitive: bool
+    paths: tuple[PathRef, ...]
+    loc: Location = _loc()
+
+
+@dataclass(frozen=True)
+class CallerKey:
+    kind: str  # sha256 | env | file | plain
+    value: str
+    loc: Location = _loc()
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    description: str | None
+    keys: tuple[CallerKey, ...]
+    may: tuple[tuple[str, Location], ...]
+    vendor: int | None
+    certs: tuple[str, ...]
+    loc: Location = _loc()
+
+
+@dataclass(frozen=True)
+class Target:
+    """A field path or a category reference (`@contact`)."""
+
+    text: str
+    is_category: bool
+    loc: Location = _loc()
+
+    def __str__(self) -> str:
+        return f"@{self.text}" if self.is_category else self.text
+
+
+@dataclass(frozen=True)
+class Stmt:
+    """One statement of a rule body.
+
+    kind: keep | drop | hash | mask | null | replace | generalize | suppress | require_consent |
+    require_caller | respect_gpc | block
+    """
+
+    kind: str
+    targets: tuple[Target, ...] = ()
+    args: tuple[Any, ...] = ()
+    loc: Location = _loc()
+
+
+@dataclass(frozen=True)
+class Rule:
+    purposes: tuple[tuple[str, Location], ...]
+    body: tuple[Stmt, ...]
+    loc: Location = _loc()
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    template: str
+    subject: tuple[str, str] | None  # (source, name): ("path", "id")
+    each: tuple[PathRef, PathRef] | None  # list path, per-item subject path
+    upstream: str | None
+    mode: str | None
+    rules: tuple[Rule, ...]
+    loc: Location = _loc()
+    subject_loc: Location = _loc()
+    mode_loc: Location = _loc()
+
+
+@dataclass(frozen=True)
+class Module:
+    """One policy file."""
+
+    file: str
+    header: Header | None
+    imports: tuple[Import, ...]
+    purposes: tuple[Purpose, ...]
+    categories: tuple[Category, ...]
+    callers: tuple[Caller, ...]
+    routes: tuple[Route, ...]
+    comments: tuple[tuple[int, str], ...] = field(default=(), compare=False, repr=False)
+    order: tuple[Any, ...] = field(default=(), compare=False, repr=False)  # items in source order

@@ -1,0 +1,292 @@
+"""Parse tree → AST (a lark Transformer into frozen dataclasses, every node located)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from lark import Token, Transformer, Tree, v_args
+from lark.exceptions import VisitError
+from lark.tree import Meta
+
+from veil.errors import Diagnostic
+from veil.location import Location
+from veil.policy import ast
+
+
+class _BuildError(Exception):
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        self.diagnostic = diagnostic
+
+
+def _unquote(tok: Token, file: str) -> str:
+    try:
+        value = json.loads(str(tok))
+    except ValueError as exc:
+        raise _BuildError(
+            Diagnostic(
+                "bad_string", "invalid escape in string", _tok_loc(tok, file),
+                hint='use JSON escapes: \\" \\\\ \\n \\t \\uXXXX',
+            )
+        ) from exc
+    assert isinstance(value, str)
+    return value
+
+
+def _tok_loc(tok: Token, file: str) -> Location:
+    return Location(file, tok.line or 0, tok.column or 0, tok.end_line, tok.end_column)
+
+
+@v_args(meta=True)
+class _Builder(Transformer[Token, Any]):
+    def __init__(self, file: str) -> None:
+        super().__init__(visit_tokens=False)
+        self.file = file
+
+    def _loc(self, meta: Meta) -> Location:
+        if getattr(meta, "empty", True):
+            return Location(self.file, 0, 0)
+        return Location(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _s(self, tok: Token) -> str:
+        return _unquote(tok, self.file)
+
+    # ------------------------------------------------------------ file level
+    def start(self, meta: Meta, items: list[Any]) -> ast.Module:
+        header = next((i for i in items if isinstance(i, ast.Header)), None)
+        return ast.Module(
+            file=self.file,
+            header=header,
+            imports=tuple(i for i in items if isinstance(i, ast.Import)),
+            purposes=tuple(i for i in items if isinstance(i, ast.Purpose)),
+            categories=tuple(i for i in items if isinstance(i, ast.Category)),
+            callers=tuple(i for i in items if isinstance(i, ast.Caller)),
+            routes=tuple(i for i in items if isinstance(i, ast.Route)),
+            order=tuple(items),
+        )
+
+    def header(self, meta: Meta, c: list[Token]) -> ast.Header:
+        return ast.Header(self._s(c[0]), self._s(c[1]) if len(c) > 1 else None, self._loc(meta))
+
+    def import_(self, meta: Meta, c: list[Token]) -> ast.Import:
+        return ast.Import(self._s(c[0]), self._loc(meta))
+
+    # ------------------------------------------------------------ purposes
+    def purpose(self, meta: Meta, c: list[Any]) -> ast.Purpose:
+        return ast.Purpose(str(c[0]), tuple(c[1:]), self._loc(meta))
+
+    def _attr(self, name: str, meta: Meta, values: list[Any]) -> ast.Attr:
+        return ast.Attr(name, tuple(values), self._loc(meta))
+
+    def p_description(self, meta: Meta, c: list[Token]) -> ast.Attr:
+        return self._attr("description", meta, [self._s(c[0])])
+
+    def p_basis(self, meta: Meta, c: list[Token]) -> ast.Attr:
+        return self._attr("basis", meta, [str(c[0])])
+
+    def p_consent(self, meta: Meta, c: list[Token]) -> ast.Attr:
+        return self._attr("consent", meta, [self._s(c[0])])
+
+    def p_retention(self, meta: Meta, c: list[Token]) -> ast.Attr:
+        return self._attr("retention", meta, [ast.Duration(int(c[0]), str(c[1]), self._loc(meta))])
+
+    def p_recipients(self, meta: Meta, c: list[Token]) -> ast.Attr:
+        return self._attr("recipients", meta, [self._s(t) for t in c])
+
+    def p_processing(self, meta: Meta, c: list[Token]) -> ast.Attr:
+        return self._attr("processing", meta, [str(t) for t in c])
+
+    def p_gpc(self, meta: Meta, c: list[Token]) -> ast.Attr:
+        return self._attr("gpc", meta, [str(c[0])])
+
+    def p_max_age(self, meta: Meta, c: list[Token]) -> ast.Attr:
+        return self._attr("consent_max_age", meta, [ast.Duration(int(c[0]), str(c[1]), self._loc(meta))])
+
+    def p_notice(self, meta: Meta, c: list[Token]) -> ast.Attr:
+        return self._attr("notice_version", meta, [int(c[0])])
+
+    def p_sources(self, meta: Meta, c: list[Token]) -> ast.Attr:
+        return self._attr("consent_from", meta, [str(t) for t in c])
+
+    def p_tcf(self, meta: Meta, c: list[tuple[str, tuple[int, ...]]]) -> ast.Attr:
+        return self._attr("tcf", meta, list(c))
+
+    def tcf_purposes(self, meta: Meta, c: list[Token]) -> tuple[str, tuple[int, ...]]:
+        return ("purposes", tuple(int(t) for t in c))
+
+    def tcf_features(self, meta: Meta, c: list[Token]) -> tuple[str, tuple[int, ...]]:
+        return ("special_features", tuple(int(t) for t in c))
+
+    def tcf_li(self, meta: Meta, c: list[Token]) -> tuple[str, tuple[int, ...]]:
+        return ("legitimate_interest", ())
+
+    # ------------------------------------------------------------ categories
+    def category(self, meta: Meta, c: list[Token]) -> ast.Category:
+        name, rest = str(c[0]), c[1:]
+        sensitive = bool(rest) and rest[0].type == "SENSITIVE"
+        if sensitive:
+            rest = rest[1:]
+        paths = tuple(ast.PathRef(str(t), _tok_loc(t, self.file)) for t in rest)
+        return ast.Category(name, sensitive, paths, self._loc(meta))
+
+    # ------------------------------------------------------------ callers
+    def caller(self, meta: Meta, c: list[Any]) -> ast.Caller:
+        name, attrs = str(c[0]), c[1:]
+        desc = next((a[1] for a in attrs if a[0] == "description"), None)
+        keys = tuple(a[1] for a in attrs if a[0] == "key")
+        may = tuple(m for a in attrs if a[0] == "may" for m in a[1])
+        vendor = next((a[1] for a in attrs if a[0] == "vendor"), None)
+        certs = tuple(a[1] for a in attrs if a[0] == "cert")
+        return ast.Caller(name, desc, keys, may, vendor, certs, self._loc(meta))
+
+    def c_description(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return ("description", self._s(c[0]))
+
+    def c_key_hash(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return ("key", ast.CallerKey("sha256", str(c[0]).split(":", 1)[1].lower(), self._loc(meta)))
+
+    def c_key_env(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return ("key", ast.CallerKey("env", str(c[0]), self._loc(meta)))
+
+    def c_key_file(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return ("key", ast.CallerKey("file", self._s(c[0]), self._loc(meta)))
+
+    def c_key_plain(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return ("key", ast.CallerKey("plain", self._s(c[0]), self._loc(meta)))
+
+    def c_may(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return ("may", tuple((str(t), _tok_loc(t, self.file)) for t in c))
+
+    def c_vendor(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return ("vendor", int(c[0]))
+
+    def c_cert(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return ("cert", self._s(c[0]))
+
+    # ------------------------------------------------------------ routes
+    def route(self, meta: Meta, c: list[Any]) -> ast.Route:
+        method, template, attrs = str(c[0]), str(c[1]), c[2:]
+        subject = each = upstream = mode = None
+        subject_loc = mode_loc = ast.NOWHERE
+        rules = []
+        for a in attrs:
+            if isinstance(a, ast.Rule):
+                rules.append(a)
+            elif a[0] == "subject":
+                subject, subject_loc = a[1], a[2]
+            elif a[0] == "each":
+                each = a[1]
+            elif a[0] == "upstream":
+                upstream = a[1]
+            elif a[0] == "mode":
+                mode, mode_loc = a[1], a[2]
+        return ast.Route(
+            method, template, subject, each, upstream, mode, tuple(rules), self._loc(meta),
+            subject_loc, mode_loc,
+        )
+
+    def r_subject(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
+        source, _, name = str(c[0]).partition(".")
+        return ("subject", (source, name), self._loc(meta))
+
+    def r_each(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return ("each", (ast.PathRef(str(c[0]), _tok_loc(c[0], self.file)),
+                         ast.PathRef(str(c[1]), _tok_loc(c[1], self.file))))
+
+    def r_upstream(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+        return ("upstream", str(c[0]))
+
+    def r_mode(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
+        return ("mode", str(c[0]), self._loc(meta))
+
+    def rule(self, meta: Meta, c: list[Any]) -> ast.Rule:
+        purposes = tuple((str(t), _tok_loc(t, self.file)) for t in c if isinstance(t, Token))
+        body = tuple(s for s in c if isinstance(s, ast.Stmt))
+        return ast.Rule(purposes, body, self._loc(meta))
+
+    # ------------------------------------------------------------ statements
+    def target(self, meta: Meta, c: list[Token]) -> ast.Target:
+        return ast.Target(str(c[0]), False, self._loc(meta))
+
+    def category_ref(self, meta: Meta, c: list[Token]) -> ast.Target:
+        return ast.Target(str(c[0]), True, self._loc(meta))
+
+    def _stmt(self, kind: str, meta: Meta, c: list[Any]) -> ast.Stmt:
+        targets = tuple(x for x in c if isinstance(x, ast.Target))
+        args = tuple(x for x in c if not isinstance(x, ast.Target))
+        return ast.Stmt(kind, targets, args, self._loc(meta))
+
+    def s_keep(self, meta: Meta, c: list[Any]) -> ast.Stmt:
+        return self._stmt("keep", meta, c)
+
+    def s_drop(self, meta: Meta, c: list[Any]) -> ast.Stmt:
+        return self._stmt("drop", meta, c)
+
+    def s_hash(self, meta: Meta, c: list[Any]) -> ast.Stmt:
+        return self._stmt("hash", meta, c)
+
+    def s_mask(self, meta: Meta, c: list[Any]) -> ast.Stmt:
+        return self._stmt("mask", meta, c)
+
+    def mask_arg(self, meta: Meta, c: list[Token]) -> tuple[str, int]:
+        return (str(c[0]), int(c[1]))
+
+    def s_null(self, meta: Meta, c: list[Any]) -> ast.Stmt:
+        return self._stmt("null", meta, c)
+
+    def s_replace(self, meta: Meta, c: list[Any]) -> ast.Stmt:
+        return self._stmt("replace", meta, c)
+
+    def s_generalize(self, meta: Meta, c: list[Any]) -> ast.Stmt:
+        targets = tuple(x for x in c if isinstance(x, ast.Target))
+        rest = [x for x in c if not isinstance(x, ast.Target)]
+        args: list[Any] = [str(rest[0])]
+        if len(rest) > 1:
+            tok = rest[1]
+            args.append(int(tok) if tok.type == "INT" else str(tok))
+        return ast.Stmt("generalize", targets, tuple(args), self._loc(meta))
+
+    def s_suppress(self, meta: Meta, c: list[Token]) -> ast.Stmt:
+        lst = ast.Target(str(c[0]), False, _tok_loc(c[0], self.file))
+        cnt = ast.Target(str(c[1]), False, _tok_loc(c[1], self.file))
+        return ast.Stmt("suppress", (lst, cnt), (int(c[2]),), self._loc(meta))
+
+    def s_require_consent(self, meta: Meta, c: list[Token]) -> ast.Stmt:
+        return ast.Stmt("require_consent", (), tuple(self._s(t) for t in c), self._loc(meta))
+
+    def s_require_caller(self, meta: Meta, c: list[Token]) -> ast.Stmt:
+        return ast.Stmt("require_caller", (), tuple(str(t) for t in c), self._loc(meta))
+
+    def s_respect_gpc(self, meta: Meta, c: list[Token]) -> ast.Stmt:
+        return ast.Stmt("respect_gpc", (), (), self._loc(meta))
+
+    def s_block(self, meta: Meta, c: list[Token]) -> ast.Stmt:
+        return ast.Stmt("block", (), (self._s(c[0]),), self._loc(meta))
+
+    # ------------------------------------------------------------ values
+    def v_string(self, meta: Meta, c: list[Token]) -> str:
+        return self._s(c[0])
+
+    def v_number(self, meta: Meta, c: list[Token]) -> int | float:
+        text = str(c[0])
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+
+    def v_true(self, meta: Meta, c: list[Token]) -> bool:
+        return True
+
+    def v_false(self, meta: Meta, c: list[Token]) -> bool:
+        return False
+
+    def v_null(self, meta: Meta, c: list[Token]) -> None:
+        return None
+
+
+def build_module(tree: Tree[Token], file: str) -> tuple[ast.Module | None, list[Diagnostic]]:
+    try:
+        module = _Builder(file).transform(tree)
+    except VisitError as exc:
+        if isinstance(exc.orig_exc, _BuildError):
+            return None, [exc.orig_exc.diagnostic]
+        raise
+    assert isinstance(module, ast.Module)
+    return module, []

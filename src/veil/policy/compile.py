@@ -1,0 +1,383 @@
+"""Checked AST → CompiledPolicy: route tables, caller key index, and one compiled field plan per
+(route, purpose). Deciding a request afterwards walks no syntax tree and parses nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from veil.errors import Diagnostic, Severity
+from veil.location import Location
+from veil.policy import ast
+from veil.policy.checks import Context, parsed_paths
+from veil.redact import transforms as tf
+from veil.redact.engine import Action, FieldPlan, FieldRule, Guard, compile_plan
+from veil.redact.paths import Deep, FieldPath, ends_with, parse_path
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+DEV_HASH_KEY = b"veil-development-hash-key-not-for-production"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPurpose:
+    name: str
+    description: str
+    basis: str
+    consent_key: str | None
+    gpc_honor: bool
+    processing: tuple[str, ...]
+    retention: str | None
+    recipients: tuple[str, ...]
+    max_age: timedelta | None
+    min_notice: int | None
+    sources: frozenset[str]
+    tcf_purposes: tuple[int, ...]
+    tcf_features: tuple[int, ...]
+    tcf_li: bool
+    loc: Location
+
+    @property
+    def needs_consent(self) -> bool:
+        return self.basis == "consent"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledCaller:
+    name: str
+    may: frozenset[str]
+    vendor: int | None
+    loc: Location
+
+    def may_claim(self, purpose: str) -> bool:
+        """A caller allowed `personalize` may claim `personalize.recommendations` (hierarchy)."""
+        if purpose in self.may:
+            return True
+        parts = purpose.split(".")
+        return any(".".join(parts[:i]) in self.may for i in range(1, len(parts)))
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    route: str
+    purpose: CompiledPurpose
+    plan: FieldPlan
+    consent_keys: tuple[str, ...]  # store consent keys every subject must have given
+    callers: frozenset[str] | None  # `require caller`
+    respect_gpc: bool
+    block: str | None
+    locations: tuple[Location, ...]  # by rule_id (statement locations; index -1 = the rule itself)
+    loc: Location
+    categories_by_rule: tuple[str | None, ...]
+
+    def location_of(self, rule_id: int) -> Location:
+        return self.locations[rule_id] if 0 <= rule_id < len(self.locations) else self.loc
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    method: str
+    template: str
+    statics: tuple[tuple[int, str], ...]
+    params: tuple[tuple[int, str], ...]
+    nsegs: int
+    subject: tuple[str, str] | None
+    each: tuple[FieldPath, FieldPath] | None
+    upstream: str | None
+    mode: str | None
+    rules: Mapping[str, CompiledRule]
+    loc: Location
+
+    @property
+    def specificity(self) -> tuple[int, ...]:
+        static_idx = {i for i, _ in self.statics}
+        return tuple(1 if i in static_idx else 0 for i in range(self.nsegs))
+
+
+@dataclass
+class CompiledPolicy:
+    name: str
+    version: str
+    purposes: dict[str, CompiledPurpose]
+    callers: dict[str, CompiledCaller]
+    categories: dict[str, tuple[bool, tuple[FieldPath, ...]]]
+    routes: list[CompiledRoute]
+    key_index: dict[str, CompiledCaller]  # sha256 hex of key → caller
+    cert_index: dict[str, CompiledCaller]
+    _static: dict[tuple[str, str], CompiledRoute] = field(default_factory=dict)
+    _dynamic: dict[tuple[str, int], list[CompiledRoute]] = field(default_factory=dict)
+    _category_cache: dict[str, str] = field(default_factory=dict)
+    warnings: list[Diagnostic] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+    modules: list[ast.Module] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for r in self.routes:
+            if not r.params:
+                self._static[(r.method, "/" + "/".join(s for _, s in r.statics))] = r
+            else:
+                self._dynamic.setdefault((r.method, r.nsegs), []).append(r)
+        for lst in self._dynamic.values():
+            lst.sort(key=lambda r: r.specificity, reverse=True)
+
+    @property
+    def honors_gpc(self) -> bool:
+        return any(p.gpc_honor for p in self.purposes.values())
+
+    def match(self, method: str, path: str) -> tuple[CompiledRoute, dict[str, str]] | None:
+        """Route for a normalized path ('/a/b', no trailing slash); HEAD falls back to GET."""
+        found = self._match(method, path)
+        if found is None and method == "HEAD":
+            found = self._match("GET", path)
+        return found
+
+    def _match(self, method: str, path: str) -> tuple[CompiledRoute, dict[str, str]] | None:
+        r = self._static.get((method, path))
+        segs = path[1:].split("/") if path != "/" else []
+        if r is not None:
+            return r, {}
+        for route in self._dynamic.get((method, len(segs)), ()):
+            if all(segs[i] == s for i, s in route.statics):
+                params = {name: segs[i] for i, name in route.params}
+                if all(params.values()):
+                    return route, params
+        return None
+
+    def authenticate(self, key: str) -> CompiledCaller | None:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        caller = self.key_index.get(digest)
+        if caller is None:
+            hmac.compare_digest(digest, digest)  # same work either way
+            return None
+        return caller
+
+    def category_of(self, template: str) -> str:
+        """Category of a concrete path template (for metrics); 'uncategorized' if none."""
+        hit = self._category_cache.get(template)
+        if hit is not None:
+            return hit
+        name = "uncategorized"
+        try:
+            path = parse_path(template) if template else ()
+        except Exception:
+            path = ()
+        for cname, (_, cpaths) in self.categories.items():
+            if any(ends_with(path, cp) for cp in cpaths):
+                name = cname
+                break
+        if len(self._category_cache) < 10_000:
+            self._category_cache[template] = name
+        return name
+
+
+def _duration(d: ast.Duration | None) -> timedelta | None:
+    return timedelta(days=d.days) if d is not None else None
+
+
+def _purpose(p: ast.Purpose) -> CompiledPurpose:
+    def one(name: str, default: Any = None) -> Any:
+        a = p.get(name)
+        return a.values[0] if a else default
+
+    def many(name: str) -> tuple[Any, ...]:
+        a = p.get(name)
+        return a.values if a else ()
+
+    tcf = dict(many("tcf"))
+    retention = one("retention")
+    return CompiledPurpose(
+        name=p.name,
+        description=one("description", ""),
+        basis=one("basis", "consent"),
+        consent_key=one("consent"),
+        gpc_honor=one("gpc") == "honor",
+        processing=many("processing"),
+        retention=str(retention) if retention else None,
+        recipients=many("recipients"),
+        max_age=_duration(one("consent_max_age")),
+        min_notice=one("notice_version"),
+        sources=frozenset(many("consent_from") or ("store",)),
+        tcf_purposes=tuple(tcf.get("purposes", ())),
+        tcf_features=tuple(tcf.get("special_features", ())),
+        tcf_li="legitimate_interest" in tcf,
+        loc=p.loc,
+    )
+
+
+def _resolve_key(k: ast.CallerKey, diags: list[Diagnostic]) -> str | None:
+    if k.kind == "sha256":
+        return k.value
+    raw: str | None = None
+    if k.kind == "env":
+        raw = os.environ.get(k.value)
+    elif k.kind == "file":
+        try:
+            raw = Path(k.value).read_text(encoding="utf-8").strip()
+        except OSError:
+            raw = None
+    if not raw:
+        diags.append(Diagnostic("key_unresolved", f"caller key {k.kind} {k.value} is not available; "
+                                "the caller cannot authenticate", k.loc, severity=Severity.WARNING))
+        return None
+    if raw.startswith("sha256:"):
+        return raw[7:].lower()
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def purpose_hash_key(master: bytes, purpose: str) -> bytes:
+    """Per-purpose key for the hash transform: pseudonyms from two purposes cannot be joined."""
+    return hmac.new(master, b"veil-hash-transform\x00" + purpose.encode(), hashlib.sha256).digest()
+
+
+def _transform(st: ast.Stmt, purpose: str, hash_key: bytes) -> tf.Transform:
+    if st.kind == "hash":
+        return tf.hash(purpose_hash_key(hash_key, purpose))
+    if st.kind == "mask":
+        args = dict(st.args)
+        return tf.mask(first=args.get("first", 0), last=args.get("last", 0))
+    if st.kind == "null":
+        return tf.null()
+    if st.kind == "replace":
+        return tf.replace(st.args[0])
+    method = st.args[0]
+    arg = st.args[1] if len(st.args) > 1 else None
+    if method == "prefix":
+        return tf.prefix(int(arg))
+    if method == "bucket":
+        return tf.bucket(int(arg))
+    if method == "round":
+        return tf.round_(int(arg))
+    if method in ("month", "year"):
+        return tf.date(method)
+    return tf.ip()
+
+
+def _compile_rule(
+    route: ast.Route, rule: ast.Rule, purpose: CompiledPurpose, ctx: Context, hash_key: bytes
+) -> CompiledRule:
+    rules: list[FieldRule] = []
+    guards: list[Guard] = []
+    locations: list[Location] = []
+    cats: list[str | None] = []
+    consent_keys: list[str] = []
+    if purpose.needs_consent and purpose.consent_key and "store" in purpose.sources:
+        consent_keys.append(purpose.consent_key)
+    callers: set[str] | None = None
+    respect_gpc = False
+    block: str | None = None
+    transformed_cats: set[str] = set()
+
+    def add(path: FieldPath, action: Action, transform: tf.Transform | None, loc: Location,
+            cat: str | None) -> None:
+        rules.append(FieldRule(path, action, transform, len(locations), cat))
+        locations.append(loc)
+        cats.append(cat)
+
+    for st in rule.body:
+        if st.kind == "suppress":
+            lst, cnt = (ctx.paths[id(t)] for t in st.targets)
+            guards.append(Guard(lst, cnt, int(st.args[0]), len(locations)))
+            locations.append(st.loc)
+            cats.append(None)
+        elif st.kind == "require_consent":
+            consent_keys.extend(k for k in st.args if k not in consent_keys)
+        elif st.kind == "require_caller":
+            callers = (callers or set()) | set(st.args)
+        elif st.kind == "respect_gpc":
+            respect_gpc = True
+        elif st.kind == "block":
+            block = st.args[0]
+        else:
+            action = {"keep": Action.KEEP, "drop": Action.DROP}.get(st.kind, Action.TRANSFORM)
+            transform = _transform(st, purpose.name, hash_key) if action is Action.TRANSFORM else None
+            for t in st.targets:
+                if t.is_category:
+                    if action is Action.TRANSFORM:
+                        transformed_cats.add(t.text)
+                    for cp in ctx.categories[t.text].paths:
+                        p = ctx.paths[id(cp)]
+                        add(p if p[:1] == (Deep(),) else (Deep(), *p), action, transform, st.loc, t.text)
+                else:
+                    add(ctx.paths[id(t)], action, transform, st.loc, None)
+    if not purpose.needs_consent:
+        # Belt and braces for GDPR Art. 9: sensitive categories never leave in clear without consent.
+        for cname, cat in ctx.categories.items():
+            if cat.sensitive and cname not in transformed_cats:
+                for cp in cat.paths:
+                    p = ctx.paths[id(cp)]
+                    add(p if p[:1] == (Deep(),) else (Deep(), *p), Action.DROP, None, cat.loc, cname)
+    return CompiledRule(
+        route=route.template,
+        purpose=purpose,
+        plan=compile_plan(rules, guards),
+        consent_keys=tuple(consent_keys),
+        callers=frozenset(callers) if callers is not None else None,
+        respect_gpc=respect_gpc,
+        block=block,
+        locations=tuple(locations),
+        loc=rule.loc,
+        categories_by_rule=tuple(cats),
+    )
+
+
+def compile_policy(
+    modules: list[ast.Module], *, version: str, hash_key: bytes | None = None
+) -> CompiledPolicy:
+    ctx = parsed_paths(modules)
+    key = hash_key or DEV_HASH_KEY
+    purposes = {name: _purpose(p) for name, p in ctx.purposes.items()}
+    diags: list[Diagnostic] = []
+    callers: dict[str, CompiledCaller] = {}
+    key_index: dict[str, CompiledCaller] = {}
+    cert_index: dict[str, CompiledCaller] = {}
+    for c in ctx.callers.values():
+        cc = CompiledCaller(c.name, frozenset(n for n, _ in c.may), c.vendor, c.loc)
+        callers[c.name] = cc
+        for k in c.keys:
+            digest = _resolve_key(k, diags)
+            if digest:
+                key_index[digest] = cc
+        for cert in c.certs:
+            cert_index[cert] = cc
+    routes: list[CompiledRoute] = []
+    for m in modules:
+        for r in m.routes:
+            segs = r.template.strip("/").split("/") if r.template != "/" else []
+            statics = tuple((i, s) for i, s in enumerate(segs) if not _PARAM.fullmatch(s))
+            params = tuple((i, _PARAM.fullmatch(s).group(1)) for i, s in enumerate(segs)  # type: ignore[union-attr]
+                           if _PARAM.fullmatch(s))
+            compiled: dict[str, CompiledRule] = {}
+            for rule in r.rules:
+                for pname, _ in rule.purposes:
+                    compiled[pname] = _compile_rule(r, rule, purposes[pname], ctx, key)
+            each = None
+            if r.each:
+                each = (ctx.paths[id(r.each[0])], ctx.paths[id(r.each[1])])
+            routes.append(CompiledRoute(
+                r.method, r.template, statics, params, len(segs), r.subject, each, r.upstream, r.mode,
+                compiled, r.loc,
+            ))
+    header = next((m.header for m in modules if m.header), None)
+    categories = {
+        name: (c.sensitive, tuple(ctx.paths[id(p)] for p in c.paths)) for name, c in ctx.categories.items()
+    }
+    policy = CompiledPolicy(
+        name=header.name if header else "veil-policy",
+        version=version,
+        purposes=purposes,
+        callers=callers,
+        categories=categories,
+        routes=routes,
+        key_index=key_index,
+        cert_index=cert_index,
+        modules=modules,
+    )
+    policy.warnings.extend(diags)
+    return policy

@@ -1,0 +1,1 @@
+"""The enforcing reverse proxy: ASGI apps (proxy and admin), the upstream client, enforcement."""

@@ -1,0 +1,572 @@
+"""The proxy listener: a pure ASGI app implementing the request flow.
+
+    1 match route   2 authenticate   3 purpose + rule   4 subject, consent, signals
+    5 forward       6 enforce the response               7 record the decision
+
+Every response carries Veil-Decision, Veil-Decision-Id and Veil-Policy. Anything unknown or broken
+fails closed with application/problem+json and a stable reason; no stack trace, no data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from veil import metrics
+from veil.audit.report import pseudonym
+from veil.consent import signals
+from veil.consent.store import ConsentState
+from veil.errors import ConsentUnavailable, VeilError
+from veil.policy.compile import CompiledPolicy, CompiledRule
+from veil.policy.decision import Admitted, Blocked, admit, consent_reason
+from veil.proxy.enforce import EnforceError, decode_content, find_list, parse_json, subject_of
+from veil.proxy.normalize import PathInvalid, normalize_path
+from veil.proxy.problem import problem_body
+from veil.proxy.runtime import Runtime
+from veil.proxy.upstream import UpstreamError, UpstreamResponse
+
+log = logging.getLogger("veil.proxy")
+
+Scope = dict[str, Any]
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "transfer-encoding", "upgrade", "proxy-connection",
+})
+OVERRIDE = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+# Request headers never forwarded on enforced routes (a range or a validator would let the upstream
+# answer about bytes veil has not enforced).
+STRIP_ENFORCED = frozenset({"range", "if-range", "if-none-match", "if-modified-since", "if-match",
+                            "if-unmodified-since", "accept-encoding"})
+# Response headers that describe the unredacted body, or that veil sets itself.
+DROP_RESPONSE = frozenset({
+    "content-length", "content-encoding", "etag", "content-md5", "digest", "last-modified",
+    "accept-ranges", "content-range", "content-type", "vary", "cache-control", "repr-digest",
+    "content-digest", "server", "date",
+})
+VARY = b"Veil-Purpose, Veil-Key, Sec-GPC, Cookie"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ProxyApp:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.config = runtime.config
+        self._gpc_json = orjson.dumps({"gpc": True, "lastUpdate": _now().date().isoformat()})
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        t0 = time.perf_counter()
+        decision_id = os.urandom(12).hex()
+        policy = self.rt.policy.current
+        try:
+            await self._handle(scope, receive, send, policy, decision_id, t0)
+        except Exception:  # the last line of defence: never a stack trace, never data
+            log.exception("internal error (decision %s)", decision_id)
+            await self._problem(send, "internal_error", decision_id, policy)
+
+    # ------------------------------------------------------------------ the flow
+    async def _handle(self, scope: Scope, receive: Any, send: Any, policy: CompiledPolicy | None,
+                      decision_id: str, t0: float) -> None:
+        if policy is None:
+            await self._problem(send, "policy_unavailable", decision_id, None)
+            return
+        method: str = scope["method"]
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        client = scope.get("client")
+        addr = client[0] if client else "-"
+        if self.rt.limiter.blocked(addr):
+            metrics.auth_rate_limited_total.labels("proxy").inc()
+            await self._problem(send, "rate_limited", decision_id, policy)
+            return
+        keys: list[str] = []
+        purposes: list[str] = []
+        gpc_values: list[str] = []
+        override = False
+        query_string: bytes = scope.get("query_string", b"")
+        for name, value in headers:
+            if name == b"veil-key":
+                keys.append(value.decode("latin-1"))
+            elif name == b"veil-purpose":
+                purposes.append(value.decode("latin-1"))
+            elif name == b"sec-gpc":
+                gpc_values.append(value.decode("latin-1"))
+            elif name.decode("latin-1") in OVERRIDE:
+                override = True
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        raw_path = raw_path.split(b"?", 1)[0]
+        try:
+            path, wire_path = normalize_path(raw_path)
+        except PathInvalid as exc:
+            await self._block(send, scope, policy, Blocked("path_invalid"), decision_id, t0, str(exc))
+            return
+        if path == "/.well-known/gpc.json" and method in ("GET", "HEAD") and policy.honors_gpc:
+            await _send(send, 200, [(b"content-type", b"application/json")], self._gpc_json,
+                        head=method == "HEAD")
+            return
+        if override:
+            await self._block(send, scope, policy, Blocked("method_override"), decision_id, t0)
+            return
+        cert = scope.get("extensions", {}).get("tls", {}).get("client_cert_subject")
+        outcome = admit(policy, method, path, keys, purposes, cert_subject=cert)
+        report_only = self._report_only(policy, outcome)
+        if isinstance(outcome, Blocked):
+            if outcome.reason == "unknown_caller":
+                self.rt.limiter.failed(addr)
+                metrics.auth_failures_total.labels("proxy", "unknown_key" if keys else "no_key").inc()
+            if not report_only:
+                await self._block(send, scope, policy, outcome, decision_id, t0)
+                return
+        gpc = signals.gpc_from_headers(gpc_values)
+        subject: str | None = None
+        consent_facts: dict[str, str] = {}
+        if isinstance(outcome, Admitted):
+            subject, why = await self._subject_consent(outcome, scope, headers, query_string, gpc,
+                                                       consent_facts)
+            if why is not None:
+                blocked = Blocked(why, outcome.route.template, outcome.purpose.name, outcome.caller.name,
+                                  (outcome.rule.loc,))
+                if not report_only:
+                    await self._block(send, scope, policy, blocked, decision_id, t0, subject=subject,
+                                      consent=consent_facts)
+                    return
+                outcome = blocked
+        # 5. forward
+        route = outcome.route if isinstance(outcome, Admitted) else policy.match(method, path)
+        upstream_name = route[0].upstream if isinstance(route, tuple) else (route.upstream if route else None)
+        fwd_headers = self._forward_headers(scope, headers, enforced=not report_only)
+        fwd_method = "GET" if method == "HEAD" and not report_only else method
+        qs = ("?" + query_string.decode("latin-1")) if query_string else ""
+        t_up = time.perf_counter()
+        try:
+            resp = await self.rt.upstreams.request(
+                upstream_name, fwd_method, wire_path + qs, fwd_headers, _request_body(scope, receive, headers),
+                self.config.max_body_bytes,
+            )
+        except UpstreamError as exc:
+            up = self.rt.upstreams.name(upstream_name)
+            metrics.upstream_errors_total.labels(up, exc.kind).inc()
+            await self._block(send, scope, policy, self._as_blocked(outcome, exc.reason), decision_id, t0,
+                              subject=subject)
+            return
+        up_time = time.perf_counter() - t_up
+        metrics.upstream_latency.labels(self.rt.upstreams.name(upstream_name)).observe(up_time)
+        if report_only:
+            await self._report_only_response(send, scope, policy, outcome, resp, decision_id, t0, up_time,
+                                             subject)
+            return
+        assert isinstance(outcome, Admitted)
+        await self._enforce(send, scope, policy, outcome, resp, decision_id, t0, up_time, subject, consent_facts)
+
+    def _report_only(self, policy: CompiledPolicy, outcome: Admitted | Blocked) -> bool:
+        mode = self.config.mode
+        if isinstance(outcome, Admitted) and outcome.route.mode:
+            mode = outcome.route.mode
+        return mode == "report-only"
+
+    @staticmethod
+    def _as_blocked(outcome: Admitted | Blocked, reason: str) -> Blocked:
+        if isinstance(outcome, Admitted):
+            return Blocked(reason, outcome.route.template, outcome.purpose.name, outcome.caller.name)
+        return Blocked(reason, outcome.route, outcome.purpose, outcome.caller)
+
+    # ------------------------------------------------------------------ step 4
+    async def _subject_consent(
+        self, ad: Admitted, scope: Scope, headers: list[tuple[bytes, bytes]], query_string: bytes, gpc: bool,
+        facts: dict[str, str],
+    ) -> tuple[str | None, str | None]:
+        rule = ad.rule
+        subject: str | None = None
+        src = ad.route.subject
+        if src is not None:
+            kind, name = src
+            if kind == "path":
+                subject = ad.params.get(name)
+            elif kind == "query":
+                vals = parse_qs(query_string.decode("latin-1")).get(name, [])
+                subject = vals[0] if len(vals) == 1 else None
+            else:
+                hv = [v.decode("latin-1") for n, v in headers if n == name.lower().encode()]
+                subject = hv[0] if len(hv) == 1 else None
+            if not subject:
+                return None, "subject_missing"
+        needs = bool(rule.consent_keys) or "tcf" in rule.purpose.sources or gpc
+        if subject is None or not needs:
+            if gpc and (rule.purpose.gpc_honor or rule.respect_gpc) and ad.route.each is None:
+                return subject, "gpc_opt_out"
+            return subject, None
+        states: dict[str, ConsentState] = {}
+        if rule.consent_keys:
+            try:
+                t = time.perf_counter()
+                got = await self.rt.store.current([subject], rule.consent_keys)
+                metrics.consent_store_latency.observe(time.perf_counter() - t)
+            except (ConsentUnavailable, VeilError, OSError):
+                return subject, "consent_unavailable"
+            states = {k: got[(subject, k)] for k in rule.consent_keys if (subject, k) in got}
+        tcf = self._tcf(headers) if "tcf" in rule.purpose.sources else None
+        why = consent_reason(rule, states, _now(), gpc=gpc, tcf=tcf, vendor=ad.caller.vendor)
+        for k, st in states.items():
+            facts[k] = st.status.value
+        if tcf is not None:
+            facts["tcf"] = "valid" if tcf.valid else "invalid"
+        if gpc:
+            facts["gpc"] = "1"
+        return subject, why
+
+    def _tcf(self, headers: list[tuple[bytes, bytes]]) -> Any:
+        from veil.consent.tcf import decode
+
+        pairs = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+        cookie = "; ".join(v for n, v in pairs if n == "cookie") or None
+        tc = signals.tcf_from_request(pairs, cookie, header_name=self.config.tcf_header,
+                                      cookie_name=self.config.tcf_cookie)
+        return decode(tc) if tc else None
+
+    # ------------------------------------------------------------------ step 5 helpers
+    def _forward_headers(self, scope: Scope, headers: list[tuple[bytes, bytes]], *, enforced: bool
+                         ) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        connection_listed: set[str] = set()
+        host = ""
+        for name, value in headers:
+            if name == b"connection":
+                connection_listed.update(t.strip().lower() for t in value.decode("latin-1").split(","))
+        for name, value in headers:
+            n = name.decode("latin-1")
+            if n in HOP_BY_HOP or n in connection_listed or n.startswith("veil-") or n in OVERRIDE:
+                continue
+            if n == "host":
+                host = value.decode("latin-1")
+                continue
+            if n == "content-length" and scope["method"] in ("GET", "HEAD"):
+                continue
+            if enforced and n in STRIP_ENFORCED:
+                continue
+            if n in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"):
+                continue
+            out.append((n, value.decode("latin-1")))
+        client = scope.get("client")
+        out.append(("x-forwarded-for", client[0] if client else "unknown"))
+        out.append(("x-forwarded-proto", scope.get("scheme", "http")))
+        if host:
+            out.append(("x-forwarded-host", host))
+        if enforced:
+            out.append(("accept-encoding", "identity"))
+        return out
+
+    # ------------------------------------------------------------------ step 6
+    async def _enforce(self, send: Any, scope: Scope, policy: CompiledPolicy, ad: Admitted,
+                       resp: UpstreamResponse, decision_id: str, t0: float, up_time: float,
+                       subject: str | None, facts: dict[str, str]) -> None:
+        rule = ad.rule
+        if 300 <= resp.status < 400:
+            await self._block(send, scope, policy, self._as_blocked(ad, "upstream_redirect"), decision_id, t0,
+                              subject=subject)
+            return
+        hdrs = {k.lower(): v for k, v in resp.headers}
+        if resp.status >= 400:
+            await self._upstream_status(send, scope, policy, ad, resp.status, decision_id, t0, subject)
+            return
+        subjects: list[str] = []
+        filtered = 0
+        try:
+            body = decode_content(resp.body, hdrs.get("content-encoding"), self.config.max_body_bytes)
+            if not body.strip() and resp.status == 204 or (not body and resp.status in (200, 204)):
+                out_body = b""
+                report = None
+            else:
+                doc = parse_json(hdrs.get("content-type"), body)
+                if ad.route.each is not None:
+                    doc, subjects, filtered, why = await self._filter_items(ad, doc, scope, facts)
+                    if why is not None:
+                        await self._block(send, scope, policy, self._as_blocked(ad, why), decision_id, t0,
+                                          subject=subject)
+                        return
+                doc, report = rule.plan.apply(doc)
+                out_body = orjson.dumps(doc)
+        except EnforceError as exc:
+            await self._block(send, scope, policy, self._as_blocked(ad, exc.reason), decision_id, t0,
+                              detail=exc.detail, subject=subject)
+            return
+        except (RecursionError, orjson.JSONEncodeError, TypeError):
+            await self._block(send, scope, policy, self._as_blocked(ad, "body_invalid"), decision_id, t0,
+                              detail="the document cannot be enforced (too deep or not JSON data)",
+                              subject=subject)
+            return
+        changed = bool(report and (report.removed or report.dropped or report.transformed
+                                   or report.type_errors or report.suppressed))
+        decision = "filter" if filtered else ("redact" if changed else "allow")
+        out_headers = self._response_headers(resp.headers, policy, decision, decision_id)
+        out_headers.append((b"content-type", b"application/json"))
+        if report is not None and report.suppressed:
+            out_headers.append((b"veil-suppressed", str(report.suppressed).encode()))
+        record = self._record(policy, ad, decision, "ok", decision_id, subject, subjects, report, facts,
+                              filtered=filtered)
+        if not await self._audit(record):
+            await self._block(send, scope, policy, self._as_blocked(ad, "audit_unavailable"), decision_id, t0,
+                              log_it=False)
+            return
+        self._count(ad.route.template, ad.purpose.name, decision, "ok", policy, report, filtered, rule)
+        metrics.overhead_seconds.labels(ad.route.template).observe(time.perf_counter() - t0 - up_time)
+        await _send(send, resp.status, out_headers, out_body, head=scope["method"] == "HEAD")
+
+    async def _filter_items(self, ad: Admitted, doc: Any, scope: Scope, facts: dict[str, str]
+                            ) -> tuple[Any, list[str], int, str | None]:
+        """Per-item consent: one batched lookup; items without consent (or without a subject) removed."""
+        assert ad.route.each is not None
+        list_path, subject_path = ad.route.each
+        items = find_list(doc, list_path)
+        if items is None:
+            return doc, [], 0, None
+        rule = ad.rule
+        ids = [subject_of(item, subject_path) for item in items]
+        wanted = sorted({i for i in ids if i is not None})
+        states: dict[tuple[str, str], ConsentState] = {}
+        if rule.consent_keys and wanted:
+            try:
+                t = time.perf_counter()
+                states = await self.rt.store.current(wanted, rule.consent_keys)
+                metrics.consent_store_latency.observe(time.perf_counter() - t)
+            except (ConsentUnavailable, VeilError, OSError):
+                return doc, [], 0, "consent_unavailable"
+        gpc = "gpc" in facts
+        now = _now()
+        keep: list[Any] = []
+        kept_ids: list[str] = []
+        verdicts: dict[str, str | None] = {}
+        for item, sid in zip(items, ids, strict=True):
+            if sid is None:
+                continue
+            why = verdicts.get(sid, "?")
+            if why == "?":
+                per = {k: states[(sid, k)] for k in rule.consent_keys if (sid, k) in states}
+                why = consent_reason(rule, per, now, gpc=gpc, vendor=ad.caller.vendor)
+                verdicts[sid] = why
+            if why is None:
+                keep.append(item)
+                kept_ids.append(sid)
+        filtered = len(items) - len(keep)
+        items[:] = keep
+        return doc, kept_ids, filtered, None
+
+    async def _report_only_response(self, send: Any, scope: Scope, policy: CompiledPolicy,
+                                    outcome: Admitted | Blocked, resp: UpstreamResponse, decision_id: str,
+                                    t0: float, up_time: float, subject: str | None) -> None:
+        """Decide and record as in enforce mode, but pass the upstream response through unchanged."""
+        decision, reason = ("block", outcome.reason) if isinstance(outcome, Blocked) else ("allow", "ok")
+        report = None
+        if isinstance(outcome, Admitted) and 200 <= resp.status < 300:
+            hdrs = {k.lower(): v for k, v in resp.headers}
+            try:
+                body = decode_content(resp.body, hdrs.get("content-encoding"), self.config.max_body_bytes)
+                doc = parse_json(hdrs.get("content-type"), body)
+                _, report = outcome.rule.plan.apply(doc)
+                if report.removed or report.dropped or report.transformed or report.suppressed:
+                    decision = "redact"
+            except EnforceError as exc:
+                decision, reason = "block", exc.reason
+            except (RecursionError, TypeError):
+                decision, reason = "block", "body_invalid"
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers
+                   if k.lower() not in HOP_BY_HOP and k.lower() not in ("content-length", "server", "date")]
+        headers += [
+            (b"veil-report-only", f"{decision}; reason={reason}".encode()),
+            (b"veil-decision-id", decision_id.encode()),
+            (b"veil-policy", policy.version.encode()),
+        ]
+        route = outcome.route.template if isinstance(outcome, Admitted) else (outcome.route or "-")
+        purpose = outcome.purpose.name if isinstance(outcome, Admitted) else (outcome.purpose or "-")
+        caller = outcome.caller.name if isinstance(outcome, Admitted) else (outcome.caller or "-")
+        record = {
+            "id": decision_id, "time": _now().isoformat(), "mode": "report-only", "caller": caller,
+            "purpose": purpose, "route": route, "decision": decision, "reason": reason,
+            "subject": pseudonym(self.rt.pseudonym_ring, subject) if subject else None,
+            "policy": policy.version,
+            "fields": _fields(report), "rules": [],
+        }
+        await self._audit(record)  # report-only never blocks on the log
+        metrics.requests_total.labels(route, purpose, decision, reason).inc()
+        metrics.overhead_seconds.labels(route).observe(time.perf_counter() - t0 - up_time)
+        await _send(send, resp.status, headers, resp.body, head=scope["method"] == "HEAD")
+
+    async def _upstream_status(self, send: Any, scope: Scope, policy: CompiledPolicy, ad: Admitted, status: int,
+                               decision_id: str, t0: float, subject: str | None) -> None:
+        """An upstream error status is passed on, its body is not (it was not written for this purpose)."""
+        body = orjson.dumps({
+            "type": "https://veil.dev/problems/upstream-status", "title": "Upstream error",
+            "status": status, "detail": f"the upstream answered {status}", "reason": "upstream_status",
+            "decision_id": decision_id,
+        })
+        headers = self._response_headers([], policy, "block", decision_id)
+        headers.append((b"content-type", b"application/problem+json"))
+        record = self._record(policy, ad, "block", "upstream_status", decision_id, subject, [], None, {})
+        await self._audit(record)
+        metrics.requests_total.labels(ad.route.template, ad.purpose.name, "block", "upstream_status").inc()
+        await _send(send, status, headers, body, head=scope["method"] == "HEAD")
+
+    # ------------------------------------------------------------------ step 7
+    def _response_headers(self, upstream: list[tuple[str, str]], policy: CompiledPolicy, decision: str,
+                          decision_id: str) -> list[tuple[bytes, bytes]]:
+        out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in upstream
+               if k.lower() not in DROP_RESPONSE and k.lower() not in HOP_BY_HOP
+               and not k.lower().startswith("veil-")]
+        out += [
+            (b"veil-decision", decision.encode()),
+            (b"veil-decision-id", decision_id.encode()),
+            (b"veil-policy", policy.version.encode()),
+            (b"vary", VARY),
+            (b"cache-control", b"private, no-store" if decision == "block" else b"private"),
+        ]
+        return out
+
+    def _record(self, policy: CompiledPolicy, ad: Admitted, decision: str, reason: str, decision_id: str,
+                subject: str | None, subjects: list[str], report: Any, facts: dict[str, str],
+                filtered: int = 0) -> dict[str, Any]:
+        rule = ad.rule
+        ring = self.rt.pseudonym_ring
+        locations = [str(rule.loc)]
+        if report is not None:
+            ids = {rid for (_, rid) in report.dropped} | {rid for (_, rid) in report.transformed}
+            locations += sorted({str(rule.location_of(i)) for i in ids if i >= 0})
+        fields = _fields(report)
+        cats = sorted({policy.category_of(t) for group in fields.values() for t in group})
+        kept_cats = sorted({c for c in (policy.category_of(t) for t in _kept_templates(rule)) if c})
+        rec: dict[str, Any] = {
+            "id": decision_id, "time": _now().isoformat(), "caller": ad.caller.name,
+            "purpose": ad.purpose.name, "basis": ad.purpose.basis, "route": ad.route.template,
+            "subject": pseudonym(ring, subject) if subject else None,
+            "decision": decision, "reason": reason, "fields": fields, "categories": cats,
+            "disclosed_categories": kept_cats, "consent": facts, "policy": policy.version,
+            "rules": locations,
+        }
+        if subjects:
+            rec["subjects"] = [pseudonym(ring, s) for s in subjects]
+        if filtered:
+            rec["filtered"] = filtered
+        return rec
+
+    async def _audit(self, record: dict[str, Any]) -> bool:
+        try:
+            await self.rt.audit.append(record)
+            return True
+        except VeilError:
+            return False
+
+    def _count(self, route: str, purpose: str, decision: str, reason: str, policy: CompiledPolicy,
+               report: Any, filtered: int, rule: CompiledRule) -> None:
+        metrics.requests_total.labels(route, purpose, decision, reason).inc()
+        if report is None:
+            return
+        for tpl, n in report.removed.items():
+            metrics.fields_total.labels(policy.category_of(tpl), "removed").inc(n)
+        for (tpl, _), n in report.dropped.items():
+            metrics.fields_total.labels(policy.category_of(tpl), "dropped").inc(n)
+        for (tpl, _), n in report.transformed.items():
+            metrics.fields_total.labels(policy.category_of(tpl), "transformed").inc(n)
+        if report.suppressed:
+            metrics.fields_total.labels("aggregate", "suppressed").inc(report.suppressed)
+        if filtered:
+            metrics.fields_total.labels("record", "filtered").inc(filtered)
+
+    async def _block(self, send: Any, scope: Scope, policy: CompiledPolicy | None, blocked: Blocked,
+                     decision_id: str, t0: float, detail: str | None = None, *, subject: str | None = None,
+                     consent: dict[str, str] | None = None, log_it: bool = True) -> None:
+        route = blocked.route or "-"
+        purpose = blocked.purpose or "-"
+        if policy is not None and log_it:
+            rec = {
+                "id": decision_id, "time": _now().isoformat(), "caller": blocked.caller, "purpose": blocked.purpose,
+                "route": blocked.route, "subject": pseudonym(self.rt.pseudonym_ring, subject) if subject else None,
+                "decision": "block", "reason": blocked.reason, "consent": consent or {},
+                "policy": policy.version, "rules": [str(loc) for loc in blocked.locations],
+            }
+            await self._audit(rec)  # a block discloses nothing: it is sent even if the log is down
+        metrics.requests_total.labels(route, purpose, "block", blocked.reason).inc()
+        metrics.overhead_seconds.labels(route).observe(time.perf_counter() - t0)
+        await self._problem(send, blocked.reason, decision_id, policy, detail, head=scope["method"] == "HEAD")
+
+    async def _problem(self, send: Any, reason: str, decision_id: str, policy: CompiledPolicy | None,
+                       detail: str | None = None, *, head: bool = False) -> None:
+        status, body = problem_body(reason, decision_id, detail)
+        headers = [
+            (b"content-type", b"application/problem+json"),
+            (b"veil-decision", b"block"),
+            (b"veil-decision-id", decision_id.encode()),
+            (b"cache-control", b"private, no-store"),
+            (b"vary", VARY),
+        ]
+        if policy is not None:
+            headers.append((b"veil-policy", policy.version.encode()))
+        if status == 401:
+            headers.append((b"www-authenticate", b'Veil-Key realm="veil"'))
+        await _send(send, status, headers, body, head=head)
+
+
+def _fields(report: Any) -> dict[str, list[str]]:
+    if report is None:
+        return {"removed": [], "dropped": [], "transformed": []}
+    return {
+        "removed": sorted(report.removed),
+        "dropped": sorted({t for t, _ in report.dropped}),
+        "transformed": sorted({t for t, _ in report.transformed}),
+    }
+
+
+def _kept_templates(rule: CompiledRule) -> list[str]:
+    from veil.redact.engine import Action
+    from veil.redact.paths import format_path
+
+    return [format_path(r.path) for r in rule.plan.rules if r.action is not Action.DROP]
+
+
+def _request_body(scope: Scope, receive: Any, headers: list[tuple[bytes, bytes]]
+                        ) -> AsyncIterator[bytes] | None:
+    if scope["method"] in ("GET", "HEAD"):
+        return None
+    if not any(n in (b"content-length", b"transfer-encoding") for n, _ in headers):
+        return None
+
+    async def body() -> AsyncIterator[bytes]:
+        more = True
+        while more:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return
+            chunk = msg.get("body", b"")
+            if chunk:
+                yield chunk
+            more = msg.get("more_body", False)
+
+    return body()
+
+
+async def _send(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, head: bool = False
+                ) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

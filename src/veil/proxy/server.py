@@ -1,0 +1,83 @@
+"""Run the proxy and admin listeners under uvicorn in one event loop, with a graceful drain:
+on SIGTERM/SIGINT both stop accepting, in-flight requests finish, the decision log is flushed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+
+from veil.config import TLS, Config, Listen
+from veil.proxy.admin import build_admin_app
+from veil.proxy.app import ProxyApp
+from veil.proxy.runtime import Runtime
+
+log = logging.getLogger("veil")
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # signals are handled once for both listeners by serve()
+
+
+def _tls_kwargs(tls: TLS | None) -> dict[str, Any]:
+    if tls is None:
+        return {}
+    kw: dict[str, Any] = {"ssl_certfile": tls.certfile, "ssl_keyfile": tls.keyfile}
+    if tls.client_ca:
+        kw["ssl_ca_certs"] = tls.client_ca
+        kw["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    return kw
+
+
+def _uvicorn(app: Any, listen: Listen, tls: TLS | None, *, reuse_port: bool = False) -> _Server:
+    cfg = uvicorn.Config(
+        app, host=listen.host, port=listen.port, log_level="warning", access_log=False, lifespan="off",
+        loop="auto", http="auto", server_header=False, date_header=False, timeout_graceful_shutdown=25,
+        limit_max_requests=None, h11_max_incomplete_event_size=16 * 1024, **_tls_kwargs(tls),
+    )
+    return _Server(cfg)
+
+
+async def serve(config: Config, *, chain_id: str = "main", ready: asyncio.Event | None = None) -> None:
+    rt = Runtime(config, chain_id=chain_id)
+    await rt.start()
+    proxy = _uvicorn(ProxyApp(rt), config.proxy, config.tls)
+    admin = _uvicorn(build_admin_app(rt), config.admin, config.admin_tls)
+    loop = asyncio.get_running_loop()
+
+    def stop(*_: Any) -> None:
+        proxy.should_exit = True
+        admin.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
+    try:
+        tasks = [asyncio.create_task(proxy.serve()), asyncio.create_task(admin.serve())]
+        while not (proxy.started and admin.started):
+            if any(t.done() for t in tasks):
+                break
+            await asyncio.sleep(0.02)
+        if proxy.started and admin.started:
+            log.warning("veil listening: proxy %s, admin %s, policy %s", config.proxy, config.admin,
+                        rt.policy.current.version if rt.policy.current else "-")
+            if ready is not None:
+                ready.set()
+        else:
+            stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for t in tasks:
+            if t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+        if not (proxy.started and admin.started):
+            raise OSError(f"could not listen on {config.proxy} and {config.admin}")
+    finally:
+        await rt.close()
