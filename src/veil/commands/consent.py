@@ -25,7 +25,7 @@ import orjson
 from veil.config import load_config
 from veil.consent._schema import Recorded, now_utc, utc
 from veil.consent.importer import ImportInvalid, import_file
-from veil.consent.open import StoreImpl, open_raw_store
+from veil.consent.open import StoreImpl, check_url, open_raw_store
 from veil.consent.postgres import PostgresConsentStore
 from veil.consent.store import Action, ConsentEvent, ConsentState, SubjectHasher
 from veil.errors import VeilError
@@ -105,7 +105,8 @@ async def _with_store(args: argparse.Namespace, action: Callable[[StoreImpl], Aw
 def _target(args: argparse.Namespace) -> tuple[str, SubjectHasher]:
     if args.config:
         config = load_config(args.config)
-        return config.consent_url, SubjectHasher(config.keyring("store"))
+        return check_url(config.consent_url), SubjectHasher(config.keyring("store"))
+    check_url(args.store)
     if args.store_key:
         ring = KeyRing.single(load_secret(args.store_key, what="--store-key"))
     else:  # migrate needs no key: it never hashes a subject

@@ -11,22 +11,27 @@ from veil.errors import VeilError
 StoreImpl = SqliteConsentStore | PostgresConsentStore
 
 
+def check_url(url: str) -> str:
+    """The URL, if it names a kind of store veil has; otherwise a one-line error."""
+    if url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        return url
+    raise VeilError("consent store URL must start with sqlite:/// or postgresql://", code="config_invalid")
+
+
 async def open_raw_store(
     url: str, hasher: SubjectHasher, *, migrate: bool = True, listen: bool = True
 ) -> StoreImpl:
     """The store itself, without cache (the CLI and the importer use this)."""
-    if url.startswith("sqlite:///"):
+    if check_url(url).startswith("sqlite:///"):
         return SqliteConsentStore(url[len("sqlite:///"):], hasher)
-    if url.startswith(("postgresql://", "postgres://")):
-        store = await PostgresConsentStore.connect(url, hasher, listen=listen)
-        if migrate:
-            try:
-                await store.migrate()
-            except BaseException:
-                await store.close()
-                raise
-        return store
-    raise VeilError("consent store URL must start with sqlite:/// or postgresql://", code="config_invalid")
+    store = await PostgresConsentStore.connect(url, hasher, listen=listen)
+    if migrate:
+        try:
+            await store.migrate()
+        except BaseException:
+            await store.close()
+            raise
+    return store
 
 
 async def open_store(
