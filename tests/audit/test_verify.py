@@ -184,6 +184,7 @@ async def test_directories_and_globs_find_every_chain(tmp_path: Path, ring: KeyR
     assert find_chains([tmp_path]) == expected
     assert find_chains([str(tmp_path / "*.log*")]) == expected
     assert find_chains([tmp_path / "decisions-w1.log.1"]) == expected[:1]
+    assert find_chains([tmp_path / "decisions-w2.log.head"]) == expected[1:]
     by_dir, by_glob = verify([tmp_path], ring), verify([str(tmp_path / "decisions-*")], ring)
     assert by_dir.ok and by_dir.chains == 2 and by_dir == by_glob
     with pytest.raises(VeilError):

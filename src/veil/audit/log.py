@@ -208,6 +208,8 @@ class AuditLog:
             os.chmod(directory, 0o700)
         torn = self._recover()
         self._open()
+        if self._sync:
+            fsync_dir(directory)  # the file's name is durable too
         start: dict[str, Any] = {
             "kind": "start", "chain": self.chain_id, "time": now_iso(), "pid": os.getpid(),
             "version": __version__, "resumed_from": self._seq,

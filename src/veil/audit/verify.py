@@ -77,7 +77,7 @@ def find_chains(paths: Sequence[str | Path]) -> list[Path]:
         if p.is_dir():
             bases.update(chains_in_dir(p))
         elif p.exists():
-            bases.add(base_of(p))
+            bases.add(p.with_suffix("") if p.suffix == ".head" else base_of(p))
         elif any(c in str(raw) for c in "*?["):
             for hit in globmod.glob(str(raw)):
                 h = Path(hit)
