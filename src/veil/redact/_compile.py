@@ -1,0 +1,364 @@
+"""Field rules → a deterministic automaton over JSON locations → specialized closures.
+
+Stage 1 (`Automaton`): subset construction over the rules' path NFAs. A state is the set of
+(rule, position) pairs alive at a location plus `covered` (a keep matched here or above). Each state
+knows its fate: dropped, transformed, kept whole, removed, or visit (look inside).
+
+Stage 2 (`Builder`): one closure per (state, location template). Closures take `(value, ev)` where
+`ev` is the per-apply event counter dict, and return the new value or GONE. Object nodes come in
+three shapes: *filter* (unknown keys are removed: one dict comprehension over the allowed keys),
+*in place* (unknown keys are kept: delete/transform the named ones) and *general* (unknown keys need
+a look inside: per-key closures, built lazily and cached up to a cap). Counters are keyed by location
+template tuples (indices as 0) and turned into text only when the report is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from veil.redact.paths import AnyKey, Deep, Each, FieldPath, Key
+from veil.redact.transforms import Transform, TransformTypeError
+
+GONE: Any = object()  # a closure's "this node is removed" result
+MAX_CLOSURES = 20_000  # closures built per plan; beyond this, lazily built ones are not cached
+
+Fn = Callable[[Any, dict[Any, Any]], Any]
+Tmpl = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    path: FieldPath
+    action: str  # "keep" | "drop" | "transform"
+    transform: Transform | None
+    rule_id: int
+    order: int
+
+
+class _Other:
+    """A key no Key segment names: follows only `*` and `**` transitions."""
+
+
+OTHER = _Other()
+WHOLE = "whole"
+DROPPED = "dropped"
+TRANSFORMED = "transformed"
+REMOVED = "removed"
+VISIT = "visit"
+
+
+class State:
+    __slots__ = (
+        "_auto",
+        "_elem",
+        "_kids",
+        "_other",
+        "arr_ok",
+        "covered",
+        "kind",
+        "named",
+        "obj_ok",
+        "positions",
+        "rule",
+    )
+
+    def __init__(self, auto: Automaton, positions: frozenset[tuple[int, int]], parent_covered: bool) -> None:
+        self._auto = auto
+        rules = auto.rules
+        accepting = [rules[r] for r, i in positions if i == len(rules[r].path)]
+        drops = sorted((s for s in accepting if s.action == "drop"), key=_rank)
+        transforms = sorted((s for s in accepting if s.action == "transform"), key=_rank)
+        self.covered = parent_covered or any(s.action == "keep" for s in accepting)
+        if self.covered:  # keeps can add nothing under a kept node
+            positions = frozenset(p for p in positions if rules[p[0]].action != "keep")
+        self.positions = frozenset(p for p in positions if p[1] < len(rules[p[0]].path))
+        self.rule: RuleSpec | None = drops[0] if drops else transforms[0] if transforms else None
+        segs = [(rules[r], rules[r].path[i]) for r, i in self.positions]
+        self.named = frozenset(seg.name for _, seg in segs if isinstance(seg, Key))
+        live = [seg for spec, seg in segs if self.covered or spec.action != "drop"]
+        self.obj_ok = self.covered or any(isinstance(s, Key | AnyKey | Deep) for s in live)
+        self.arr_ok = self.covered or any(isinstance(s, Each | Deep) for s in live)
+        if drops:
+            self.kind = DROPPED
+        elif transforms:
+            self.kind = TRANSFORMED
+        elif self.covered and not self.positions:
+            self.kind = WHOLE
+        elif not (self.obj_ok or self.arr_ok):
+            self.kind = REMOVED
+        else:
+            self.kind = VISIT
+        self._kids: dict[str, State] = {}
+        self._other: State | None = None
+        self._elem: State | None = None
+
+    def child(self, key: str | _Other) -> State:
+        if isinstance(key, str) and key not in self.named:
+            key = OTHER
+        if isinstance(key, _Other):
+            if self._other is None:
+                self._other = self._auto.step(self, key)
+            return self._other
+        kid = self._kids.get(key)
+        if kid is None:
+            kid = self._kids[key] = self._auto.step(self, key)
+        return kid
+
+    def elem(self) -> State:
+        if self._elem is None:
+            self._elem = self._auto.step(self, None)
+        return self._elem
+
+
+def _rank(spec: RuleSpec) -> tuple[int, int]:
+    return (spec.rule_id, spec.order)
+
+
+class Automaton:
+    def __init__(self, rules: Sequence[RuleSpec]) -> None:
+        self.rules = tuple(rules)
+        self._memo: dict[tuple[frozenset[tuple[int, int]], bool], State] = {}
+        self.root = self._state(self._close((r, 0) for r in range(len(self.rules))), False)
+
+    def _close(self, items: Any) -> frozenset[tuple[int, int]]:
+        out: set[tuple[int, int]] = set()
+        stack = list(items)
+        while stack:
+            r, i = stack.pop()
+            if (r, i) in out:
+                continue
+            out.add((r, i))
+            path = self.rules[r].path
+            if i < len(path) and isinstance(path[i], Deep):
+                stack.append((r, i + 1))
+        return frozenset(out)
+
+    def _state(self, positions: frozenset[tuple[int, int]], covered: bool) -> State:
+        key = (positions, covered)
+        st = self._memo.get(key)
+        if st is None:
+            st = self._memo[key] = State(self, positions, covered)
+        return st
+
+    def step(self, st: State, key: str | _Other | None) -> State:
+        """Transition on an object key (str / OTHER) or an array element (None)."""
+        nxt: list[tuple[int, int]] = []
+        for r, i in st.positions:
+            seg = self.rules[r].path[i]
+            if isinstance(seg, Deep):
+                nxt.append((r, i))
+            elif key is None:
+                if isinstance(seg, Each):
+                    nxt.append((r, i + 1))
+            elif isinstance(seg, AnyKey) or (isinstance(seg, Key) and seg.name == key):
+                nxt.append((r, i + 1))
+        return self._state(self._close(nxt), st.covered)
+
+
+class Shape:
+    """Counts the key sets of objects filtered at one template; classified when the report is made."""
+
+    __slots__ = ("allowed", "default", "gone", "tmpl")
+
+    def __init__(self, tmpl: Tmpl, allowed: frozenset[str], gone: dict[str, tuple[Any, ...]],
+                 default: State) -> None:
+        self.tmpl, self.allowed, self.gone, self.default = tmpl, allowed, gone, default
+
+    def classify(self, sig: tuple[str, ...]) -> list[tuple[Any, ...]]:
+        """The event keys for the keys of `sig` this filter removed (named children count their own)."""
+        out: list[tuple[Any, ...]] = []
+        for k in sig:
+            if k in self.allowed:
+                continue
+            key = self.gone.get(k)
+            if key is None:
+                d = self.default
+                t = (*self.tmpl, k)
+                key = ("d", t, d.rule.rule_id) if d.kind == DROPPED and d.rule else ("r", t)
+            out.append(key)
+        return out
+
+
+Slot = Any  # WHOLE (str) | event-key tuple (node is removed/dropped) | Fn
+
+
+class Builder:
+    def __init__(self, auto: Automaton) -> None:
+        self.auto = auto
+        self.count = 0
+
+    def slot(self, st: State, t: Tmpl, stack: frozenset[State] = frozenset()) -> Slot:
+        kind = st.kind
+        if kind == WHOLE:
+            return WHOLE
+        if kind == REMOVED:
+            return ("r", t)
+        if kind == DROPPED:
+            assert st.rule is not None
+            return ("d", t, st.rule.rule_id)
+        if kind == TRANSFORMED:
+            assert st.rule is not None and st.rule.transform is not None
+            return _transform_fn(st.rule.transform, t, st.rule.rule_id)
+        if st in stack:
+            return self._lazy(st, t)
+        return self._visit(st, t, stack | {st})
+
+    def _lazy(self, st: State, t: Tmpl) -> Fn:
+        cell: list[Fn | None] = [None]
+
+        def lazy(v: Any, ev: dict[Any, Any]) -> Any:
+            f = cell[0]
+            if f is None:
+                f = self._visit(st, t, frozenset({st}))
+                if self.count < MAX_CLOSURES:
+                    cell[0] = f
+            return f(v, ev)
+
+        return lazy
+
+    def _visit(self, st: State, t: Tmpl, stack: frozenset[State]) -> Fn:
+        """One closure per node: the object handler itself when objects may survive (one call per
+        node on the hot path); `nondict` handles arrays, covered scalars and removal."""
+        self.count += 1
+        arr = self._arr(st, t, stack) if st.arr_ok else None
+        covered = st.covered
+        rkey = ("r", t)
+
+        def nondict(v: Any, ev: dict[Any, Any]) -> Any:
+            if isinstance(v, list):
+                if arr is not None:
+                    return arr(v, ev)
+            elif covered and not isinstance(v, dict):
+                return v
+            ev[rkey] = ev.get(rkey, 0) + 1
+            return GONE
+
+        return self._obj(st, t, stack, nondict) if st.obj_ok else nondict
+
+    def _arr(self, st: State, t: Tmpl, stack: frozenset[State]) -> Fn:
+        s = self.slot(st.elem(), (*t, 0), stack)
+        if s is WHOLE:
+            return _identity
+        if isinstance(s, tuple):
+            key = s
+
+            def gone_all(v: list[Any], ev: dict[Any, Any]) -> Any:
+                if v:
+                    ev[key] = ev.get(key, 0) + len(v)
+                return []
+
+            return gone_all
+        f: Fn = s
+
+        def each(v: list[Any], ev: dict[Any, Any]) -> Any:
+            return [r for x in v if (r := f(x, ev)) is not GONE]
+
+        return each
+
+    def _obj(self, st: State, t: Tmpl, stack: frozenset[State], nondict: Fn) -> Fn:
+        slots = {k: self.slot(st.child(k), (*t, k), stack) for k in sorted(st.named)}
+        fns = tuple((k, s) for k, s in slots.items() if callable(s))
+        gone = {k: s for k, s in slots.items() if isinstance(s, tuple)}
+        other = st.child(OTHER)
+        if other.kind in (REMOVED, DROPPED):
+            allowed = frozenset(k for k, s in slots.items() if not isinstance(s, tuple))
+            return _filter_obj(allowed, fns, Shape(t, allowed, gone, other), nondict)
+        if other.kind == WHOLE:
+            return _inplace_obj(tuple(gone.items()), fns, nondict)
+        return self._general_obj(slots, other, t, nondict)
+
+    def _general_obj(self, slots: dict[str, Slot], other: State, t: Tmpl, nondict: Fn) -> Fn:
+        cache: dict[str, Slot] = {}
+
+        def general(d: Any, ev: dict[Any, Any]) -> Any:
+            if not isinstance(d, dict):
+                return nondict(d, ev)
+            for k in list(d):
+                s = slots.get(k)
+                if s is None:
+                    s = cache.get(k)
+                    if s is None:
+                        s = self.slot(other, (*t, k), frozenset())
+                        if self.count < MAX_CLOSURES and len(cache) < MAX_CLOSURES:
+                            cache[k] = s
+                if s is WHOLE:
+                    continue
+                if isinstance(s, tuple):
+                    del d[k]
+                    ev[s] = ev.get(s, 0) + 1
+                    continue
+                r = s(d[k], ev)
+                if r is GONE:
+                    del d[k]
+                else:
+                    d[k] = r
+            return d
+
+        return general
+
+
+def _identity(v: Any, ev: dict[Any, Any]) -> Any:
+    return v
+
+
+def _transform_fn(tr: Transform, t: Tmpl, rule_id: int) -> Fn:
+    tkey = ("t", t, rule_id)
+    ekey = ("e", t, rule_id)
+
+    def transform(v: Any, ev: dict[Any, Any]) -> Any:
+        try:
+            r = tr(v)
+        except TransformTypeError:
+            ev[ekey] = ev.get(ekey, 0) + 1
+            return None
+        ev[tkey] = ev.get(tkey, 0) + 1
+        return r
+
+    return transform
+
+
+def _filter_obj(allowed: frozenset[str], fns: tuple[tuple[str, Fn], ...], shape: Shape, nondict: Fn) -> Fn:
+    def filter_obj(d: Any, ev: dict[Any, Any]) -> Any:
+        if not isinstance(d, dict):
+            return nondict(d, ev)
+        out = {k: v for k, v in d.items() if k in allowed}
+        if len(out) != len(d):
+            sigs = ev.get(shape)
+            if sigs is None:
+                sigs = ev[shape] = {}
+            sig = tuple(d)
+            sigs[sig] = sigs.get(sig, 0) + 1
+        for k, f in fns:
+            if k in out:
+                r = f(out[k], ev)
+                if r is GONE:
+                    del out[k]
+                else:
+                    out[k] = r
+        return out
+
+    return filter_obj
+
+
+def _inplace_obj(
+    gone: tuple[tuple[str, tuple[Any, ...]], ...], fns: tuple[tuple[str, Fn], ...], nondict: Fn
+) -> Fn:
+    def inplace_obj(d: Any, ev: dict[Any, Any]) -> Any:
+        if not isinstance(d, dict):
+            return nondict(d, ev)
+        for k, key in gone:
+            if k in d:
+                del d[k]
+                ev[key] = ev.get(key, 0) + 1
+        for k, f in fns:
+            if k in d:
+                r = f(d[k], ev)
+                if r is GONE:
+                    del d[k]
+                else:
+                    d[k] = r
+        return d
+
+    return inplace_obj

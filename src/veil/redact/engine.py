@@ -1,0 +1,280 @@
+"""Compiled field plans: minimize, drop, transform and guard a parsed JSON document.
+
+Semantics (deny/minimize by default), for every node of the document:
+
+1. guards run first: array elements whose count field is missing, not a number or < k are removed;
+2. a DROP matching the node (or an ancestor) removes it: drop beats keep and transform;
+3. else the lowest-rule_id TRANSFORM matching the node replaces its whole value (the transform sees
+   the original value; rules on its descendants are not consulted);
+4. else a KEEP matching the node or an ancestor keeps it (and its subtree, less 2 and 3 below);
+5. else a container survives, holding only what survives inside it, when some KEEP/TRANSFORM could
+   still match below it through that container's kind (`.key`/`*` need an object, `[*]` an array,
+   `**` either);
+6. else the node is removed (minimization; rule_id -1). A removed root makes `apply` return None.
+
+`apply` runs compiled closures (see _compile.py); `explain` is a separate, direct reading of the
+rules above — slow, obviously right, and used by the tests to check `apply`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from veil.errors import PathError, VeilError
+from veil.redact import _compile as c
+from veil.redact.paths import AnyKey, Deep, Each, FieldPath, Key, positions, step, template
+from veil.redact.transforms import Transform
+
+
+class Action(Enum):
+    KEEP = "keep"
+    DROP = "drop"
+    TRANSFORM = "transform"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRule:
+    path: FieldPath
+    action: Action
+    transform: Transform | None = None
+    rule_id: int = -1
+    category: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """Aggregate guard: suppress elements of `list_path` whose `count_field` is below k."""
+
+    list_path: FieldPath
+    count_field: FieldPath
+    k: int
+    rule_id: int = -1
+
+
+@dataclass
+class Report:
+    removed: dict[str, int] = field(default_factory=dict)
+    dropped: dict[tuple[str, int], int] = field(default_factory=dict)
+    transformed: dict[tuple[str, int], int] = field(default_factory=dict)
+    type_errors: dict[tuple[str, int], int] = field(default_factory=dict)
+    suppressed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FieldFate:
+    path: tuple[str | int, ...]
+    template: str
+    fate: str  # "kept" | "removed" | "dropped" | "transformed" | "suppressed"
+    rule_id: int
+
+
+class DocumentTooDeep(VeilError):
+    code = "document_too_deep"
+
+
+class RuleError(VeilError):
+    code = "redact_rule_invalid"
+
+
+def compile_plan(rules: Sequence[FieldRule], guards: Sequence[Guard] = ()) -> FieldPlan:
+    return FieldPlan(rules, guards)
+
+
+class FieldPlan:
+    """Compile once, apply many. `apply` may mutate its input; `explain` never does."""
+
+    def __init__(self, rules: Sequence[FieldRule], guards: Sequence[Guard] = ()) -> None:
+        for rule in rules:
+            if (rule.action is Action.TRANSFORM) != (rule.transform is not None):
+                raise RuleError(f"rule {rule.rule_id}: a transform rule needs a transform, others none")
+            if not rule.path:
+                raise RuleError(f"rule {rule.rule_id}: empty field path")
+        for guard in guards:
+            if not guard.count_field or not all(isinstance(s, Key) for s in guard.count_field):
+                raise PathError("a guard's count field must be a plain path of keys", 0)
+            if not guard.list_path:
+                raise RuleError(f"guard {guard.rule_id}: empty list path")
+        self.rules: tuple[FieldRule, ...] = tuple(rules)
+        self.guards: tuple[Guard, ...] = tuple(guards)
+        specs = [
+            c.RuleSpec(r.path, r.action.value, r.transform, r.rule_id, n) for n, r in enumerate(self.rules)
+        ]
+        self._specs = specs
+        self._builder = c.Builder(c.Automaton(specs))
+        self._root: c.Slot = self._builder.slot(self._builder.auto.root, ())
+        self._keys: dict[tuple[Any, ...], tuple[int, Any]] = {}
+        self._sigs: dict[tuple[c.Shape, tuple[str, ...]], list[tuple[int, Any]]] = {}
+
+    # ---- apply ---------------------------------------------------------------------------------
+
+    def apply(self, doc: Any) -> tuple[Any, Report]:
+        ev: dict[Any, Any] = {}
+        try:
+            suppressed = self._run_guards(doc) if self.guards else 0
+            root = self._root
+            if root is c.WHOLE:
+                out = doc
+            elif isinstance(root, tuple):
+                ev[root] = 1
+                out = None
+            else:
+                out = root(doc, ev)
+                if out is c.GONE:
+                    out = None
+        except RecursionError as exc:
+            raise DocumentTooDeep("document is nested too deeply to redact") from exc
+        return out, self._report(ev, suppressed)
+
+    def _run_guards(self, doc: Any) -> int:
+        n = 0
+        for g in self.guards:
+            names = [s.name for s in g.count_field if isinstance(s, Key)]
+            for _, arr in list(_find_arrays(doc, g.list_path)):
+                kept = [x for x in arr if _count_ok(x, names, g.k)]
+                n += len(arr) - len(kept)
+                arr[:] = kept
+        return n
+
+    def _resolve(self, key: tuple[Any, ...]) -> tuple[int, Any]:
+        """Event key → (report field index, report key); cached, so templates are formatted once."""
+        hit = self._keys.get(key)
+        if hit is None:
+            t = template(key[1])
+            hit = (0, t) if key[0] == "r" else ("dte".index(key[0]) + 1, (t, key[2]))
+            if len(self._keys) < c.MAX_CLOSURES:
+                self._keys[key] = hit
+        return hit
+
+    def _report(self, ev: dict[Any, Any], suppressed: int) -> Report:
+        rep = Report(suppressed=suppressed)
+        if not ev:
+            return rep
+        targets: tuple[dict[Any, int], ...] = (rep.removed, rep.dropped, rep.transformed, rep.type_errors)
+        resolve = self._resolve
+        for key, n in ev.items():
+            if isinstance(key, c.Shape):
+                for sig, m in n.items():
+                    hits = self._sigs.get((key, sig))
+                    if hits is None:
+                        hits = [resolve(k) for k in key.classify(sig)]
+                        if len(self._sigs) < c.MAX_CLOSURES:
+                            self._sigs[(key, sig)] = hits
+                    for i, rk in hits:
+                        tgt = targets[i]
+                        tgt[rk] = tgt.get(rk, 0) + m
+            else:
+                i, rk = resolve(key)
+                tgt = targets[i]
+                tgt[rk] = tgt.get(rk, 0) + n
+        return rep
+
+    # ---- explain -------------------------------------------------------------------------------
+
+    def explain(self, doc: Any) -> list[FieldFate]:
+        """The fate of every node of `doc` (root first, then depth first), without mutating it."""
+        suppressed = self._mark_guards(doc)
+        out: list[FieldFate] = []
+        starts = [positions(s.path, ()) for s in self._specs]
+        try:
+            self._explain(doc, (), starts, None, None, suppressed, out)
+        except RecursionError as exc:
+            raise DocumentTooDeep("document is nested too deeply to explain") from exc
+        return out
+
+    def _explain(
+        self,
+        node: Any,
+        where: tuple[str | int, ...],
+        states: list[frozenset[int]],
+        cover: int | None,
+        inherited: tuple[str, int] | None,
+        suppressed: dict[tuple[str | int, ...], int],
+        out: list[FieldFate],
+    ) -> None:
+        fate = inherited
+        if fate is None and where in suppressed:
+            fate = ("suppressed", suppressed[where])
+        if fate is None:
+            hits = [s for s, st in zip(self._specs, states, strict=True) if len(s.path) in st]
+            drops = sorted((s.rule_id, s.order) for s in hits if s.action == "drop")
+            trans = sorted((s.rule_id, s.order) for s in hits if s.action == "transform")
+            keeps = sorted((s.rule_id, s.order) for s in hits if s.action == "keep")
+            if drops:
+                fate = ("dropped", drops[0][0])
+            elif trans:
+                fate = ("transformed", trans[0][0])
+            elif cover is not None or keeps:
+                if cover is None:
+                    cover = keeps[0][0]
+                out.append(FieldFate(where, template(where), "kept", cover))
+            elif self._can_hold(node, states):
+                out.append(FieldFate(where, template(where), "kept", -1))
+            else:
+                fate = ("removed", -1)
+        if fate is not None:
+            out.append(FieldFate(where, template(where), fate[0], fate[1]))
+        if isinstance(node, dict):
+            for k, v in node.items():
+                nxt = [step(s.path, st, k) for s, st in zip(self._specs, states, strict=True)]
+                self._explain(v, (*where, k), nxt, cover, fate, suppressed, out)
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                nxt = [step(s.path, st, i) for s, st in zip(self._specs, states, strict=True)]
+                self._explain(v, (*where, i), nxt, cover, fate, suppressed, out)
+
+    def _can_hold(self, node: Any, states: list[frozenset[int]]) -> bool:
+        """Whether some keep/transform may still match below this container, through its kind."""
+        if isinstance(node, dict):
+            through: tuple[type, ...] = (Key, AnyKey, Deep)
+        elif isinstance(node, list):
+            through = (Each, Deep)
+        else:
+            return False
+        return any(
+            i < len(spec.path) and isinstance(spec.path[i], through)
+            for spec, st in zip(self._specs, states, strict=True)
+            if spec.action != "drop"
+            for i in st
+        )
+
+    def _mark_guards(self, doc: Any) -> dict[tuple[str | int, ...], int]:
+        marked: dict[tuple[str | int, ...], int] = {}
+        for g in self.guards:
+            names = [s.name for s in g.count_field if isinstance(s, Key)]
+            for where, arr in list(_find_arrays(doc, g.list_path, marked)):
+                for i, x in enumerate(arr):
+                    at = (*where, i)
+                    if at not in marked and not _count_ok(x, names, g.k):
+                        marked[at] = g.rule_id
+        return marked
+
+
+def _find_arrays(
+    doc: Any, path: FieldPath, skip: dict[tuple[str | int, ...], int] | None = None
+) -> Iterator[tuple[tuple[str | int, ...], list[Any]]]:
+    """Arrays the path matches (skipping suppressed subtrees), outermost first."""
+    stack: list[tuple[Any, tuple[str | int, ...], frozenset[int]]] = [(doc, (), positions(path, ()))]
+    while stack:
+        node, where, st = stack.pop()
+        if skip and where in skip:
+            continue
+        if len(path) in st and isinstance(node, list):
+            yield where, node
+        items: Any = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(
+            node, list) else ()
+        for k, v in reversed(list(items)):
+            nxt = step(path, st, k)
+            if nxt:
+                stack.append((v, (*where, k), nxt))
+
+
+def _count_ok(item: Any, names: list[str], k: int) -> bool:
+    v = item
+    for name in names:
+        if not isinstance(v, dict) or name not in v:
+            return False
+        v = v[name]
+    return isinstance(v, int | float) and not isinstance(v, bool) and v >= k

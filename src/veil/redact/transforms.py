@@ -1,0 +1,304 @@
+"""Value transforms: small frozen callables built by factories (`mask(first=1)`, `hash(key)`, ...).
+
+A transform gets the whole JSON value at its path. A value of the wrong type raises
+TransformTypeError (the engine then writes null: fail closed). Error messages name types, never values.
+Bad factory arguments raise TransformArgError when the policy is compiled.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import hmac
+import ipaddress
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from veil.errors import VeilError
+
+_canonical = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
+_encode_str = json.encoder.encode_basestring
+
+
+class TransformTypeError(VeilError):
+    """A transform got a value it cannot handle (message names the type only)."""
+
+    code = "transform_type"
+
+
+class TransformArgError(VeilError):
+    """A transform factory got an argument outside its domain."""
+
+    code = "transform_invalid"
+
+
+def _kind(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number" if isinstance(value, int | float) else type(value).__name__
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class Transform:
+    """Base: `name` identifies the transform; dataclass fields are its arguments."""
+
+    name: ClassVar[str] = "transform"
+
+    def __call__(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def _reject(self, value: Any, wants: str) -> TransformTypeError:
+        return TransformTypeError(f"{self.name} expects {wants}, got {_kind(value)}")
+
+
+def _hashable(cls: type[Transform]) -> type[Transform]:
+    # dataclass' generated __hash__ calls the global `hash`, which this module shadows with a factory;
+    # hash the repr instead (fields that hold secrets are repr=False).
+    cls.__hash__ = lambda self: builtins.hash(repr(self))  # type: ignore[method-assign]
+    return cls
+
+
+@_hashable
+@dataclass(frozen=True, slots=True)
+class Null(Transform):
+    name: ClassVar[str] = "null"
+
+    def __call__(self, value: Any) -> Any:
+        return None
+
+
+@_hashable
+@dataclass(frozen=True, slots=True)
+class Replace(Transform):
+    name: ClassVar[str] = "replace"
+    value: Any = None
+
+    def __call__(self, value: Any) -> Any:
+        v = self.value
+        return copy.deepcopy(v) if isinstance(v, dict | list) else v
+
+
+@_hashable
+@dataclass(frozen=True, slots=True)
+class Mask(Transform):
+    name: ClassVar[str] = "mask"
+    first: int = 0
+    last: int = 0
+    char: str = "*"
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value
+        elif _is_number(value):
+            text = str(value)
+        else:
+            raise self._reject(value, "a string or number")
+        n = len(text)
+        first, last = self.first, self.last
+        if first + last >= n:
+            return self.char * n
+        return text[:first] + self.char * (n - first - last) + (text[n - last :] if last else "")
+
+
+@_hashable
+@dataclass(frozen=True, slots=True)
+class Hash(Transform):
+    name: ClassVar[str] = "hash"
+    key: bytes = field(default=b"", repr=False)
+    prefix: str = "ps_"
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str):
+            text = _encode_str(value)
+        elif value is None or isinstance(value, bool | int):
+            text = "null" if value is None else ("true" if value is True else "false" if value is False else
+                                                 int.__repr__(value))
+        else:
+            try:
+                text = _canonical.encode(value)
+            except (TypeError, ValueError) as exc:
+                raise self._reject(value, "a JSON value") from exc
+        digest = hmac.digest(self.key, text.encode("utf-8", "surrogatepass"), "sha256")
+        return self.prefix + digest.hex()[:24]
+
+
+@_hashable
+@dataclass(frozen=True, slots=True)
+class Prefix(Transform):
+    name: ClassVar[str] = "prefix"
+    n: int = 0
+
+    def __call__(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise self._reject(value, "a string")
+        return value[: self.n]
+
+
+@_hashable
+@dataclass(frozen=True, slots=True)
+class Bucket(Transform):
+    name: ClassVar[str] = "bucket"
+    width: int | float = 10
+
+    def __call__(self, value: Any) -> Any:
+        if not _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
+            raise self._reject(value, "a finite number")
+        w = self.width
+        if isinstance(value, int) and isinstance(w, int):
+            lo = (value // w) * w
+            return f"{lo}-{lo + w - 1}"
+        lo_f = math.floor(value / w) * w
+        return f"{float(lo_f)}-{float(lo_f + w)}"
+
+
+@_hashable
+@dataclass(frozen=True, slots=True)
+class Date(Transform):
+    name: ClassVar[str] = "date"
+    granularity: Literal["month", "year"] = "month"
+
+    def __call__(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise self._reject(value, "an ISO date string")
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise self._reject(value, "an ISO date string") from exc
+        if self.granularity == "year":
+            return f"{when.year:04d}"
+        return f"{when.year:04d}-{when.month:02d}"
+
+
+@_hashable
+@dataclass(frozen=True, slots=True)
+class Round(Transform):
+    name: ClassVar[str] = "round"
+    decimals: int = 0
+
+    def __call__(self, value: Any) -> Any:
+        if not _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
+            raise self._reject(value, "a finite number")
+        return round(value, self.decimals)
+
+
+@_hashable
+@dataclass(frozen=True, slots=True)
+class Ip(Transform):
+    name: ClassVar[str] = "ip"
+    v4_prefix: int = 24
+    v6_prefix: int = 48
+
+    def __call__(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise self._reject(value, "an IP address string")
+        try:
+            addr = ipaddress.ip_address(value)
+        except ValueError as exc:
+            raise self._reject(value, "an IP address string") from exc
+        if isinstance(addr, ipaddress.IPv6Address):
+            mapped = addr.ipv4_mapped
+            if mapped is not None:  # ::ffff:a.b.c.d → generalize the IPv4 part, keep the mapped form
+                return "::ffff:" + str(ipaddress.IPv4Address(int(mapped) & _mask(32, self.v4_prefix)))
+            return str(ipaddress.IPv6Address(int(addr) & _mask(128, self.v6_prefix)))
+        return str(ipaddress.IPv4Address(int(addr) & _mask(32, self.v4_prefix)))
+
+
+def _mask(bits: int, prefix: int) -> int:
+    return ((1 << bits) - 1) ^ ((1 << (bits - prefix)) - 1)
+
+
+def _check_int(what: str, value: object, lo: int, hi: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        raise TransformArgError(f"{what} must be an integer {bound}")
+
+
+# ---- factories --------------------------------------------------------------------------------
+
+
+def null() -> Transform:
+    return Null()
+
+
+def replace(value: Any) -> Transform:
+    try:
+        _canonical.encode(value)
+    except (TypeError, ValueError) as exc:
+        raise TransformArgError("replace needs a JSON value") from exc
+    return Replace(value)
+
+
+def mask(first: int = 0, last: int = 0, char: str = "*") -> Transform:
+    _check_int("mask first", first, 0)
+    _check_int("mask last", last, 0)
+    if not isinstance(char, str) or len(char) != 1:
+        raise TransformArgError("mask char must be a single character")
+    return Mask(first, last, char)
+
+
+def hash(key: bytes, *, prefix: str = "ps_") -> Transform:
+    if not isinstance(key, bytes) or len(key) < 16:
+        raise TransformArgError("hash key must be at least 16 bytes")
+    return Hash(key, prefix)
+
+
+def prefix(n: int) -> Transform:
+    _check_int("prefix length", n, 0)
+    return Prefix(n)
+
+
+def bucket(width: int | float) -> Transform:
+    if not _is_number(width) or not math.isfinite(width) or width <= 0:
+        raise TransformArgError("bucket width must be a positive number")
+    return Bucket(width)
+
+
+def date(granularity: str) -> Transform:
+    if granularity == "month":
+        return Date("month")
+    if granularity == "year":
+        return Date("year")
+    raise TransformArgError("date granularity must be `month` or `year`")
+
+
+def round_(decimals: int) -> Transform:
+    _check_int("round decimals", decimals, -15, 15)
+    return Round(decimals)
+
+
+def ip(v4_prefix: int = 24, v6_prefix: int = 48) -> Transform:
+    _check_int("ip v4_prefix", v4_prefix, 0, 32)
+    _check_int("ip v6_prefix", v6_prefix, 0, 128)
+    return Ip(v4_prefix, v6_prefix)
+
+
+__all__ = [
+    "Bucket",
+    "Date",
+    "Hash",
+    "Ip",
+    "Mask",
+    "Null",
+    "Prefix",
+    "Replace",
+    "Round",
+    "Transform",
+    "TransformArgError",
+    "TransformTypeError",
+    "bucket",
+    "date",
+    "hash",
+    "ip",
+    "mask",
+    "null",
+    "prefix",
+    "replace",
+    "round_",
+]
