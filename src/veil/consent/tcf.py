@@ -340,7 +340,7 @@ def _iso(moment: datetime) -> str:
 
 
 def _id_map(ids: Iterable[int]) -> dict[str, bool]:
-    return {str(i): True for i in sorted(ids)}
+    return dict.fromkeys(map(str, sorted(ids)), True)
 
 
 def _restrictions_json(restrictions: Iterable[PublisherRestriction]) -> dict[str, dict[str, int]]:
@@ -348,9 +348,8 @@ def _restrictions_json(restrictions: Iterable[PublisherRestriction]) -> dict[str
     by_purpose: dict[int, dict[int, int]] = {}
     for restriction in restrictions:
         vendors = by_purpose.setdefault(restriction.purpose_id, {})
-        for vendor in restriction.vendors:
-            vendors[vendor] = restriction.restriction_type
+        vendors.update(dict.fromkeys(restriction.vendors, restriction.restriction_type))
     return {
-        str(purpose): {str(v): t for v, t in sorted(vendors.items())}
+        str(purpose): {str(v): vendors[v] for v in sorted(vendors)}
         for purpose, vendors in sorted(by_purpose.items())
     }
