@@ -195,7 +195,7 @@ class FieldPlan:
         out: list[FieldFate],
     ) -> None:
         fate = inherited
-        if fate is None and where in suppressed:
+        if where in suppressed:  # guards run first, even inside a dropped or transformed value
             fate = ("suppressed", suppressed[where])
         if fate is None:
             hits = [s for s, st in zip(self._specs, states, strict=True) if len(s.path) in st]
