@@ -47,8 +47,13 @@ class RowResult:
     skipped: str | None = None  # set when the row was not run on purpose (why)
 
     @property
-    def ok(self) -> bool:
+    def ran(self) -> bool:
         return self.error is None and self.skipped is None and bool(self.rounds)
+
+    @property
+    def ok(self) -> bool:
+        """Ran and measured something: a round shorter than one response under load measures nothing."""
+        return self.ran and sum(r.requests for r in self.rounds) > 0
 
     def _median(self, values: list[float]) -> float | None:
         return float(statistics.median(values)) if values and self.ok else None
@@ -143,7 +148,8 @@ def render_table(result: BenchResult) -> str:
     ]
     for row in result.rows:
         if not row.ok:
-            why = f"skipped: {row.skipped}" if row.skipped else f"FAILED: {row.error or 'no rounds'}"
+            why = (f"skipped: {row.skipped}" if row.skipped else f"FAILED: {row.error}" if row.error
+                   else "no response completed within a round: try a longer --duration")
             lines.append(f"{row.label:<3} {row.title:<38} {row.body:<5} {why}")
             continue
         spread = row.spread or (0.0, 0.0)
