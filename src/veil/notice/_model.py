@@ -1,0 +1,320 @@
+"""The notice model: what a privacy notice says, derived from the compiled policy (one source of truth).
+
+Which data categories a purpose uses is read from the compiled field plans, with the engine's own
+precedence: a category is used when a keep or transform rule of some route reaches one of its fields
+and no drop (nor, for keeps, a transform) covers that field. A field a rule only nulls or replaces
+discloses nothing and is not counted. Shapes the policy cannot know (a wildcard drop against a
+concrete keep) are resolved towards reporting the use: a notice may over-state, never under-state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from veil.policy.compile import CompiledPolicy, CompiledPurpose, CompiledRule
+from veil.redact.engine import Action, FieldRule
+from veil.redact.paths import AnyKey, Deep, FieldPath, ends_with, format_path
+
+# GDPR Art. 6(1): the point and the plain-words meaning of each lawful basis.
+BASES: dict[str, tuple[str, str, str]] = {
+    "consent": ("a", "Consent",
+                "You have given your consent for this purpose. You can withdraw it at any time."),
+    "contract": ("b", "Contract",
+                 "We need this to perform a contract with you, or to take steps you asked for before "
+                 "entering into one."),
+    "legal_obligation": ("c", "Legal obligation", "The law requires us to do this."),
+    "vital_interests": ("d", "Vital interests", "We need this to protect your life or someone else's."),
+    "public_task": ("e", "Public task", "We need this for a task in the public interest or in the exercise "
+                    "of official authority."),
+    "legitimate_interests": ("f", "Legitimate interests",
+                             "We need this for our legitimate interests, which we have weighed against "
+                             "your interests, rights and freedoms. You can object to it at any time "
+                             "(GDPR Art. 21)."),
+}
+
+PROCESSING: dict[str, str] = {
+    "sale": "sale of personal information",
+    "sharing": "sharing for cross-context behavioural advertising",
+    "targeted_advertising": "targeted advertising",
+    "profiling": "profiling (automated evaluation of personal aspects)",
+    "analytics": "analytics and measurement",
+    "service": "providing the service you asked for",
+}
+
+# How a field leaves veil, by transform name; the order is the display order.
+MANNERS: dict[str, str] = {
+    "keep": "in clear", "hash": "pseudonymized", "mask": "masked", "prefix": "generalized",
+    "bucket": "generalized", "date": "generalized", "round": "generalized", "ip": "generalized",
+}
+MANNER_ORDER = ("in clear", "pseudonymized", "masked", "generalized")
+_SILENT = ("null", "replace")  # transforms that disclose nothing
+
+# IAB TCF v2.2 purposes and special features (short names of the Global Vendor List).
+TCF_PURPOSES: dict[int, str] = {
+    1: "Store and/or access information on a device",
+    2: "Use limited data to select advertising",
+    3: "Create profiles for personalised advertising",
+    4: "Use profiles to select personalised advertising",
+    5: "Create profiles to personalise content",
+    6: "Use profiles to select personalised content",
+    7: "Measure advertising performance",
+    8: "Measure content performance",
+    9: "Understand audiences through statistics or combinations of data from different sources",
+    10: "Develop and improve services",
+    11: "Use limited data to select content",
+}
+TCF_FEATURES: dict[int, str] = {
+    1: "Use precise geolocation data",
+    2: "Actively scan device characteristics for identification",
+}
+
+GPC_TEXT = (
+    "Your browser or device can send a Global Privacy Control signal (the HTTP request header "
+    "Sec-GPC: 1). We treat it as your request to opt out of the sale and sharing of your personal "
+    "information and of targeted advertising: while it is present, we do not use or disclose your data "
+    "for the purposes marked as honouring it, whatever else you have agreed to."
+)
+WITHDRAW_TEXT = (
+    "You can withdraw your consent at any time, and withdrawing is as easy as giving it. Withdrawal "
+    "takes effect for every later request; it does not make earlier processing unlawful."
+)
+ART9_TEXT = (
+    "Special categories of personal data (GDPR Art. 9) and sensitive personal information (CCPA) are "
+    "used only with your explicit consent, or disclosed only pseudonymized, masked or generalized."
+)
+
+LIMIT_TEXT = (
+    "Withdrawing this consent also limits the use of your sensitive personal information to what the "
+    "services you asked for need (CCPA: Limit the Use of My Sensitive Personal Information)."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Basis:
+    code: str
+    article: str  # "GDPR Art. 6(1)(a)"
+    title: str
+    plain: str
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryUse:
+    name: str
+    sensitive: bool
+    manners: tuple[str, ...]  # subset of MANNER_ORDER, in that order
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    key: str | None
+    sources: tuple[str, ...]  # "store", "tcf"
+    max_age: str | None  # "13 months"
+    notice_version: int | None  # minimum notice version a consent must have been given to
+    withdraw: str
+    withdraw_api: str
+    withdraw_cli: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tcf:
+    purposes: tuple[tuple[int, str], ...]
+    special_features: tuple[tuple[int, str], ...]
+    legitimate_interest: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PurposeNotice:
+    name: str
+    description: str
+    basis: Basis
+    processing: tuple[tuple[str, str], ...]  # (code, plain words)
+    categories: tuple[CategoryUse, ...]
+    recipients: tuple[str, ...]
+    retention: str | None
+    consent: Consent | None  # None: no consent needed
+    gpc_honored: bool  # for every route (purpose `gpc honor`)
+    gpc_routes: tuple[str, ...]  # routes honouring GPC by `respect gpc` alone
+    tcf: Tcf | None
+    routes: tuple[str, ...]  # "GET /customers/{id}"
+
+    @property
+    def sensitive(self) -> bool:
+        return any(c.sensitive for c in self.categories)
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryNotice:
+    name: str
+    sensitive: bool
+    fields: tuple[str, ...]
+    purposes: tuple[str, ...]  # purposes that disclose it
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    controller: str
+    version: str | None  # the policy header's version, e.g. "2026.11"
+    policy_hash: str
+    purposes: tuple[PurposeNotice, ...]
+    categories: tuple[CategoryNotice, ...]
+
+    @property
+    def honors_gpc(self) -> bool:
+        return any(p.gpc_honored or p.gpc_routes for p in self.purposes)
+
+
+# ---------------------------------------------------------------- category use
+def _all_wild(path: FieldPath) -> bool:
+    return all(isinstance(s, AnyKey | Deep) for s in path)
+
+
+def _reach(rule_path: FieldPath, cat_path: FieldPath) -> FieldPath | None:
+    """The node of category path `cat_path` that `rule_path` reaches (itself or by holding an
+    ancestor), or None."""
+    for i in range(len(rule_path), 0, -1):
+        if ends_with(rule_path[:i], cat_path):
+            return rule_path  # at or below a category field
+    for j in range(len(cat_path) - 1, 0, -1):
+        if ends_with(rule_path, cat_path[:j]):
+            return rule_path + cat_path[j:]  # an ancestor: keep `health` reaches `health.allergies`
+    if _all_wild(rule_path):
+        return (Deep(), *cat_path)  # keep `**` or `*`
+    return None
+
+
+def _covers(outer: FieldPath, node: FieldPath) -> bool:
+    """Does rule path `outer` hold `node` (itself or an ancestor) wherever `node` occurs?"""
+    if outer[:1] == (Deep(),):
+        tail = outer[1:]
+        return not tail or any(ends_with(node[:i], tail) for i in range(1, len(node) + 1))
+    return len(node) >= len(outer) and node[: len(outer)] == outer
+
+
+def _manner(rule: FieldRule) -> str | None:
+    if rule.action is Action.KEEP:
+        return MANNERS["keep"]
+    name = rule.transform.name if rule.transform is not None else ""
+    return None if name in _SILENT else MANNERS.get(name, "generalized")
+
+
+def _uses(rule: CompiledRule, name: str, cat_paths: tuple[FieldPath, ...]) -> set[str]:
+    rules = rule.plan.rules
+    drops = [r.path for r in rules if r.action is Action.DROP]
+    transforms = [r.path for r in rules if r.action is Action.TRANSFORM]
+    out: set[str] = set()
+    for r in rules:
+        if r.action is Action.DROP:
+            continue
+        manner = _manner(r)
+        if manner is None:
+            continue
+        nodes = [r.path] if r.category == name else [n for cp in cat_paths if (n := _reach(r.path, cp))]
+        for node in nodes:
+            if any(_covers(d, node) for d in drops):
+                continue
+            if r.action is Action.KEEP and any(_covers(t, node) for t in transforms):
+                continue
+            out.add(manner)
+    return out
+
+
+def _rules_of(policy: CompiledPolicy, purpose: str) -> Iterator[tuple[str, CompiledRule]]:
+    for route in policy.routes:
+        rule = route.rules.get(purpose)
+        if rule is not None and rule.block is None:
+            yield f"{route.method} {route.template}", rule
+
+
+def _categories(policy: CompiledPolicy, purpose: str) -> tuple[CategoryUse, ...]:
+    found: dict[str, set[str]] = {}
+    for _, rule in _rules_of(policy, purpose):
+        for name, (_, paths) in policy.categories.items():
+            used = _uses(rule, name, paths)
+            if used:
+                found.setdefault(name, set()).update(used)
+    return tuple(
+        CategoryUse(name, sensitive, tuple(m for m in MANNER_ORDER if m in found[name]))
+        for name, (sensitive, _) in policy.categories.items() if name in found
+    )
+
+
+# ---------------------------------------------------------------- purposes
+def basis_of(code: str) -> Basis:
+    point, title, plain = BASES.get(code, ("?", code, code))
+    return Basis(code, f"GDPR Art. 6(1)({point})", title, plain)
+
+
+def _attr_text(policy: CompiledPolicy, purpose: str, attr: str) -> str | None:
+    """An attribute as written (durations keep their unit: "13 months")."""
+    for m in policy.modules:
+        for p in m.purposes:
+            if p.name == purpose and (a := p.get(attr)) is not None:
+                return str(a.values[0])
+    return None
+
+
+def _consent(policy: CompiledPolicy, p: CompiledPurpose) -> Consent | None:
+    if not p.needs_consent:
+        return None
+    key = p.consent_key
+    shown = key or "<key>"
+    return Consent(
+        key=key,
+        sources=tuple(s for s in ("store", "tcf") if s in p.sources),
+        max_age=_attr_text(policy, p.name, "consent_max_age"),
+        notice_version=p.min_notice,
+        withdraw=WITHDRAW_TEXT,
+        withdraw_api=f'POST /consent/{{subject}} {{"key": "{shown}", "action": "withdrawn"}}',
+        withdraw_cli=f"veil consent withdraw --subject ID --key {shown}",
+    )
+
+
+def _tcf(p: CompiledPurpose) -> Tcf | None:
+    if not (p.tcf_purposes or p.tcf_features):
+        return None
+    return Tcf(
+        purposes=tuple((n, TCF_PURPOSES.get(n, "unknown")) for n in p.tcf_purposes),
+        special_features=tuple((n, TCF_FEATURES.get(n, "unknown")) for n in p.tcf_features),
+        legitimate_interest=p.tcf_li,
+    )
+
+
+def _purpose(policy: CompiledPolicy, p: CompiledPurpose) -> PurposeNotice:
+    rules = list(_rules_of(policy, p.name))
+    return PurposeNotice(
+        name=p.name,
+        description=p.description,
+        basis=basis_of(p.basis),
+        processing=tuple((k, PROCESSING.get(k, k)) for k in p.processing),
+        categories=_categories(policy, p.name),
+        recipients=p.recipients,
+        retention=p.retention,
+        consent=_consent(policy, p),
+        gpc_honored=p.gpc_honor,
+        gpc_routes=() if p.gpc_honor else tuple(r for r, rule in rules if rule.respect_gpc),
+        tcf=_tcf(p),
+        routes=tuple(r for r, _ in rules),
+    )
+
+
+def _header_version(policy: CompiledPolicy) -> str | None:
+    return next((m.header.version for m in policy.modules if m.header), None)
+
+
+def build_notice(policy: CompiledPolicy) -> Notice:
+    """The notice for a compiled policy; equal policies give equal notices."""
+    purposes = tuple(_purpose(policy, p) for p in policy.purposes.values())
+    categories = tuple(
+        CategoryNotice(
+            name, sensitive, tuple(format_path(p) for p in paths),
+            tuple(p.name for p in purposes if any(c.name == name for c in p.categories)),
+        )
+        for name, (sensitive, paths) in policy.categories.items()
+    )
+    return Notice(policy.name, _header_version(policy), policy.version, purposes, categories)
+
+
+def join(items: Iterable[str], empty: str = "none") -> str:
+    items = list(items)
+    return ", ".join(items) if items else empty
