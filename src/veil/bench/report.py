@@ -143,7 +143,7 @@ def render_table(result: BenchResult) -> str:
         f"{m.get('connections')} connections, load generator {m.get('tool')}, "
         f"{m.get('cpus')} CPU(s), loopback",
         "",
-        f"{'#':<3} {'scenario':<38} {'body':<5} {'req/s':>9} {'(min-max)':<17} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'#':<3} {'scenario':<38} {'body':<5} {'req/s':>9} {'(min-max)':<17} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'CPU us/req':>10} {'bad':>5}",
     ]
     for row in result.rows:
@@ -155,8 +155,8 @@ def render_table(result: BenchResult) -> str:
         spread = row.spread or (0.0, 0.0)
         lines.append(
             f"{row.label:<3} {row.title:<38} {row.body:<5} {_num(row.rps):>9} "
-            f"{'(' + _num(spread[0]) + '-' + _num(spread[1]) + ')':<17} {_num(row.p50_ms, 2):>7} "
-            f"{_num(row.p99_ms, 2):>7} {_num(row.cpu_us_per_req):>10} {row.bad_responses:>5}"
+            f"{'(' + _num(spread[0]) + '-' + _num(spread[1]) + ')':<17} {_num(row.p50_ms, 2):>8} "
+            f"{_num(row.p99_ms, 2):>8} {_num(row.cpu_us_per_req):>10} {row.bad_responses:>5}"
             + ("  !" if row.suspect else "")
         )
     lines += ["", "ratios (median req/s):"]
