@@ -108,7 +108,8 @@ def create_app(n_customers: int = 1000) -> Starlette:
 def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
-    parser = argparse.ArgumentParser(prog="python -m veil.demo.upstream", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m veil.demo.upstream",
+                                     description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--customers", type=int, default=1000)
