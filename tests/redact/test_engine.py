@@ -218,9 +218,11 @@ def test_general_object_mode_counts_and_keeps_order() -> None:
     assert rep.dropped == {("a.phone", 4): 1}
 
 
-def test_key_order_is_preserved() -> None:
+def test_key_order_follows_the_policy_when_filtering_and_the_document_otherwise() -> None:
     doc = {"c": 1, "b": 2, "a": 3, "x": 4}
-    out, _ = run([keep("a"), keep("b"), keep("c")], doc)
+    out, _ = run([keep("b"), keep("a"), keep("c")], copy.deepcopy(doc))
+    assert list(out) == ["b", "a", "c"]
+    out, _ = run([keep("*"), drop("x")], copy.deepcopy(doc))
     assert list(out) == ["c", "b", "a"]
 
 

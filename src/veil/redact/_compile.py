@@ -76,7 +76,11 @@ class State:
         self.positions = frozenset(p for p in positions if p[1] < len(rules[p[0]].path))
         self.rule: RuleSpec | None = drops[0] if drops else transforms[0] if transforms else None
         segs = [(rules[r], rules[r].path[i]) for r, i in self.positions]
-        self.named = frozenset(seg.name for _, seg in segs if isinstance(seg, Key))
+        firsts: dict[str, int] = {}
+        for spec, seg in sorted(segs, key=lambda x: x[0].order):
+            if isinstance(seg, Key):
+                firsts.setdefault(seg.name, spec.order)
+        self.named = tuple(firsts)  # in policy order: filtered objects list their keys in this order
         live = [seg for spec, seg in segs if self.covered or spec.action != "drop"]
         self.obj_ok = self.covered or any(isinstance(s, Key | AnyKey | Deep) for s in live)
         self.arr_ok = self.covered or any(isinstance(s, Each | Deep) for s in live)
@@ -258,13 +262,14 @@ class Builder:
         return each
 
     def _obj(self, st: State, t: Tmpl, stack: frozenset[State], nondict: Fn) -> Fn:
-        slots = {k: self.slot(st.child(k), (*t, k), stack) for k in sorted(st.named)}
+        slots = {k: self.slot(st.child(k), (*t, k), stack) for k in st.named}
         fns = tuple((k, s) for k, s in slots.items() if callable(s))
         gone = {k: s for k, s in slots.items() if isinstance(s, tuple)}
         other = st.child(OTHER)
         if other.kind in (REMOVED, DROPPED):
             allowed = frozenset(k for k, s in slots.items() if not isinstance(s, tuple))
-            return _filter_obj(allowed, fns, Shape(t, allowed, gone, other), nondict)
+            entries = tuple((k, None if s is WHOLE else s) for k, s in slots.items() if k in allowed)
+            return _filter_obj(entries, Shape(t, allowed, gone, other), nondict)
         if other.kind == WHOLE:
             return _inplace_obj(tuple(gone.items()), fns, nondict)
         return self._general_obj(slots, other, t, nondict)
@@ -319,24 +324,25 @@ def _transform_fn(tr: Transform, t: Tmpl, rule_id: int) -> Fn:
     return transform
 
 
-def _filter_obj(allowed: frozenset[str], fns: tuple[tuple[str, Fn], ...], shape: Shape, nondict: Fn) -> Fn:
+def _filter_obj(entries: tuple[tuple[str, Fn | None], ...], shape: Shape, nondict: Fn) -> Fn:
     def filter_obj(d: Any, ev: dict[Any, Any]) -> Any:
         if not isinstance(d, dict):
             return nondict(d, ev)
-        out = {k: v for k, v in d.items() if k in allowed}
-        if len(out) != len(d):
+        out = {}
+        for k, f in entries:
+            if k in d:
+                if f is None:
+                    out[k] = d[k]
+                else:
+                    r = f(d[k], ev)
+                    if r is not GONE:
+                        out[k] = r
+        if len(out) != len(d):  # keys no rule allows (children that went away count themselves)
             sigs = ev.get(shape)
             if sigs is None:
                 sigs = ev[shape] = {}
             sig = tuple(d)
             sigs[sig] = sigs.get(sig, 0) + 1
-        for k, f in fns:
-            if k in out:
-                r = f(out[k], ev)
-                if r is GONE:
-                    del out[k]
-                else:
-                    out[k] = r
         return out
 
     return filter_obj

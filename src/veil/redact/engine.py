@@ -28,6 +28,9 @@ from veil.redact import _compile as c
 from veil.redact.paths import AnyKey, Deep, Each, FieldPath, Key, positions, step, template
 from veil.redact.transforms import Transform
 
+_MAX_SIGS = 2048  # cached key-set classifications per plan (objects of one shape are the common case)
+_MAX_SIG_KEYS = 128
+
 
 class Action(Enum):
     KEEP = "keep"
@@ -160,7 +163,7 @@ class FieldPlan:
                     hits = self._sigs.get((key, sig))
                     if hits is None:
                         hits = [resolve(k) for k in key.classify(sig)]
-                        if len(self._sigs) < c.MAX_CLOSURES:
+                        if len(self._sigs) < _MAX_SIGS and len(sig) <= _MAX_SIG_KEYS:
                             self._sigs[(key, sig)] = hits
                     for i, rk in hits:
                         tgt = targets[i]
