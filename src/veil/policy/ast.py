@@ -95,6 +95,8 @@ class Caller:
     vendor: int | None
     certs: tuple[str, ...]
     loc: Location = _loc()
+    # (attribute name, location) in source order; layout only (used by `veil fmt`), not meaning
+    layout: tuple[tuple[str, Location], ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,8 @@ class Route:
     loc: Location = _loc()
     subject_loc: Location = _loc()
     mode_loc: Location = _loc()
+    # (attribute name, location) in source order, rules as "rule"; layout only (used by `veil fmt`)
+    layout: tuple[tuple[str, Location], ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -137,31 +137,33 @@ class _Builder(Transformer[Token, Any]):
         may = tuple(m for a in attrs if a[0] == "may" for m in a[1])
         vendor = next((a[1] for a in attrs if a[0] == "vendor"), None)
         certs = tuple(a[1] for a in attrs if a[0] == "cert")
-        return ast.Caller(name, desc, keys, may, vendor, certs, self._loc(meta))
+        layout = tuple((a[0], a[2]) for a in attrs)
+        return ast.Caller(name, desc, keys, may, vendor, certs, self._loc(meta), layout)
 
-    def c_description(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
-        return ("description", self._s(c[0]))
+    def c_description(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
+        return ("description", self._s(c[0]), self._loc(meta))
 
-    def c_key_hash(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
-        return ("key", ast.CallerKey("sha256", str(c[0]).split(":", 1)[1].lower(), self._loc(meta)))
+    def c_key_hash(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
+        loc = self._loc(meta)
+        return ("key", ast.CallerKey("sha256", str(c[0]).split(":", 1)[1].lower(), loc), loc)
 
-    def c_key_env(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
-        return ("key", ast.CallerKey("env", str(c[0]), self._loc(meta)))
+    def c_key_env(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
+        return ("key", ast.CallerKey("env", str(c[0]), self._loc(meta)), self._loc(meta))
 
-    def c_key_file(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
-        return ("key", ast.CallerKey("file", self._s(c[0]), self._loc(meta)))
+    def c_key_file(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
+        return ("key", ast.CallerKey("file", self._s(c[0]), self._loc(meta)), self._loc(meta))
 
-    def c_key_plain(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
-        return ("key", ast.CallerKey("plain", self._s(c[0]), self._loc(meta)))
+    def c_key_plain(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
+        return ("key", ast.CallerKey("plain", self._s(c[0]), self._loc(meta)), self._loc(meta))
 
-    def c_may(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
-        return ("may", tuple((str(t), _tok_loc(t, self.file)) for t in c))
+    def c_may(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
+        return ("may", tuple((str(t), _tok_loc(t, self.file)) for t in c), self._loc(meta))
 
-    def c_vendor(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
-        return ("vendor", int(c[0]))
+    def c_vendor(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
+        return ("vendor", int(c[0]), self._loc(meta))
 
-    def c_cert(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
-        return ("cert", self._s(c[0]))
+    def c_cert(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
+        return ("cert", self._s(c[0]), self._loc(meta))
 
     # ------------------------------------------------------------ routes
     def route(self, meta: Meta, c: list[Any]) -> ast.Route:
@@ -169,7 +171,9 @@ class _Builder(Transformer[Token, Any]):
         subject = each = upstream = mode = None
         subject_loc = mode_loc = ast.NOWHERE
         rules = []
+        layout: list[tuple[str, Location]] = []
         for a in attrs:
+            layout.append(("rule", a.loc) if isinstance(a, ast.Rule) else (a[0], a[-1]))
             if isinstance(a, ast.Rule):
                 rules.append(a)
             elif a[0] == "subject":
@@ -182,19 +186,19 @@ class _Builder(Transformer[Token, Any]):
                 mode, mode_loc = a[1], a[2]
         return ast.Route(
             method, template, subject, each, upstream, mode, tuple(rules), self._loc(meta),
-            subject_loc, mode_loc,
+            subject_loc, mode_loc, tuple(layout),
         )
 
     def r_subject(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
         source, _, name = str(c[0]).partition(".")
         return ("subject", (source, name), self._loc(meta))
 
-    def r_each(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
+    def r_each(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
         return ("each", (ast.PathRef(str(c[0]), _tok_loc(c[0], self.file)),
-                         ast.PathRef(str(c[1]), _tok_loc(c[1], self.file))))
+                         ast.PathRef(str(c[1]), _tok_loc(c[1], self.file))), self._loc(meta))
 
-    def r_upstream(self, meta: Meta, c: list[Token]) -> tuple[str, Any]:
-        return ("upstream", str(c[0]))
+    def r_upstream(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
+        return ("upstream", str(c[0]), self._loc(meta))
 
     def r_mode(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
         return ("mode", str(c[0]), self._loc(meta))
@@ -287,6 +291,11 @@ def build_module(tree: Tree[Token], file: str) -> tuple[ast.Module | None, list[
     except VisitError as exc:
         if isinstance(exc.orig_exc, _BuildError):
             return None, [exc.orig_exc.diagnostic]
+        if isinstance(exc.orig_exc, ValueError):  # int() of a number with thousands of digits
+            meta = getattr(exc.obj, "meta", None)
+            line, col = getattr(meta, "line", 0), getattr(meta, "column", 0)
+            return None, [Diagnostic("number_invalid", "a number is too large", Location(file, line, col),
+                                     hint="numbers in a policy have at most a few digits")]
         raise
     assert isinstance(module, ast.Module)
     return module, []

@@ -1,0 +1,43 @@
+"""`veil check PATH...`: load a policy set and print every diagnostic (errors and warnings), sorted by
+location, with the source line, a caret and hints; then a summary line.
+
+Exit 0 when there is no error (warnings allowed; `--strict` makes warnings fail), 1 on errors, 2 on usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from veil.errors import Diagnostics
+from veil.policy.load import load_policy
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "check", help="check a policy set for errors and warnings", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="policy files or directories (*.veil)")
+    parser.add_argument("--strict", action="store_true", help="warnings fail the check too")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        policy = load_policy(args.paths)
+    except Diagnostics as exc:
+        found = exc
+        files = len(exc.sources)
+    else:
+        found = Diagnostics(list(policy.warnings), dict(policy.sources))
+        files = len(policy.sources)
+    if found.items:
+        print(found.render(), end="\n\n")
+    errors, warnings = len(found.errors), len(found.warnings)
+    failed = bool(errors) or (args.strict and bool(warnings))
+    verdict = "failed" if failed else "ok"
+    print(f"veil check: {verdict}: {errors} error(s), {warnings} warning(s) in {files} file(s)",
+          file=sys.stderr if failed else sys.stdout)
+    return 1 if failed else 0
