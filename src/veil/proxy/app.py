@@ -121,7 +121,7 @@ class ProxyApp:
         if override:
             await self._block(send, scope, policy, Blocked("method_override"), decision_id, t0)
             return
-        cert = scope.get("extensions", {}).get("tls", {}).get("client_cert_subject")
+        cert = (scope.get("extensions") or {}).get("tls", {}).get("client_cert_name")  # proxy/tlsinfo.py
         outcome = admit(policy, method, path, keys, purposes, cert_subject=cert)
         report_only = self._report_only(policy, outcome)
         if isinstance(outcome, Blocked):

@@ -17,6 +17,7 @@ from veil.config import TLS, Config, Listen
 from veil.proxy.admin import build_admin_app
 from veil.proxy.app import ProxyApp
 from veil.proxy.runtime import Runtime
+from veil.proxy.tlsinfo import TLSInfoProtocol
 
 log = logging.getLogger("veil")
 
@@ -30,7 +31,8 @@ class _Server(uvicorn.Server):
 def _tls_kwargs(tls: TLS | None) -> dict[str, Any]:
     if tls is None:
         return {}
-    kw: dict[str, Any] = {"ssl_certfile": tls.certfile, "ssl_keyfile": tls.keyfile}
+    # TLSInfoProtocol puts the verified client certificate's subject into the scope (mutual TLS)
+    kw: dict[str, Any] = {"ssl_certfile": tls.certfile, "ssl_keyfile": tls.keyfile, "http": TLSInfoProtocol}
     if tls.client_ca:
         kw["ssl_ca_certs"] = tls.client_ca
         kw["ssl_cert_reqs"] = ssl.CERT_REQUIRED
@@ -40,8 +42,8 @@ def _tls_kwargs(tls: TLS | None) -> dict[str, Any]:
 def _uvicorn(app: Any, listen: Listen, tls: TLS | None, *, reuse_port: bool = False) -> _Server:
     cfg = uvicorn.Config(
         app, host=listen.host, port=listen.port, log_level="warning", access_log=False, lifespan="off",
-        loop="auto", http="auto", server_header=False, date_header=False, timeout_graceful_shutdown=25,
-        limit_max_requests=None, h11_max_incomplete_event_size=16 * 1024, **_tls_kwargs(tls),
+        loop="auto", server_header=False, date_header=False, timeout_graceful_shutdown=25,
+        limit_max_requests=None, h11_max_incomplete_event_size=16 * 1024, **{"http": "auto", **_tls_kwargs(tls)},
     )
     return _Server(cfg)
 
