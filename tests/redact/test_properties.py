@@ -30,7 +30,7 @@ documents = st.recursive(
     lambda kids: st.one_of(
         st.lists(kids, max_size=4), st.dictionaries(st.sampled_from(KEYS), kids, max_size=4)
     ),
-    max_leaves=25,
+    max_leaves=12,
 )
 segments: st.SearchStrategy[Segment] = st.one_of(
     st.sampled_from(KEYS).map(Key), st.just(AnyKey()), st.just(Each()), st.just(Deep())
@@ -39,10 +39,10 @@ paths: st.SearchStrategy[FieldPath] = st.lists(segments, min_size=1, max_size=4)
 
 HIDING: list[Transform] = [tr.hash(bytes(32)), tr.mask(), tr.mask(1, 0), tr.mask(0, 1), tr.mask(1, 1)]
 SAFE: list[Transform] = [*HIDING, tr.null(), tr.replace("R"), tr.replace(0)]
-ANY: list[Transform] = [
+SCALAR: list[Transform] = [
     *SAFE, tr.prefix(2), tr.bucket(10), tr.bucket(2.5), tr.date("month"), tr.round_(1), tr.ip(),
-    tr.replace({"R": [1]}),
 ]
+ANY: list[Transform] = [*SCALAR, tr.replace({"R": [1]})]  # a replaced container is new data, not a field
 
 
 @st.composite
@@ -80,7 +80,7 @@ def prefixes(where: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
 
 
 @SETTINGS
-@given(documents, rule_sets(ANY), guard_lists)
+@given(documents, rule_sets(SCALAR), guard_lists)
 def test_every_output_leaf_is_covered_and_not_dropped(
     doc: Any, rules: list[FieldRule], guards: list[Guard]
 ) -> None:
@@ -177,7 +177,7 @@ def test_apply_agrees_with_explain(doc: Any, rules: list[FieldRule], guards: lis
     assert report.suppressed >= len(top_suppressed)
 
 
-@SETTINGS
+@settings(max_examples=80, deadline=None)
 @given(documents, rule_sets(ANY))
 def test_apply_is_repeatable_with_one_plan(doc: Any, rules: list[FieldRule]) -> None:
     plan = compile_plan(rules)
