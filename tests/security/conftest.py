@@ -31,7 +31,6 @@ from tests.e2e.conftest import (  # noqa: F401  (fixtures re-exported for this d
 )
 
 
-
 def cert_caller(name: str, subject: str) -> str:
     """A caller that authenticates by its client certificate only (mutual TLS)."""
     return f'caller {name} {{\n  cert "{subject}"\n  may personalize\n}}\n'
@@ -127,7 +126,8 @@ def launch(directory: Path, upstream_url: str, *, overrides: dict[str, Any], ver
     }
     config_path = directory / "veil.yaml"
     config_path.write_text(yaml.safe_dump(cfg))
-    proc = spawn([sys.executable, "-m", "veil", "serve", "--config", str(config_path)], directory / "veil.log")
+    proc = spawn([sys.executable, "-m", "veil", "serve", "--config", str(config_path)],
+                 directory / "veil.log")
     admin = f"{'https' if admin_tls else 'http'}://127.0.0.1:{aport}"
     url = f"{'https' if proxy_tls else 'http'}://127.0.0.1:{pport}"
     v = TLSVeil(url, admin, directory, config_path, proc, tokens, verify)

@@ -40,15 +40,19 @@ def _tls_kwargs(tls: TLS | None) -> dict[str, Any]:
 
 
 def _uvicorn(app: Any, listen: Listen, tls: TLS | None, *, reuse_port: bool = False) -> _Server:
+    kw = {"http": "auto", **_tls_kwargs(tls)}
     cfg = uvicorn.Config(
         app, host=listen.host, port=listen.port, log_level="warning", access_log=False, lifespan="off",
         loop="auto", server_header=False, date_header=False, timeout_graceful_shutdown=25,
-        limit_max_requests=None, h11_max_incomplete_event_size=16 * 1024, **{"http": "auto", **_tls_kwargs(tls)},
+        limit_max_requests=None, h11_max_incomplete_event_size=16 * 1024, **kw,
     )
     return _Server(cfg)
 
 
-async def serve(config: Config, *, chain_id: str = "main", ready: asyncio.Event | None = None) -> None:
+async def serve(config: Config, *, chain_id: str = "main", ready: asyncio.Event | None = None,
+                reuse_port: bool = False) -> None:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads the policy. `reuse_port`: bind both listeners with
+    SO_REUSEPORT (one of several worker processes sharing the ports, see veil.proxy.workers)."""
     rt = Runtime(config, chain_id=chain_id)
     await rt.start()
     proxy = _uvicorn(ProxyApp(rt), config.proxy, config.tls)
@@ -59,11 +63,26 @@ async def serve(config: Config, *, chain_id: str = "main", ready: asyncio.Event 
         proxy.should_exit = True
         admin.should_exit = True
 
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload(*_: Any) -> None:
+        task = loop.create_task(rt.policy.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop)
+    with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+        loop.add_signal_handler(signal.SIGHUP, reload)
     try:
-        tasks = [asyncio.create_task(proxy.serve()), asyncio.create_task(admin.serve())]
+        if reuse_port:
+            from veil.proxy.workers import bind_reuse_port
+
+            psock, asock = bind_reuse_port(config.proxy), bind_reuse_port(config.admin)
+            tasks = [asyncio.create_task(proxy.serve([psock])), asyncio.create_task(admin.serve([asock]))]
+        else:
+            tasks = [asyncio.create_task(proxy.serve()), asyncio.create_task(admin.serve())]
         while not (proxy.started and admin.started):
             if any(t.done() for t in tasks):
                 break
