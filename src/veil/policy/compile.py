@@ -20,7 +20,7 @@ from veil.policy import ast
 from veil.policy.checks import Context, parsed_paths
 from veil.redact import transforms as tf
 from veil.redact.engine import Action, FieldPlan, FieldRule, Guard, compile_plan
-from veil.redact.paths import Deep, FieldPath, ends_with, parse_path
+from veil.redact.paths import Deep, Each, FieldPath, ends_with, parse_path
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DEV_HASH_KEY = b"veil-development-hash-key-not-for-production"
@@ -55,10 +55,11 @@ class CompiledCaller:
     may: frozenset[str]
     vendor: int | None
     loc: Location
+    claimable: frozenset[str] = frozenset()  # the policy's purposes this caller may claim (precomputed)
 
     def may_claim(self, purpose: str) -> bool:
         """A caller allowed `personalize` may claim `personalize.recommendations` (hierarchy)."""
-        if purpose in self.may:
+        if purpose in self.claimable or purpose in self.may:
             return True
         parts = purpose.split(".")
         return any(".".join(parts[:i]) in self.may for i in range(1, len(parts)))
@@ -114,6 +115,7 @@ class CompiledPolicy:
     _static: dict[tuple[str, str], CompiledRoute] = field(default_factory=dict)
     _dynamic: dict[tuple[str, int], list[CompiledRoute]] = field(default_factory=dict)
     _category_cache: dict[str, str] = field(default_factory=dict)
+    _key_cache: dict[str, str] = field(default_factory=dict)  # key → digest, for keys that authenticated
     warnings: list[Diagnostic] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
     modules: list[ast.Module] = field(default_factory=list)
@@ -140,22 +142,34 @@ class CompiledPolicy:
 
     def _match(self, method: str, path: str) -> tuple[CompiledRoute, dict[str, str]] | None:
         r = self._static.get((method, path))
-        segs = path[1:].split("/") if path != "/" else []
         if r is not None:
             return r, {}
+        segs = path[1:].split("/") if path != "/" else []
         for route in self._dynamic.get((method, len(segs)), ()):
-            if all(segs[i] == s for i, s in route.statics):
-                params = {name: segs[i] for i, name in route.params}
-                if all(params.values()):
+            for i, s in route.statics:
+                if segs[i] != s:
+                    break
+            else:
+                params: dict[str, str] = {}
+                for i, name in route.params:
+                    value = segs[i]
+                    if not value:
+                        break
+                    params[name] = value
+                else:
                     return route, params
         return None
 
     def authenticate(self, key: str) -> CompiledCaller | None:
-        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        digest = self._key_cache.get(key)
+        if digest is None:
+            digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
         caller = self.key_index.get(digest)
         if caller is None:
             hmac.compare_digest(digest, digest)  # same work either way
             return None
+        if len(self._key_cache) < 1024:  # only keys that authenticated: a flood of bad keys cannot fill it
+            self._key_cache[key] = digest
         return caller
 
     def category_of(self, template: str) -> str:
@@ -283,6 +297,8 @@ def _compile_rule(
     for st in rule.body:
         if st.kind == "suppress":
             lst, cnt = (ctx.paths[id(t)] for t in st.targets)
+            if len(lst) > 1 and isinstance(lst[-1], Each):
+                lst = lst[:-1]  # `suppress groups[*] where ...` names the elements; the guard takes the array
             guards.append(Guard(lst, cnt, int(st.args[0]), len(locations)))
             locations.append(st.loc)
             cats.append(None)
@@ -338,7 +354,9 @@ def compile_policy(
     key_index: dict[str, CompiledCaller] = {}
     cert_index: dict[str, CompiledCaller] = {}
     for c in ctx.callers.values():
-        cc = CompiledCaller(c.name, frozenset(n for n, _ in c.may), c.vendor, c.loc)
+        may = frozenset(n for n, _ in c.may)
+        cc = CompiledCaller(c.name, may, c.vendor, c.loc)
+        cc = CompiledCaller(c.name, may, c.vendor, c.loc, frozenset(p for p in purposes if cc.may_claim(p)))
         callers[c.name] = cc
         for k in c.keys:
             digest = _resolve_key(k, diags)

@@ -110,12 +110,12 @@ def admit(
     if len(purposes) > 1 or "," in purposes[0]:
         return Blocked("purpose_ambiguous", tpl, caller=caller.name)
     name = purposes[0].strip()
-    if not PURPOSE_RE.fullmatch(name):
-        return Blocked("purpose_invalid", tpl, caller=caller.name)
-    purpose = policy.purposes.get(name)
+    purpose = policy.purposes.get(name)  # defined purpose names are valid names: check those first
     if purpose is None:
+        if not PURPOSE_RE.fullmatch(name):
+            return Blocked("purpose_invalid", tpl, caller=caller.name)
         return Blocked("purpose_unknown", tpl, caller=caller.name)
-    if not caller.may_claim(name):
+    if name not in caller.claimable and not caller.may_claim(name):
         return Blocked("purpose_not_allowed", tpl, name, caller.name, (caller.loc,))
     rule = route.rules.get(name)
     if rule is None:

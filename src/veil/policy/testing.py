@@ -111,6 +111,7 @@ def admit_as(policy: CompiledPolicy, method: str, path: str, caller: str | None,
     token = _TEST_KEY + caller
     found = policy.callers.get(caller)
     view.key_index = {hashlib.sha256(token.encode()).hexdigest(): found} if found else {}
+    view._key_cache = {}  # never share the real policy's cache of authenticated keys
     return admit(view, method, path, [token], purposes)
 
 
@@ -256,6 +257,11 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
+def load_yaml(text: str) -> Any:
+    """YAML as JSON would carry it (timestamps stay strings); raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 @dataclass
 class Case:
     name: str
@@ -306,7 +312,7 @@ def load_cases(path: str | Path) -> list[Case]:
     name = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        data = load_yaml(text)
         lines = _case_lines(text)
     except OSError as exc:
         raise TestFileError(f"{name}: cannot read: {exc.strerror}") from exc
@@ -559,5 +565,5 @@ class Coverage:
 __all__ = [
     "Case", "CaseResult", "Coverage", "Outcome", "Request", "Response", "TestFileError", "admit_as",
     "case_from_dict", "check_expectations", "decision_locations", "evaluate", "load_cases", "lookup",
-    "parse_state", "parse_time", "run_case",
+    "load_yaml", "parse_state", "parse_time", "run_case",
 ]
