@@ -3,7 +3,9 @@
 A request reads `holder.current` once and runs entirely under that policy. An invalid policy is
 rejected (errors logged, metric `veil_policy_reloads_total{result="error"}`); the last good one stays.
 The watcher polls the files' identity (resolved path, inode, size, mtime), which notices edits,
-deletions and Kubernetes ConfigMap updates (an atomic swap of the `..data` symlink).
+deletions and Kubernetes ConfigMap updates (an atomic swap of the `..data` symlink). A reload that
+would leave no route at all (a deleted routes file) is rejected like an invalid one. SIGHUP and the
+admin `POST /reload` call `reload()` directly.
 """
 
 from __future__ import annotations
@@ -22,19 +24,39 @@ from veil.policy.compile import CompiledPolicy
 log = logging.getLogger("veil.policy")
 
 
+def policy_files(paths: Sequence[str]) -> list[str]:
+    """The files of the policy set: a directory's `*.veil` files (recursively, sorted), skipping
+    hidden entries. A Kubernetes ConfigMap mount keeps versioned copies in `..2026_…` directories
+    beside the `..data` symlink that the visible files point through; reading those copies too
+    would load every file twice, or two versions at once in the middle of an update."""
+    out: list[str] = []
+    for p in paths:
+        root = Path(p)
+        if not root.is_dir():
+            out.append(p)
+            continue
+        for f in sorted(root.rglob("*.veil")):
+            if not any(part.startswith(".") for part in f.relative_to(root).parts) and f.is_file():
+                out.append(str(f))
+    return out
+
+
+def _load(paths: Sequence[str], hash_key: bytes | None) -> CompiledPolicy:
+    files = policy_files(paths)
+    return load_policy(files or paths, hash_key=hash_key)  # no files: load_policy names the empty dirs
+
+
 def _signature(paths: Sequence[str]) -> tuple[tuple[str, int, int, int], ...]:
     out: list[tuple[str, int, int, int]] = []
     for p in paths:
-        root = Path(p)
-        files = sorted(root.rglob("*.veil")) if root.is_dir() else [root]
-        if root.is_dir():
-            out.append((os.path.realpath(root), 0, 0, 0))
-        for f in files:
-            try:
-                st = f.stat()
-                out.append((os.path.realpath(f), st.st_ino, st.st_size, st.st_mtime_ns))
-            except OSError:
-                out.append((str(f), -1, -1, -1))
+        if Path(p).is_dir():
+            out.append((os.path.realpath(p), 0, 0, 0))
+    for name in policy_files(paths):
+        try:
+            st = os.stat(name)
+            out.append((os.path.realpath(name), st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((name, -1, -1, -1))
     return tuple(out)
 
 
@@ -50,11 +72,14 @@ class PolicyHolder:
     def load_initial(self) -> CompiledPolicy:
         """Synchronous first load (at start-up); raises Diagnostics."""
         self._sig = _signature(self.paths)
-        policy = load_policy(self.paths, hash_key=self.hash_key)
+        policy = _load(self.paths, self.hash_key)
         self._install(policy)
         return policy
 
     def _install(self, policy: CompiledPolicy) -> None:
+        if self.current is not None and self.current.version != policy.version:
+            # clear() alone leaves the old series at 1 in multiprocess mode (values live in files)
+            metrics.policy_info.labels(self.current.version).set(0)
         self.current = policy
         self.last_error = None
         metrics.set_policy_version(policy.version)
@@ -66,7 +91,7 @@ class PolicyHolder:
         async with self._lock:
             sig = _signature(self.paths)
             try:
-                policy = await asyncio.to_thread(load_policy, self.paths, hash_key=self.hash_key)
+                policy = await asyncio.to_thread(_load, self.paths, self.hash_key)
             except Diagnostics as exc:
                 self.last_error = exc.render(limit=20)
                 metrics.policy_reloads_total.labels("error").inc()
@@ -81,6 +106,13 @@ class PolicyHolder:
                 self._sig = sig
                 return False
             self._sig = sig
+            if not policy.routes and self.current is not None and self.current.routes:
+                # a deleted routes file (or one caught mid-rename) would block everything: keep the last good
+                self.last_error = "the new policy has no routes (a file deleted?); not activated"
+                metrics.policy_reloads_total.labels("error").inc()
+                log.error("policy reload rejected; keeping version %s: %s", self.current.version,
+                          self.last_error)
+                return False
             changed = self.current is None or policy.version != self.current.version
             self._install(policy)
             metrics.policy_reloads_total.labels("ok").inc()
