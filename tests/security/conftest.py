@@ -25,6 +25,7 @@ from tests.e2e.conftest import (  # noqa: F401  (fixtures re-exported for this d
     demo_upstream,
     spawn,
     stop,
+    veil,
     veil_factory,
     write_keys,
     write_tokens,

@@ -16,7 +16,9 @@ import yaml
 
 from tests.conftest import free_port
 from tests.e2e.conftest import Veil, write_keys
+from veil.audit.log import AuditLog
 from veil.commands.demo import prepare
+from veil.keys import KeyRing
 
 REC = "personalize.recommendations"
 CUSTOMERS = ("c-000001", "c-000002", "c-000004")
@@ -35,13 +37,15 @@ def _log_bytes(audit_dir: Path) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(audit_dir.iterdir()) if p.is_file())
 
 
-def test_consent_store_and_decision_log_hold_no_subject_ids(veil_factory: Callable[..., Veil]) -> None:
+def test_no_subject_ids_at_rest_and_owner_only_files(veil_factory: Callable[..., Veil]) -> None:
     # ids that cannot occur by chance in a file, plus demo customers whose data is disclosed
     odd = [f"subject-{secrets.token_hex(6)}@example.org" for _ in range(5)]
-    v = veil_factory(overrides={"consent": {"url": f"sqlite:///{Path('data') / 'consent.db'}"}})
-    db = v.dir / "data" / "consent.db"
-    # the config is relative to veil.yaml's directory
-    assert not db.exists() or db.is_file()
+    # paths relative to veil.yaml, in directories veil creates itself
+    v = veil_factory(overrides={
+        "consent": {"url": "sqlite:///state/consent/consent.db"},
+        "audit": {"path": "state/audit/decisions.log", "flush_ms": 1},
+    })
+    db = v.dir / "state" / "consent" / "consent.db"
     for sid in (*odd, *CUSTOMERS):
         v.consent(sid, "personalization", notice_version=3, source="signup-form")
     for sid in CUSTOMERS:
@@ -49,7 +53,7 @@ def test_consent_store_and_decision_log_hold_no_subject_ids(veil_factory: Callab
         assert r.status_code == 200, r.text
     assert v.get("/customers?limit=5", purpose=REC).status_code == 200
     assert db.is_file()
-    audit_dir = v.dir / "audit"
+    audit_dir = v.dir / "state" / "audit"
 
     def check() -> None:
         store, log = _store_bytes(db), _log_bytes(audit_dir)
@@ -71,32 +75,24 @@ def test_consent_store_and_decision_log_hold_no_subject_ids(veil_factory: Callab
     v.stop()
     check()  # after a clean stop (WAL checkpointed, head file written)
 
-
-def test_files_and_directories_veil_creates_are_owner_only(veil_factory: Callable[..., Veil]) -> None:
-    v = veil_factory(overrides={
-        "consent": {"url": "sqlite:///state/consent/consent.db"},
-        "audit": {"path": "state/audit/decisions.log", "flush_ms": 1},
-    })
-    v.consent("c-000001", "personalization", notice_version=3)
-    assert v.get("/customers/c-000001", purpose=REC).status_code == 200
-    v.stop()
-    db = v.dir / "state" / "consent" / "consent.db"
-    log = v.dir / "state" / "audit" / "decisions.log"
+    # everything veil created is owner-only
+    log = audit_dir / "decisions.log"
     files = [db, log, log.with_name("decisions.log.head")]
     files += [p for p in (db.with_name("consent.db-wal"), db.with_name("consent.db-shm")) if p.exists()]
     for f in files:
         assert f.is_file(), f
         assert _mode(f) == 0o600, f"{f.name}: {_mode(f):o}"
-    for d in (db.parent, log.parent):
+    for d in (db.parent, audit_dir):
         assert _mode(d) == 0o700, f"{d}: {_mode(d):o}"
 
 
 @pytest.mark.xfail(strict=True, reason="audit/log.py creates the missing parents of the audit directory "
                    "with the default mode (Path.mkdir(parents=True)); only the last level gets 0700")
-def test_missing_parents_of_the_audit_dir_are_owner_only(veil_factory: Callable[..., Veil]) -> None:
-    v = veil_factory(overrides={"audit": {"path": "deep/er/audit/decisions.log", "flush_ms": 1}})
-    v.stop()
-    for d in (v.dir / "deep", v.dir / "deep" / "er", v.dir / "deep" / "er" / "audit"):
+async def test_missing_parents_of_the_audit_dir_are_owner_only(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "deep" / "er" / "audit" / "decisions.log", KeyRing.single(b"k" * 32))
+    await log.start()
+    await log.close()
+    for d in (tmp_path / "deep", tmp_path / "deep" / "er", tmp_path / "deep" / "er" / "audit"):
         assert _mode(d) == 0o700, f"{d}: {_mode(d):o}"
 
 
