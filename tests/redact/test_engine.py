@@ -18,6 +18,7 @@ from veil.redact import (
     parse_path,
 )
 from veil.redact import transforms as tr
+from veil.redact.paths import Key
 from veil.redact.transforms import Transform
 
 KEY = bytes(range(32))
@@ -291,6 +292,23 @@ def test_compile_errors() -> None:
         compile_plan([FieldRule((), Action.KEEP)])
     with pytest.raises(PathError):
         compile_plan([], [Guard(parse_path("g"), parse_path("*.n"), 5)])
+
+    class Sneaky(str):
+        def __repr__(self) -> str:
+            return "__import__('os')"
+
+    with pytest.raises(RuleError):
+        compile_plan([FieldRule((Key(Sneaky("a")),), Action.KEEP)])
+
+
+def test_keys_that_need_quoting_work_in_generated_code() -> None:
+    odd = ["it's", 'say "hi"', "back\\slash", "new\nline", "\u00e9", "{}", "'''", "\ud800"]
+    doc = {k: i for i, k in enumerate(odd)} | {"x": 1, "n": {odd[0]: 1, "y": 2}}
+    rules = [FieldRule((Key(k),), Action.KEEP) for k in odd]
+    rules.append(FieldRule((Key("n"), Key(odd[0])), Action.KEEP))
+    out, rep = run(rules, doc)
+    assert out == {k: i for i, k in enumerate(odd)} | {"n": {odd[0]: 1}}
+    assert rep.removed == {"x": 1, "n.y": 1}
 
 
 def test_plan_exposes_rules() -> None:

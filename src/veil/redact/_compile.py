@@ -239,7 +239,29 @@ class Builder:
             ev[rkey] = ev.get(rkey, 0) + 1
             return GONE
 
-        return self._obj(st, t, stack, nondict) if st.obj_ok else nondict
+        if not st.obj_ok:
+            return nondict
+        if _filters(st):
+            return _FilterGen(self).function(st, t, stack, nondict)
+        return self._obj(st, t, stack, nondict)
+
+    def nondict(self, st: State, t: Tmpl, stack: frozenset[State]) -> Fn:
+        """The non-object half of a visit (arrays, covered scalars, removal) for inlined filters."""
+        self.count += 1
+        arr = self._arr(st, t, stack) if st.arr_ok else None
+        covered = st.covered
+        rkey = ("r", t)
+
+        def nondict(v: Any, ev: dict[Any, Any]) -> Any:
+            if isinstance(v, list):
+                if arr is not None:
+                    return arr(v, ev)
+            elif covered and not isinstance(v, dict):
+                return v
+            ev[rkey] = ev.get(rkey, 0) + 1
+            return GONE
+
+        return nondict
 
     def _arr(self, st: State, t: Tmpl, stack: frozenset[State]) -> Fn:
         s = self.slot(st.elem(), (*t, 0), stack)
@@ -266,10 +288,6 @@ class Builder:
         fns = tuple((k, s) for k, s in slots.items() if callable(s))
         gone = {k: s for k, s in slots.items() if isinstance(s, tuple)}
         other = st.child(OTHER)
-        if other.kind in (REMOVED, DROPPED):
-            allowed = frozenset(k for k, s in slots.items() if not isinstance(s, tuple))
-            entries = tuple((k, None if s is WHOLE else s) for k, s in slots.items() if k in allowed)
-            return _filter_obj(entries, Shape(t, allowed, gone, other), nondict)
         if other.kind == WHOLE:
             return _inplace_obj(tuple(gone.items()), fns, nondict)
         return self._general_obj(slots, other, t, nondict)
@@ -304,6 +322,113 @@ class Builder:
         return general
 
 
+def _filters(st: State) -> bool:
+    """Objects at this state are filtered: keys no rule names are removed (or dropped)."""
+    return st.kind == VISIT and st.obj_ok and st.child(OTHER).kind in (REMOVED, DROPPED)
+
+
+class _FilterGen:
+    """Generates straight-line Python for a filtered object, inlining filtered children.
+
+    For `keep id, name.first; hash email` the object handler reads (names shortened):
+
+        def filter_obj(d0, ev):
+            if not isinstance(d0, dict): return nondict(d0, ev)
+            o0 = {}
+            if 'id' in d0: o0['id'] = d0['id']
+            if 'name' in d0:
+                v1 = d0['name']
+                if isinstance(v1, dict):
+                    o1 = {}
+                    if 'first' in v1: o1['first'] = v1['first']
+                    if len(o1) != len(v1): <count v1's key set against shape S1>
+                    o0['name'] = o1
+                else: <nondict of name>
+            if 'email' in d0: <o0['email'] = T2(d0['email']) and count; null and count on a type error>
+            if len(o0) != len(d0): <count d0's key set against shape S0>
+            return o0
+
+    Keys enter the source only as `repr()` literals; everything else is bound in the namespace.
+    """
+
+    MAX_INLINE_DEPTH = 4
+
+    def __init__(self, builder: Builder) -> None:
+        self.b = builder
+        self.ns: dict[str, Any] = {"GONE": GONE, "TransformTypeError": TransformTypeError}
+        self.lines: list[str] = []
+        self.n = 0
+
+    def bind(self, value: Any) -> str:
+        self.n += 1
+        name = f"_{self.n}"
+        self.ns[name] = value
+        return name
+
+    def function(self, st: State, t: Tmpl, stack: frozenset[State], nondict: Fn) -> Fn:
+        nd = self.bind(nondict)
+        self.lines += ["def filter_obj(d0, ev):", "    if not isinstance(d0, dict):"]
+        self.lines.append(f"        return {nd}(d0, ev)")
+        self.body(st, t, stack, 0, "    ")
+        self.lines.append("    return o0")
+        exec("\n".join(self.lines), self.ns)  # generated from rule structure only
+        fn: Fn = self.ns["filter_obj"]
+        return fn
+
+    def body(self, st: State, t: Tmpl, stack: frozenset[State], depth: int, ind: str) -> None:
+        src, out = f"d{depth}" if depth == 0 else f"v{depth}", f"o{depth}"
+        emit = self.lines.append
+        emit(f"{ind}{out} = {{}}")
+        allowed: set[str] = set()
+        gone: dict[str, tuple[Any, ...]] = {}
+        for k in st.named:
+            cs, ct, key = st.child(k), (*t, k), repr(k)
+            if cs.kind in (REMOVED, DROPPED):
+                slot = self.b.slot(cs, ct, stack)
+                gone[k] = slot
+                continue
+            allowed.add(k)
+            emit(f"{ind}if {key} in {src}:")
+            inner = ind + "    "
+            if cs.kind == WHOLE:
+                emit(f"{inner}{out}[{key}] = {src}[{key}]")
+            elif cs.kind == TRANSFORMED:
+                assert cs.rule is not None and cs.rule.transform is not None
+                tr = self.bind(cs.rule.transform)
+                tk, ek = self.bind(("t", ct, cs.rule.rule_id)), self.bind(("e", ct, cs.rule.rule_id))
+                emit(f"{inner}try:")
+                emit(f"{inner}    {out}[{key}] = {tr}({src}[{key}])")
+                emit(f"{inner}    ev[{tk}] = ev.get({tk}, 0) + 1")
+                emit(f"{inner}except TransformTypeError:")
+                emit(f"{inner}    {out}[{key}] = None")
+                emit(f"{inner}    ev[{ek}] = ev.get({ek}, 0) + 1")
+            elif _filters(cs) and cs not in stack and depth < self.MAX_INLINE_DEPTH:
+                self.b.count += 1
+                sub = stack | {cs}
+                nd = self.bind(self.b.nondict(cs, ct, sub))
+                v, o = f"v{depth + 1}", f"o{depth + 1}"
+                emit(f"{inner}{v} = {src}[{key}]")
+                emit(f"{inner}if isinstance({v}, dict):")
+                self.body(cs, ct, sub, depth + 1, inner + "    ")
+                emit(f"{inner}    {out}[{key}] = {o}")
+                emit(f"{inner}else:")
+                emit(f"{inner}    r = {nd}({v}, ev)")
+                emit(f"{inner}    if r is not GONE:")
+                emit(f"{inner}        {out}[{key}] = r")
+            else:
+                fn = self.bind(self.b.slot(cs, ct, stack))
+                emit(f"{inner}r = {fn}({src}[{key}], ev)")
+                emit(f"{inner}if r is not GONE:")
+                emit(f"{inner}    {out}[{key}] = r")
+        shape = self.bind(Shape(t, frozenset(allowed), gone, st.child(OTHER)))
+        emit(f"{ind}if len({out}) != len({src}):")
+        emit(f"{ind}    sg = ev.get({shape})")
+        emit(f"{ind}    if sg is None:")
+        emit(f"{ind}        sg = ev[{shape}] = {{}}")
+        emit(f"{ind}    sk = tuple({src})")
+        emit(f"{ind}    sg[sk] = sg.get(sk, 0) + 1")
+
+
 def _identity(v: Any, ev: dict[Any, Any]) -> Any:
     return v
 
@@ -322,30 +447,6 @@ def _transform_fn(tr: Transform, t: Tmpl, rule_id: int) -> Fn:
         return r
 
     return transform
-
-
-def _filter_obj(entries: tuple[tuple[str, Fn | None], ...], shape: Shape, nondict: Fn) -> Fn:
-    def filter_obj(d: Any, ev: dict[Any, Any]) -> Any:
-        if not isinstance(d, dict):
-            return nondict(d, ev)
-        out = {}
-        for k, f in entries:
-            if k in d:
-                if f is None:
-                    out[k] = d[k]
-                else:
-                    r = f(d[k], ev)
-                    if r is not GONE:
-                        out[k] = r
-        if len(out) != len(d):  # keys no rule allows (children that went away count themselves)
-            sigs = ev.get(shape)
-            if sigs is None:
-                sigs = ev[shape] = {}
-            sig = tuple(d)
-            sigs[sig] = sigs.get(sig, 0) + 1
-        return out
-
-    return filter_obj
 
 
 def _inplace_obj(

@@ -95,6 +95,8 @@ class FieldPlan:
                 raise RuleError(f"rule {rule.rule_id}: a transform rule needs a transform, others none")
             if not rule.path:
                 raise RuleError(f"rule {rule.rule_id}: empty field path")
+            if any(isinstance(seg, Key) and type(seg.name) is not str for seg in rule.path):
+                raise RuleError(f"rule {rule.rule_id}: a key in the field path is not a string")
         for guard in guards:
             if not guard.count_field or not all(isinstance(s, Key) for s in guard.count_field):
                 raise PathError("a guard's count field must be a plain path of keys", 0)
