@@ -164,11 +164,12 @@ class Automaton:
 class Shape:
     """Counts the key sets of objects filtered at one template; classified when the report is made."""
 
-    __slots__ = ("allowed", "default", "gone", "tmpl")
+    __slots__ = ("allowed", "default", "gone", "seen", "tmpl")
 
     def __init__(self, tmpl: Tmpl, allowed: frozenset[str], gone: dict[str, tuple[Any, ...]],
                  default: State) -> None:
         self.tmpl, self.allowed, self.gone, self.default = tmpl, allowed, gone, default
+        self.seen: dict[tuple[str, ...], list[tuple[int, Any]]] = {}  # key set → report entries (engine)
 
     def classify(self, sig: tuple[str, ...]) -> list[tuple[Any, ...]]:
         """The event keys for the keys of `sig` this filter removed (named children count their own)."""

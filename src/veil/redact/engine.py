@@ -28,7 +28,7 @@ from veil.redact import _compile as c
 from veil.redact.paths import AnyKey, Deep, Each, FieldPath, Key, positions, step, template
 from veil.redact.transforms import Transform
 
-_MAX_SIGS = 2048  # cached key-set classifications per plan (objects of one shape are the common case)
+_MAX_SIGS = 256  # cached key-set classifications per filtered template (one shape is the norm)
 _MAX_SIG_KEYS = 128
 
 
@@ -111,7 +111,6 @@ class FieldPlan:
         self._builder = c.Builder(c.Automaton(specs))
         self._root: c.Slot = self._builder.slot(self._builder.auto.root, ())
         self._keys: dict[tuple[Any, ...], tuple[int, Any]] = {}
-        self._sigs: dict[tuple[c.Shape, tuple[str, ...]], list[tuple[int, Any]]] = {}
 
     # ---- apply ---------------------------------------------------------------------------------
 
@@ -162,11 +161,11 @@ class FieldPlan:
         for key, n in ev.items():
             if isinstance(key, c.Shape):
                 for sig, m in n.items():
-                    hits = self._sigs.get((key, sig))
+                    hits = key.seen.get(sig)
                     if hits is None:
                         hits = [resolve(k) for k in key.classify(sig)]
-                        if len(self._sigs) < _MAX_SIGS and len(sig) <= _MAX_SIG_KEYS:
-                            self._sigs[(key, sig)] = hits
+                        if len(key.seen) < _MAX_SIGS and len(sig) <= _MAX_SIG_KEYS:
+                            key.seen[sig] = hits
                     for i, rk in hits:
                         tgt = targets[i]
                         tgt[rk] = tgt.get(rk, 0) + m
