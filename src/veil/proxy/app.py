@@ -167,7 +167,7 @@ class ProxyApp:
         metrics.upstream_latency.labels(self.rt.upstreams.name(upstream_name)).observe(up_time)
         if report_only:
             await self._report_only_response(send, scope, policy, outcome, resp, decision_id, t0, up_time,
-                                             subject)
+                                             subject, consent_facts)
             return
         assert isinstance(outcome, Admitted)
         await self._enforce(send, scope, policy, outcome, resp, decision_id, t0, up_time, subject, consent_facts)
@@ -211,10 +211,8 @@ class ProxyApp:
             return subject, None
         states: dict[str, ConsentState] = {}
         if rule.consent_keys:
-            try:
-                t = time.perf_counter()
+            try:  # the store's cache observes veil_consent_store_latency_seconds on its misses only
                 got = await self.rt.store.current([subject], rule.consent_keys)
-                metrics.consent_store_latency.observe(time.perf_counter() - t)
             except (ConsentUnavailable, VeilError, OSError):
                 return subject, "consent_unavailable"
             states = {k: got[(subject, k)] for k in rule.consent_keys if (subject, k) in got}
@@ -339,9 +337,7 @@ class ProxyApp:
         states: dict[tuple[str, str], ConsentState] = {}
         if rule.consent_keys and wanted:
             try:
-                t = time.perf_counter()
                 states = await self.rt.store.current(wanted, rule.consent_keys)
-                metrics.consent_store_latency.observe(time.perf_counter() - t)
             except (ConsentUnavailable, VeilError, OSError):
                 return doc, [], 0, "consent_unavailable"
         gpc = "gpc" in facts
@@ -366,22 +362,16 @@ class ProxyApp:
 
     async def _report_only_response(self, send: Any, scope: Scope, policy: CompiledPolicy,
                                     outcome: Admitted | Blocked, resp: UpstreamResponse, decision_id: str,
-                                    t0: float, up_time: float, subject: str | None) -> None:
-        """Decide and record as in enforce mode, but pass the upstream response through unchanged."""
+                                    t0: float, up_time: float, subject: str | None, facts: dict[str, str]
+                                    ) -> None:
+        """Decide, record and count as in enforce mode, but pass the upstream response through unchanged."""
         decision, reason = ("block", outcome.reason) if isinstance(outcome, Blocked) else ("allow", "ok")
         report = None
-        if isinstance(outcome, Admitted) and 200 <= resp.status < 300:
-            hdrs = {k.lower(): v for k, v in resp.headers}
-            try:
-                body = decode_content(resp.body, hdrs.get("content-encoding"), self.config.max_body_bytes)
-                doc = parse_json(hdrs.get("content-type"), body)
-                _, report = outcome.rule.plan.apply(doc)
-                if report.removed or report.dropped or report.transformed or report.suppressed:
-                    decision = "redact"
-            except EnforceError as exc:
-                decision, reason = "block", exc.reason
-            except (RecursionError, TypeError):
-                decision, reason = "block", "body_invalid"
+        subjects: list[str] = []
+        filtered = 0
+        if isinstance(outcome, Admitted):
+            decision, reason, report, subjects, filtered = await self._would_enforce(outcome, resp, scope,
+                                                                                    facts)
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers
                    if k.lower() not in HOP_BY_HOP and k.lower() not in ("content-length", "server", "date")]
         headers += [
@@ -389,20 +379,54 @@ class ProxyApp:
             (b"veil-decision-id", decision_id.encode()),
             (b"veil-policy", policy.version.encode()),
         ]
-        route = outcome.route.template if isinstance(outcome, Admitted) else (outcome.route or "-")
-        purpose = outcome.purpose.name if isinstance(outcome, Admitted) else (outcome.purpose or "-")
-        caller = outcome.caller.name if isinstance(outcome, Admitted) else (outcome.caller or "-")
-        record = {
-            "id": decision_id, "time": _now().isoformat(), "mode": "report-only", "caller": caller,
-            "purpose": purpose, "route": route, "decision": decision, "reason": reason,
-            "subject": pseudonym(self.rt.pseudonym_ring, subject) if subject else None,
-            "policy": policy.version,
-            "fields": _fields(report), "rules": [],
-        }
+        if isinstance(outcome, Admitted):
+            route = outcome.route.template
+            record = self._record(policy, outcome, decision, reason, decision_id, subject, subjects, report,
+                                  facts, filtered=filtered)
+            self._count(route, outcome.purpose.name, decision, reason, policy, report, filtered, outcome.rule)
+        else:
+            route = outcome.route or "-"
+            record = {
+                "id": decision_id, "time": _now().isoformat(), "caller": outcome.caller,
+                "purpose": outcome.purpose, "route": outcome.route,
+                "subject": pseudonym(self.rt.pseudonym_ring, subject) if subject else None,
+                "decision": decision, "reason": reason, "consent": facts, "policy": policy.version,
+                "rules": [str(loc) for loc in outcome.locations],
+            }
+            metrics.requests_total.labels(route, outcome.purpose or "-", decision, reason).inc()
+        record["mode"] = "report-only"
         await self._audit(record)  # report-only never blocks on the log
-        metrics.requests_total.labels(route, purpose, decision, reason).inc()
         metrics.overhead_seconds.labels(route).observe(time.perf_counter() - t0 - up_time)
         await _send(send, resp.status, headers, resp.body, head=scope["method"] == "HEAD")
+
+    async def _would_enforce(self, ad: Admitted, resp: UpstreamResponse, scope: Scope, facts: dict[str, str]
+                             ) -> tuple[str, str, Any, list[str], int]:
+        """What `_enforce` would decide for this response: (decision, reason, report, subjects, filtered)."""
+        if 300 <= resp.status < 400:
+            return "block", "upstream_redirect", None, [], 0
+        if resp.status >= 400:
+            return "block", "upstream_status", None, [], 0
+        hdrs = {k.lower(): v for k, v in resp.headers}
+        try:
+            body = decode_content(resp.body, hdrs.get("content-encoding"), self.config.max_body_bytes)
+            if (not body.strip() and resp.status == 204) or (not body and resp.status in (200, 204)):
+                return "allow", "ok", None, [], 0
+            doc = parse_json(hdrs.get("content-type"), body)
+            subjects: list[str] = []
+            filtered = 0
+            if ad.route.each is not None:
+                doc, subjects, filtered, why = await self._filter_items(ad, doc, scope, facts)
+                if why is not None:
+                    return "block", why, None, [], 0
+            _, report = ad.rule.plan.apply(doc)
+        except EnforceError as exc:
+            return "block", exc.reason, None, [], 0
+        except (RecursionError, TypeError):
+            return "block", "body_invalid", None, [], 0
+        changed = bool(report.removed or report.dropped or report.transformed or report.type_errors
+                       or report.suppressed)
+        decision = "filter" if filtered else ("redact" if changed else "allow")
+        return decision, "ok", report, subjects, filtered
 
     async def _upstream_status(self, send: Any, scope: Scope, policy: CompiledPolicy, ad: Admitted, status: int,
                                decision_id: str, t0: float, subject: str | None) -> None:
