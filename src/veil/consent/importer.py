@@ -197,7 +197,7 @@ def parse_row(line: int, raw: Raw) -> ConsentEvent | list[RowError]:
             fail(column, "must be a string")
             return None
         value = value.strip()
-        if len(value) > MAX_TEXT or any(ord(c) < 32 for c in value):
+        if len(value) > MAX_TEXT or not value.isprintable():
             fail(column, f"must be at most {MAX_TEXT} printable characters")
             return None
         if not value and required:
@@ -262,7 +262,7 @@ def _purposes(value: Any, fail: Callable[[str], None]) -> tuple[str, ...]:
         fail("must be ';'-separated names (or a list of strings in JSONL)")
         return ()
     out = tuple(p.strip() for p in items if p.strip())
-    if any(len(p) > MAX_TEXT or any(ord(c) < 32 for c in p) for p in out):
+    if any(len(p) > MAX_TEXT or not p.isprintable() for p in out):
         fail(f"each purpose must be at most {MAX_TEXT} printable characters")
         return ()
     return out

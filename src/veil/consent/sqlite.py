@@ -74,6 +74,7 @@ class SqliteConsentStore:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA cache_size = -32768")  # 32 MiB: random-key B-trees (hashes, UUIDs)
             _migrate(conn)
         except BaseException:
             conn.close()
@@ -123,7 +124,7 @@ class SqliteConsentStore:
 
     async def ping(self) -> bool:
         try:
-            await self._run(lambda conn: conn.execute("SELECT count(*) FROM consent_current LIMIT 1"))
+            await self._run(lambda conn: conn.execute("SELECT 1 FROM consent_current LIMIT 1").fetchall())
         except ConsentUnavailable:
             return False
         return True
