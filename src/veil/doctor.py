@@ -1,0 +1,198 @@
+"""Inspect a deployment's config for weak settings: `inspect(config) -> list[Finding]`.
+
+Each finding names the config key to change and how. Only files are read (key files, the consent
+database, the audit directory, the policy); no key material is printed, no listener is opened.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from veil.config import KEY_NAMES, Config, KeySpec
+from veil.errors import Diagnostics, VeilError
+
+WARNING = "warning"  # counts: `veil doctor` exits 1
+NOTE = "note"  # printed, does not change the exit code
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str  # stable slug
+    key: str  # the config key path (or file) to change
+    message: str  # what is wrong
+    fix: str  # what to change
+    severity: str = WARNING
+
+    def render(self) -> str:
+        return f"{self.severity}[{self.code}] {self.key}: {self.message}\n      fix: {self.fix}"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+
+
+def inspect(config: Config) -> list[Finding]:
+    found: list[Finding] = []
+    for check in (_admin, _mode, _tls, _workers, _keys, _file_modes, _upstreams, _policy):
+        found.extend(check(config))
+    return found
+
+
+def _admin(c: Config) -> Iterator[Finding]:
+    if is_loopback(c.admin.host):
+        return
+    for scope in ("consent", "audit", "reload"):
+        if scope not in c.admin_tokens:
+            yield Finding("admin_scope_untokened", f"admin.tokens.{scope}",
+                          f"the admin listener is on {c.admin} (not loopback) and has no {scope} token: "
+                          f"the {scope} API is closed to everyone, so operators will be tempted to open it",
+                          f"generate one with `veil keygen --kind token --out {scope}.token` and set "
+                          f"admin.tokens.{scope}: file:/path/{scope}.token")
+    if "read" not in c.admin_tokens:
+        yield Finding("admin_read_open", "admin.tokens.read",
+                      f"the admin listener is on {c.admin} (not loopback) without a read token: /metrics and "
+                      "/notice are open to anyone who can reach it",
+                      "set admin.tokens.read (Prometheus sends it as a bearer token), or listen on 127.0.0.1")
+
+
+def _mode(c: Config) -> Iterator[Finding]:
+    if c.environment == "production" and c.mode == "report-only":
+        yield Finding("report_only_in_production", "mode",
+                      "mode is report-only in production: nothing is redacted or blocked",
+                      "set mode: enforce once the decision log shows the policy is right")
+
+
+def _tls(c: Config) -> Iterator[Finding]:
+    listeners = (("proxy", c.proxy, c.tls, "tls"), ("admin", c.admin, c.admin_tls, "admin.tls"))
+    for name, listen, tls, key in listeners:
+        if tls is None and not is_loopback(listen.host):
+            yield Finding("tls_missing", key,
+                          f"the {name} listener is on {listen} (not loopback) without TLS: keys, tokens and "
+                          "personal data cross the network in clear",
+                          f"set {key}: {{cert: ..., key: ...}} (and client_ca for mutual TLS), or terminate "
+                          "TLS in a sidecar and listen on 127.0.0.1")
+
+
+def _workers(c: Config) -> Iterator[Finding]:
+    if c.workers > 1 and c.consent_url.startswith("sqlite:"):
+        yield Finding("sqlite_workers", "workers",
+                      f"{c.workers} worker processes share a SQLite consent store: writers serialize on one "
+                      "file lock and each worker caches consent separately (a withdrawal reaches the others "
+                      "only after consent.cache_ttl)",
+                      "use workers: 1 with SQLite, or a postgresql:// consent store")
+
+
+def _keys(c: Config) -> Iterator[Finding]:
+    for name in KEY_NAMES:
+        if name in c.keys:
+            continue
+        why = {
+            "store": "consent rows are keyed by a key that dies with the process: after a restart no "
+                     "recorded consent is found",
+            "audit": "the decision log is signed with a throw-away key: it cannot be verified later",
+            "pseudonym": "subject pseudonyms change at every restart: access reports cannot find a subject",
+            "hash": "the hash transform uses veil's built-in development key, which is public: anyone can "
+                    "recompute the pseudonyms in responses",
+        }[name]
+        yield Finding("key_missing", f"keys.{name}", f"not configured: {why}",
+                      f"`veil keygen --out {name}.key`, then keys.{name}: file:/path/{name}.key")
+
+
+def _specs(c: Config) -> Iterator[tuple[str, str]]:
+    def refs(prefix: str, spec: KeySpec) -> Iterator[tuple[str, str]]:
+        for i, (_, ref) in enumerate(spec.entries):
+            yield (prefix if len(spec.entries) == 1 else f"{prefix}[{i}]"), ref
+
+    for name, spec in c.keys.items():
+        yield from refs(f"keys.{name}", spec)
+    for scope, spec in c.admin_tokens.items():
+        yield from refs(f"admin.tokens.{scope}", spec)
+
+
+def _private(path: Path, key: str, what: str, *, directory: bool = False) -> Iterator[Finding]:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        yield Finding("file_unreadable", key, f"cannot inspect {path}: {exc.strerror}", "check the path")
+        return
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        want = "700" if directory else "600"
+        message = f"{what} {path} is accessible by group or others (mode {mode:o})"
+        yield Finding("permissive_mode", key, message, f"chmod {want} {path}")
+
+
+def _file_modes(c: Config) -> Iterator[Finding]:
+    for key, ref in _specs(c):
+        kind, _, target = ref.partition(":")
+        if kind != "file":
+            continue
+        path = Path(target)
+        if not path.exists():
+            yield Finding("key_file_missing", key, f"key file {path} does not exist: veil will not start",
+                          f"create it with `veil keygen --out {path}`")
+            continue
+        yield from _private(path, key, "key file")
+    for key, tls in (("tls.key", c.tls), ("admin.tls.key", c.admin_tls)):
+        if tls is not None:
+            yield from _private(Path(tls.keyfile), key, "TLS private key")
+    if c.consent_url.startswith("sqlite:///"):
+        db = Path(c.consent_url[len("sqlite:///"):])
+        yield from _private(db.parent, "consent.url", "consent store directory", directory=True)
+        for suffix in ("", "-wal", "-shm"):
+            yield from _private(db.with_name(db.name + suffix), "consent.url", "consent store file")
+    audit_dir = Path(c.audit_path).parent
+    yield from _private(audit_dir, "audit.path", "decision log directory", directory=True)
+    if audit_dir.is_dir():
+        for f in sorted(audit_dir.iterdir()):
+            if f.is_file():
+                yield from _private(f, "audit.path", "decision log file")
+
+
+def _upstreams(c: Config) -> Iterator[Finding]:
+    from urllib.parse import urlsplit
+
+    for u in c.upstreams:
+        parts = urlsplit(u.url)
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+            yield Finding("upstream_plaintext", f"upstreams.{u.name}.url",
+                          f"plain HTTP to {parts.hostname}: veil trusts the network to the upstream",
+                          "use https:// unless that network is private to veil and the upstream", NOTE)
+
+
+def _policy(c: Config) -> Iterator[Finding]:
+    from veil.policy.load import load_policy
+    from veil.proxy.policyholder import policy_files
+
+    paths = list(c.policy_paths)
+    try:
+        policy = load_policy(policy_files(paths) or paths)
+    except Diagnostics as exc:
+        yield Finding("policy_invalid", "policy.paths", f"veil will not start: {exc.summary()}",
+                      f"run `veil check {' '.join(paths)}`")
+        return
+    except VeilError as exc:
+        yield Finding("policy_invalid", "policy.paths", exc.message, "check policy.paths")
+        return
+    for d in policy.warnings:
+        where = str(d.location) if d.location else "policy"
+        yield Finding(f"policy_{d.code}", where, d.message, d.hint or "see `veil check`")
+    if c.environment == "production":
+        for r in policy.routes:
+            if r.mode == "report-only":
+                yield Finding("report_only_in_production", str(r.loc),
+                              f"route {r.method} {r.template} is report-only in production",
+                              "remove `mode report-only` from the route")
+
+
+__all__ = ["NOTE", "WARNING", "Finding", "inspect", "is_loopback"]
