@@ -43,7 +43,8 @@ def main() -> None:
     policy = load_policy([ROOT / "policies"])
     key = ["demo-storefront-key"]
     purpose = ["personalize.recommendations"]
-    state = {"personalization": ConsentState("personalization", Status.GIVEN, datetime(2026, 1, 1, tzinfo=UTC), 2)}
+    given = datetime(2026, 1, 1, tzinfo=UTC)
+    state = {"personalization": ConsentState("personalization", Status.GIVEN, given, 2)}
     ad = admit(policy, "GET", "/customers/c-000042", key, purpose)
     assert isinstance(ad, Admitted), ad
     rule = ad.rule
@@ -57,7 +58,8 @@ def main() -> None:
     results = {
         "(calibration: one dict.get)": median_us(lambda: calib.get("a"), args.rounds),
         "admit": median_us(lambda: admit(policy, "GET", "/customers/c-000042", key, purpose), args.rounds),
-        "admit (list route)": median_us(lambda: admit(policy, "GET", "/customers", key, purpose), args.rounds),
+        "admit (list route)": median_us(lambda: admit(policy, "GET", "/customers", key, purpose),
+                                        args.rounds),
         "consent_reason": median_us(lambda: consent_reason(rule, state, NOW), args.rounds),
         "admit + consent_reason": median_us(decide, args.rounds),
     }

@@ -34,7 +34,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--policy", action="append", required=True, metavar="PATH",
                         help="policy file or directory (repeatable)")
-    parser.add_argument("--request", required=True, metavar='"METHOD /path"', help='e.g. "GET /customers/c-1"')
+    parser.add_argument("--request", required=True, metavar='"METHOD /path"',
+                        help='e.g. "GET /customers/c-1"')
     parser.add_argument("--caller", metavar="NAME", help="the caller, by its name in the policy")
     parser.add_argument("--key", metavar="KEY", help="or a raw Veil-Key to authenticate")
     parser.add_argument("--purpose", action="append", default=[], metavar="P", help="the declared purpose")
@@ -43,7 +44,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--consent-store-down", action="store_true", help="the consent store cannot answer")
     parser.add_argument("--gpc", action="store_true", help="the request carries Sec-GPC: 1")
     parser.add_argument("--tcf", metavar="TC_STRING", help="an IAB TCF v2 consent string")
-    parser.add_argument("--header", action="append", default=[], metavar="NAME:VALUE", help="a request header")
+    parser.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",
+                        help="a request header")
     parser.add_argument("--body", metavar="FILE.json", help="the upstream response body (JSON)")
     parser.add_argument("--status", type=int, default=200, help="the upstream status (default 200)")
     parser.add_argument("--now", metavar="ISO8601", help="evaluate at this time (default: now)")
@@ -78,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
         if not sep or state not in {s.value for s in Status}:
             return _usage(f"--consent {item!r} must be KEY=given|withdrawn|expired|missing")
         notice = max((p.min_notice or 0 for p in policy.purposes.values() if p.consent_key == key), default=0)
-        states[key] = parse_state(key, {"status": state, "at": now.isoformat(), "notice_version": notice or None},
-                                  {}, "--consent")
+        spec = {"status": state, "at": now.isoformat(), "notice_version": notice or None}
+        states[key] = parse_state(key, spec, {}, "--consent")
     resp = Response(status=args.status)
     if args.body:
         try:

@@ -42,7 +42,8 @@ class FieldLine:
     category: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "fate": self.fate, "location": str(self.location) if self.location else None,
+        return {"path": self.path, "fate": self.fate,
+                "location": str(self.location) if self.location else None,
                 "statement": self.statement, "category": self.category}
 
 
@@ -59,7 +60,8 @@ class Explanation:
         o = self.outcome
         out: dict[str, Any] = {
             "decision": o.decision, "reason": o.reason, "status": o.status, "route": self.route,
-            "purpose": self.purpose, "title": REASONS.get(o.reason, ("", ""))[1] if o.reason != "ok" else None,
+            "purpose": self.purpose,
+            "title": REASONS.get(o.reason, ("", "upstream error"))[1] if o.reason != "ok" else None,
             "rules": [str(loc) for loc in self.locations],
         }
         if o.rule is not None:
@@ -123,7 +125,8 @@ def explain_request(policy: CompiledPolicy, req: Request, consent: Consent, resp
             continue  # inside a value that already has this fate
         loc = r.location_of(fate.rule_id) if fate.rule_id >= 0 else r.loc
         cat = r.categories_by_rule[fate.rule_id] if 0 <= fate.rule_id < len(r.categories_by_rule) else None
-        exp.fields.append(FieldLine(_concrete(fate.path), fate.fate, loc, source_line(policy.sources, loc), cat))
+        stmt = source_line(policy.sources, loc)
+        exp.fields.append(FieldLine(_concrete(fate.path), fate.fate, loc, stmt, cat))
     return exp
 
 

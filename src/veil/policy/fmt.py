@@ -202,7 +202,9 @@ def _route_body(r: ast.Route) -> list[_Line]:
         "upstream": (f"upstream {r.upstream}" if r.upstream is not None else None),
         "mode": (f"mode {r.mode}" if r.mode is not None else None),
     }
-    layout = list(r.layout) or [(n, r.loc) for n, t in singles.items() if t] + [("rule", r.loc)] * len(r.rules)
+    layout = list(r.layout) or (
+        [(n, r.loc) for n, t in singles.items() if t] + [("rule", r.loc)] * len(r.rules)
+    )
     last = {name: i for i, (name, _) in enumerate(layout)}  # the builder keeps the last of a kind
     rules = list(r.rules)
     out: list[_Line] = []
@@ -273,7 +275,7 @@ def _value(v: Any) -> str:
 # ---------------------------------------------------------------- meaning
 def same_meaning(a: ast.Module, b: ast.Module) -> bool:
     """AST equality that ignores every location (also those nested in tuples) and layout."""
-    return meaning(a) == meaning(b)
+    return bool(meaning(a) == meaning(b))
 
 
 def meaning(node: Any) -> Any:

@@ -79,7 +79,8 @@ def _expected(exc: UnexpectedInput) -> str:
     if not words:
         return ""
     if len(words) > 8:
-        words = [*words[:8], "..."]
+        head = words[:8] if "'}'" in words[:8] or "'}'" not in words else [*words[:7], "'}'"]
+        words = [*head, "..."]  # a closing brace stays visible: it drives the "missing '}'" hint
     return "expected " + ", ".join(words)
 
 
@@ -116,7 +117,8 @@ def scan_comments(text: str) -> list[tuple[int, str]]:
 
 def _diagnostic(exc: UnexpectedInput, text: str, file: str) -> Diagnostic:
     line, col = exc.line, exc.column
-    if isinstance(exc, UnexpectedEOF) or line is None or line < 1:
+    at_end = isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
+    if isinstance(exc, UnexpectedEOF) or at_end or line is None or line < 1:
         lines = text.splitlines() or [""]
         line, col = len(lines), len(lines[-1]) + 1
         msg = "unexpected end of file"
