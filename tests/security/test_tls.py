@@ -66,3 +66,20 @@ def test_rfc4514_subject_format() -> None:
     multi = ((("organizationalUnitName", "a"), ("userId", "u+1")), (("commonName", " x "),))
     assert rfc4514_name(multi) == "CN=\\ x\\ ,OU=a+UID=u\\+1"
     assert rfc4514_name(((("emailAddress", "a@b"),),)) == "emailAddress=a@b"
+
+
+def test_rfc4514_matches_cryptography() -> None:
+    from cryptography.x509 import Name, NameAttribute
+    from cryptography.x509.oid import NameOID
+
+    long = {NameOID.COMMON_NAME: "commonName", NameOID.ORGANIZATION_NAME: "organizationName",
+            NameOID.ORGANIZATIONAL_UNIT_NAME: "organizationalUnitName", NameOID.COUNTRY_NAME: "countryName",
+            NameOID.DOMAIN_COMPONENT: "domainComponent"}
+    for values in (["store", "Acme", "Ops", "DE", "acme"], ["a,b+c", '"q"', "<x>;y=z", "DE", "#dc"],
+                   [" lead", "trail ", "back\\slash", "FR", "a#b"]):
+        name = Name([NameAttribute(oid, v) for oid, v in zip(
+            [NameOID.DOMAIN_COMPONENT, NameOID.COUNTRY_NAME, NameOID.ORGANIZATION_NAME,
+             NameOID.ORGANIZATIONAL_UNIT_NAME, NameOID.COMMON_NAME],
+            [values[4], values[3], values[1], values[2], values[0]], strict=True)])
+        as_ssl = tuple(((long[a.oid], str(a.value)),) for a in name)  # what getpeercert() returns
+        assert rfc4514_name(as_ssl) == name.rfc4514_string(), values

@@ -31,11 +31,11 @@ SHORT_NAMES = {
     "streetAddress": "STREET",
 }
 TLS_VERSIONS = {"TLSv1.3": 0x0304, "TLSv1.2": 0x0303, "TLSv1.1": 0x0302, "TLSv1": 0x0301}
-_SPECIAL = set(',+"\\<>;=')
+_SPECIAL = set(',+"\\<>;')
 
 
 def _escape(value: str) -> str:
-    out = "".join("\\" + c if c in _SPECIAL else c for c in value)
+    out = "".join("\\" + c if c in _SPECIAL else ("\\00" if c == "\0" else c) for c in value)
     if out.startswith((" ", "#")):
         out = "\\" + out
     if out.endswith(" ") and not out.endswith("\\ "):
