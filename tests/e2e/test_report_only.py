@@ -91,7 +91,10 @@ def test_global_report_only_passes_data_and_counts_as_enforce(pair: tuple[Veil, 
     e_log, r_log = decisions(enforce)[logged[0]:], decisions(report)[logged[1]:]
     assert len(r_log) == len(TRAFFIC) and all(rec["mode"] == "report-only" for rec in r_log)
     keys = ("route", "purpose", "caller", "decision", "reason", "fields", "filtered")
-    assert [{k: rec.get(k) for k in keys} for rec in r_log] == [{k: rec.get(k) for k in keys} for rec in e_log]
+    def shape(log: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: rec.get(k) for k in keys} for rec in log]
+
+    assert shape(r_log) == shape(e_log)
     by_reason = {rec["reason"]: rec["decision"] for rec in r_log}
     assert by_reason["consent_missing"] == "block" and by_reason["upstream_status"] == "block"
     assert {rec["decision"] for rec in r_log} == {"block", "redact", "filter"}
@@ -105,7 +108,8 @@ def test_route_mode_switches_on_reload(pair: tuple[Veil, Veil], demo_upstream: U
     assert blocked.status_code == 403 and blocked.json()["reason"] == "consent_missing"
     before = counters(v)
     try:
-        routes.write_text(original.replace("route GET /customers/{id} {", "route GET /customers/{id} {\n  mode report-only"))
+        head = "route GET /customers/{id} {"
+        routes.write_text(original.replace(head, head + "\n  mode report-only"))
         deadline = time.monotonic() + 4.0
         while (r := v.get("/customers/c-000020", purpose=REC)).status_code != 200:
             assert time.monotonic() < deadline, "the route's mode change was not picked up"

@@ -61,7 +61,8 @@ def _signature(paths: Sequence[str]) -> tuple[tuple[str, int, int, int], ...]:
 
 
 class PolicyHolder:
-    def __init__(self, paths: Sequence[str], *, hash_key: bytes | None, mode_override: str | None = None) -> None:
+    def __init__(self, paths: Sequence[str], *, hash_key: bytes | None,
+                 mode_override: str | None = None) -> None:
         self.paths = list(paths)
         self.hash_key = hash_key
         self.current: CompiledPolicy | None = None

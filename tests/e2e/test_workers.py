@@ -1,0 +1,75 @@
+"""`veil serve` with two worker processes sharing the ports (SO_REUSEPORT): /metrics on any worker
+adds up all of them, SIGHUP reaches every worker, each worker writes its own decision-log chain and
+`veil audit verify` checks all of them."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.conftest import KEYS, Upstream, Veil, start_veil
+
+REQUESTS = 200
+
+
+def requests_total(text: str) -> float:
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "veil_requests_total")
+
+
+def reloads_ok(text: str) -> float:
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "veil_policy_reloads_total" and s.labels.get("result") == "ok")
+
+
+@pytest.fixture
+def workers_veil(tmp_path: Path, demo_upstream: Upstream) -> Iterator[Veil]:
+    v = start_veil(tmp_path / "veil", demo_upstream.url, overrides={"workers": 2})
+    yield v
+    v.stop()
+
+
+def test_two_workers_share_ports_metrics_and_verify(workers_veil: Veil) -> None:
+    v = workers_veil
+    headers = {"Veil-Key": KEYS["warehouse"], "Veil-Purpose": "orders.fulfillment", "Connection": "close"}
+    statuses: dict[int, int] = {}
+    # a new connection per request: the kernel spreads connections, not requests, over the workers
+    with httpx.Client(timeout=10.0, limits=httpx.Limits(max_keepalive_connections=0)) as c:
+        for i in range(REQUESTS):
+            r = c.get(f"{v.url}/customers/c-{i % 1000:06d}", headers=headers)
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+        scrapes = [c.get(f"{v.admin}/metrics", headers={"Connection": "close"}).text for _ in range(4)]
+    assert statuses == {200: REQUESTS}
+    assert [requests_total(s) for s in scrapes] == [REQUESTS] * 4  # whichever worker answers
+    assert "c-000001" not in scrapes[0]
+
+    v.proc.send_signal(signal.SIGHUP)  # forwarded by the parent: every worker reloads its policy
+    deadline = time.monotonic() + 10.0
+    while reloads_ok(v.metrics()) < 2:
+        assert time.monotonic() < deadline, "SIGHUP did not reach both workers"
+        time.sleep(0.1)
+    assert v.proc.poll() is None
+
+    log = v.stop()
+    assert v.proc.returncode == 0, log[-3000:]
+    audit = v.dir / "audit"
+    assert sorted(p.name for p in audit.glob("decisions*.log")) == ["decisions-w0.log", "decisions-w1.log"]
+    per_worker = []
+    for name in ("decisions-w0.log", "decisions-w1.log"):
+        lines = (audit / name).read_bytes().splitlines()
+        assert orjson.loads(lines[-1])["reason"] == "close"
+        per_worker.append(sum(1 for x in lines if orjson.loads(x).get("decision") == "redact"))
+    assert sum(per_worker) == REQUESTS and min(per_worker) > 0, per_worker
+    run = subprocess.run([sys.executable, "-m", "veil", "audit", "verify", str(audit),
+                          "--key", f"file:{v.dir / 'audit.key'}"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    print(f"\nworkers: {per_worker} requests per worker; verify: {run.stdout.strip()}")
