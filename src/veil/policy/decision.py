@@ -55,6 +55,7 @@ REASONS: dict[str, tuple[int, str]] = {
     "audit_unavailable": (503, "The decision log cannot be written"),
     "policy_unavailable": (503, "No valid policy is loaded"),
     "rate_limited": (429, "Too many failed authentications"),
+    "headers_too_large": (431, "Request headers are too large"),
     "internal_error": (500, "Internal error"),
 }
 

@@ -19,7 +19,9 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*.veil") if q.is_file()))
+            # skip hidden entries: Kubernetes keeps old ConfigMap versions in `..<timestamp>/` dirs
+            out.extend(sorted(q for q in p.rglob("*.veil") if q.is_file()
+                              and not any(part.startswith(".") for part in q.relative_to(p).parts)))
         else:
             out.append(p)
     return out

@@ -26,7 +26,7 @@ from veil.consent.store import ConsentState
 from veil.errors import ConsentUnavailable, VeilError
 from veil.policy.compile import CompiledPolicy, CompiledRule
 from veil.policy.decision import Admitted, Blocked, admit, consent_reason
-from veil.proxy.enforce import EnforceError, decode_content, find_list, parse_json, subject_of
+from veil.proxy.enforce import EnforceError, check_depth, decode_content, find_list, parse_json, subject_of
 from veil.proxy.normalize import PathInvalid, normalize_path
 from veil.proxy.problem import problem_body
 from veil.proxy.runtime import Runtime
@@ -52,6 +52,7 @@ DROP_RESPONSE = frozenset({
     "content-digest", "server", "date",
 })
 VARY = b"Veil-Purpose, Veil-Key, Sec-GPC, Cookie"
+MAX_HEADER_BYTES = 32 * 1024
 
 
 def _now() -> datetime:
@@ -92,6 +93,9 @@ class ProxyApp:
         if self.rt.limiter.blocked(addr):
             metrics.auth_rate_limited_total.labels("proxy").inc()
             await self._problem(send, "rate_limited", decision_id, policy)
+            return
+        if sum(len(n) + len(v) for n, v in headers) > MAX_HEADER_BYTES:
+            await self._block(send, scope, policy, Blocked("headers_too_large"), decision_id, t0)
             return
         keys: list[str] = []
         purposes: list[str] = []
@@ -289,6 +293,7 @@ class ProxyApp:
                 report = None
             else:
                 doc = parse_json(hdrs.get("content-type"), body)
+                check_depth(doc, self.config.max_json_depth)
                 if ad.route.each is not None:
                     doc, subjects, filtered, why = await self._filter_items(ad, doc, scope, facts)
                     if why is not None:
