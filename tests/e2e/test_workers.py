@@ -1,5 +1,5 @@
 """`veil serve` with two worker processes sharing the ports (SO_REUSEPORT): /metrics on any worker
-adds up all of them, SIGHUP reaches every worker, each worker writes its own decision-log chain and
+adds up all of them, SIGHUP and POST /reload reach every worker, each worker writes its own decision-log chain and
 `veil audit verify` checks all of them."""
 
 from __future__ import annotations
@@ -56,6 +56,12 @@ def test_two_workers_share_ports_metrics_and_verify(workers_veil: Veil) -> None:
     deadline = time.monotonic() + 10.0
     while reloads_ok(v.metrics()) < 2:
         assert time.monotonic() < deadline, "SIGHUP did not reach both workers"
+        time.sleep(0.1)
+    r = v.client.post(f"{v.admin}/reload", headers={"Authorization": f"Bearer {v.tokens['reload']}"})
+    assert r.status_code == 200 and r.json()["ok"] is True
+    # the worker that took the request reloads at once, then with its sibling through the parent's SIGHUP
+    while reloads_ok(v.metrics()) < 5:
+        assert time.monotonic() < deadline + 10.0, "POST /reload did not reach both workers"
         time.sleep(0.1)
     assert v.proc.poll() is None
 

@@ -170,6 +170,9 @@ def build_admin_app(rt: Runtime) -> Starlette:
         if (denied := authorize(request, "reload")) is not None:
             return denied
         ok = await rt.policy.reload()
+        from veil.proxy.workers import reload_all_workers
+
+        reload_all_workers()  # under `veil serve --workers N` this request reached one worker only
         await admin_audit(request, "policy.reload", "reload", None, {"ok": ok})
         policy = rt.policy.current
         return _json({"ok": ok, "version": policy.version if policy else None, "error": rt.policy.last_error},

@@ -7,8 +7,9 @@ SO_REUSEPORT and the kernel spreads new connections over the workers. Each worke
 decision-log chain (`decisions-w0.log`, ...); `/metrics` on any worker aggregates all of them.
 
 The parent only supervises: SIGTERM/SIGINT are forwarded (every worker drains), SIGHUP is forwarded
-(every worker reloads its policy). A worker that dies on its own stops the rest and the parent exits
-1, so the orchestrator restarts the whole set (a half-capacity veil that looks healthy is worse).
+(every worker reloads its policy; a worker's admin `POST /reload` asks the parent for that too).
+A worker that dies on its own stops the rest and the parent exits 1, so the orchestrator restarts
+the whole set (a half-capacity veil that looks healthy is worse).
 """
 
 from __future__ import annotations
@@ -34,6 +35,20 @@ log = logging.getLogger("veil.workers")
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SUPERVISOR_ENV = "VEIL_SUPERVISOR_PID"
+
+
+def reload_all_workers() -> bool:
+    """In a worker: ask the supervisor to send SIGHUP to every worker (admin `POST /reload` reaches
+    one worker only). False when this process is not a supervised worker."""
+    pid = os.environ.get(SUPERVISOR_ENV)
+    if not pid or not pid.isdigit() or int(pid) != os.getppid():
+        return False
+    try:
+        os.kill(int(pid), signal.SIGHUP)
+    except OSError:
+        return False
+    return True
 
 
 def bind_reuse_port(listen: Listen, backlog: int = 2048) -> socket.socket:
@@ -93,6 +108,7 @@ def run_workers(config: Config, n: int) -> int:
         raise ValueError("at least one worker is required")
     mdir, created = _metrics_dir()
     os.environ[MULTIPROC_ENV] = str(mdir)  # inherited by the spawned workers
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())
     ctx = multiprocessing.get_context("spawn")
     procs: list[BaseProcess] = []
     stopping = False
