@@ -121,10 +121,10 @@ def check_purposes(ctx: Context) -> None:
             ctx.error("consent_key_missing", f"purpose {p.name!r} is consent-based but names no consent key",
                       basis.loc if basis else p.loc, 'add: consent "<key>"')
         for name in ("retention", "consent_max_age"):
-            a = attrs.get(name)
-            if a and a.values[0].unit not in UNITS:
-                ctx.error("unit_unknown", f"unknown time unit {a.values[0].unit!r}", a.loc,
-                          did_you_mean(a.values[0].unit, UNITS) or "days, weeks, months or years")
+            dur = attrs.get(name)
+            if dur and dur.values[0].unit not in UNITS:
+                ctx.error("unit_unknown", f"unknown time unit {dur.values[0].unit!r}", dur.loc,
+                          did_you_mean(dur.values[0].unit, UNITS) or "days, weeks, months or years")
         if sources:
             for s in sources.values:
                 if s not in SOURCES:
@@ -303,8 +303,8 @@ def check_minimization(ctx: Context) -> None:
                     continue
                 for t in st.targets:
                     if t.is_category:
-                        cat = ctx.categories.get(t.text)
-                        hits = [cat] if cat and cat.sensitive else []
+                        ref = ctx.categories.get(t.text)
+                        hits = [ref] if ref and ref.sensitive else []
                         keep_all = False
                     else:
                         path = ctx.paths.get(id(t))

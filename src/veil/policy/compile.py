@@ -261,13 +261,13 @@ def _transform(st: ast.Stmt, purpose: str, hash_key: bytes) -> tf.Transform:
     if st.kind == "replace":
         return tf.replace(st.args[0])
     method = st.args[0]
-    arg = st.args[1] if len(st.args) > 1 else None
+    arg = int(st.args[1]) if len(st.args) > 1 and isinstance(st.args[1], int) else 0
     if method == "prefix":
-        return tf.prefix(int(arg))
+        return tf.prefix(arg)
     if method == "bucket":
-        return tf.bucket(int(arg))
+        return tf.bucket(arg)
     if method == "round":
-        return tf.round_(int(arg))
+        return tf.round_(arg)
     if method in ("month", "year"):
         return tf.date(method)
     return tf.ip()

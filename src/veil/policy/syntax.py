@@ -123,7 +123,8 @@ def _diagnostic(exc: UnexpectedInput, text: str, file: str) -> Diagnostic:
         line, col = len(lines), len(lines[-1]) + 1
         msg = "unexpected end of file"
     elif isinstance(exc, UnexpectedCharacters):
-        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        pos = exc.pos_in_stream or 0
+        ch = text[pos] if pos < len(text) else ""
         msg = f"unexpected character {ch!r}"
     elif isinstance(exc, UnexpectedToken):
         tok = exc.token

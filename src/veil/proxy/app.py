@@ -208,6 +208,8 @@ class ProxyApp:
                 subject = hv[0] if len(hv) == 1 else None
             if not subject:
                 return None, "subject_missing"
+        if gpc:
+            facts["gpc"] = "1"  # per-item checks on list routes read it too
         needs = bool(rule.consent_keys) or "tcf" in rule.purpose.sources or gpc
         if subject is None or not needs:
             if gpc and (rule.purpose.gpc_honor or rule.respect_gpc) and ad.route.each is None:
@@ -226,8 +228,6 @@ class ProxyApp:
             facts[k] = st.status.value
         if tcf is not None:
             facts["tcf"] = "valid" if tcf.valid else "invalid"
-        if gpc:
-            facts["gpc"] = "1"
         return subject, why
 
     def _tcf(self, headers: list[tuple[bytes, bytes]]) -> Any:
