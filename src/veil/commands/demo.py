@@ -137,10 +137,8 @@ def run(args: argparse.Namespace) -> int:
         seeded.append(await seed(db, hasher))
         await _run_all(config, args, config_path, directory)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         run_async(main())
-    except KeyboardInterrupt:
-        pass
     print("veil demo stopped.", file=sys.stderr)
     return 0
 

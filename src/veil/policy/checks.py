@@ -90,7 +90,7 @@ def parse_paths(ctx: Context) -> None:
     for cat in ctx.categories.values():
         for p in cat.paths:
             one(p.text, p.loc, id(p))
-    for route, rule in ctx.rules():
+    for _route, rule in ctx.rules():
         for st in rule.body:
             for t in st.targets:
                 if not t.is_category:
@@ -185,7 +185,7 @@ def check_callers(ctx: Context) -> None:
 
 
 def resolve_references(ctx: Context) -> None:
-    for route, rule in ctx.rules():
+    for _route, rule in ctx.rules():
         for name, loc in rule.purposes:
             if name not in ctx.purposes:
                 ctx.error("unknown_purpose", f"unknown purpose {name!r}", loc, did_you_mean(name, ctx.purposes))
@@ -203,7 +203,7 @@ def resolve_references(ctx: Context) -> None:
 
 def check_statements(ctx: Context) -> None:
     """Transform arguments and one-off statements."""
-    for route, rule in ctx.rules():
+    for _route, rule in ctx.rules():
         for st in rule.body:
             if st.kind == "mask":
                 names = [a[0] for a in st.args]
@@ -253,7 +253,7 @@ def check_routes(ctx: Context) -> None:
         params = _PARAM.findall(route.template)
         segs = route.template.strip("/").split("/")
         for seg in segs:
-            if "{" in seg and not _PARAM.fullmatch(seg) or ("}" in seg and "{" not in seg):
+            if ("{" in seg and not _PARAM.fullmatch(seg)) or ("}" in seg and "{" not in seg):
                 ctx.error("route_template", f"a parameter must fill a whole segment: {seg!r}", route.loc,
                           "write /customers/{id}, not /customers/id-{id}")
         if len(set(params)) != len(params):
@@ -293,7 +293,7 @@ def check_minimization(ctx: Context) -> None:
     for cat in ctx.categories.values():
         if cat.sensitive:
             sensitive.append((cat, [ctx.paths[id(p)] for p in cat.paths if id(p) in ctx.paths]))
-    for route, rule in ctx.rules():
+    for _route, rule in ctx.rules():
         for pname, _ in rule.purposes:
             purpose = ctx.purposes.get(pname)
             basis_attr = purpose.get("basis") if purpose else None

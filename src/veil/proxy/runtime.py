@@ -4,6 +4,7 @@ log, upstream pool, keys. Created once per process by `veil serve` (or a test) a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -108,10 +109,8 @@ class Runtime:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-            except (asyncio.CancelledError, Exception):
-                pass
         await self.upstreams.close()
         await self.audit.close()
         await self.store.close()
