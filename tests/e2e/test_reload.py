@@ -92,6 +92,9 @@ def test_edit_is_picked_up_by_the_watcher(rv: Veil, routes: Path) -> None:
     assert took < 3.0, f"picked up after {took:.2f}s"
     ready = rv.client.get(f"{rv.admin}/readyz").json()
     assert ready["policy_version"] == after.headers["veil-policy"] and ready["policy_error"] is None
+    scrape = rv.metrics()
+    assert sample(scrape, "veil_policy_info", version=after.headers["veil-policy"]) == 1
+    assert sample(scrape, "veil_policy_info", version=before.headers["veil-policy"]) == 0
 
 
 @pytest.mark.parametrize("damage", ["garbage", "half_written", "purposes_deleted", "routes_deleted"])
