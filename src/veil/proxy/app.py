@@ -417,6 +417,7 @@ class ProxyApp:
             if (not body.strip() and resp.status == 204) or (not body and resp.status in (200, 204)):
                 return "allow", "ok", None, [], 0
             doc = parse_json(hdrs.get("content-type"), body)
+            check_depth(doc, self.config.max_json_depth)
             subjects: list[str] = []
             filtered = 0
             if ad.route.each is not None:
