@@ -71,10 +71,25 @@ def generate_key() -> str:
     return secrets.token_hex(32)
 
 
+def private_dir(path: Path) -> None:
+    """Create a directory and any missing parents owner-only (0700); existing ones are left alone."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(d, 0o700)
+
+
 def write_private_file(path: Path, content: str | bytes) -> None:
     """Create (or replace) a file readable by its owner only."""
     data = content.encode() if isinstance(content, str) else content
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)

@@ -86,8 +86,6 @@ def test_no_subject_ids_at_rest_and_owner_only_files(veil_factory: Callable[...,
         assert _mode(d) == 0o700, f"{d}: {_mode(d):o}"
 
 
-@pytest.mark.xfail(strict=True, reason="audit/log.py creates the missing parents of the audit directory "
-                   "with the default mode (Path.mkdir(parents=True)); only the last level gets 0700")
 async def test_missing_parents_of_the_audit_dir_are_owner_only(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "deep" / "er" / "audit" / "decisions.log", KeyRing.single(b"k" * 32))
     await log.start()

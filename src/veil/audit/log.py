@@ -42,7 +42,7 @@ from veil.audit._chain import (
     write_head,
 )
 from veil.errors import AuditWriteError, VeilError
-from veil.keys import KeyRing
+from veil.keys import KeyRing, private_dir
 
 _Pending = tuple[dict[str, Any], "asyncio.Future[None]"]
 
@@ -204,7 +204,7 @@ class AuditLog:
     def _start_sync(self) -> None:
         directory = self.path.parent
         if not directory.is_dir():
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dir(directory)
             os.chmod(directory, 0o700)
         torn = self._recover()
         self._open()

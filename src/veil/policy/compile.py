@@ -115,6 +115,7 @@ class CompiledPolicy:
     _static: dict[tuple[str, str], CompiledRoute] = field(default_factory=dict)
     _dynamic: dict[tuple[str, int], list[CompiledRoute]] = field(default_factory=dict)
     _category_cache: dict[str, str] = field(default_factory=dict)
+    _disclosed: dict[int, list[str]] = field(default_factory=dict)
     _key_cache: dict[str, str] = field(default_factory=dict)  # key → digest, for keys that authenticated
     warnings: list[Diagnostic] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
@@ -171,6 +172,18 @@ class CompiledPolicy:
         if len(self._key_cache) < 1024:  # only keys that authenticated: a flood of bad keys cannot fill it
             self._key_cache[key] = digest
         return caller
+
+    def disclosed_categories(self, rule: CompiledRule) -> list[str]:
+        """Categories a rule can disclose (kept or transformed paths), computed once per rule."""
+        hit = self._disclosed.get(id(rule))
+        if hit is None:
+            from veil.redact.engine import Action
+            from veil.redact.paths import format_path
+
+            hit = sorted({self.category_of(format_path(r.path)) for r in rule.plan.rules
+                          if r.action is not Action.DROP})
+            self._disclosed[id(rule)] = hit
+        return hit
 
     def category_of(self, template: str) -> str:
         """Category of a concrete path template (for metrics); 'uncategorized' if none."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -288,7 +289,7 @@ class ProxyApp:
         filtered = 0
         try:
             body = decode_content(resp.body, hdrs.get("content-encoding"), self.config.max_body_bytes)
-            if not body.strip() and resp.status == 204 or (not body and resp.status in (200, 204)):
+            if (not body.strip() and resp.status == 204) or (not body and resp.status in (200, 204)):
                 out_body = b""
                 report = None
             else:
@@ -475,7 +476,7 @@ class ProxyApp:
             locations += sorted({str(rule.location_of(i)) for i in ids if i >= 0})
         fields = _fields(report)
         cats = sorted({policy.category_of(t) for group in fields.values() for t in group})
-        kept_cats = sorted({c for c in (policy.category_of(t) for t in _kept_templates(rule)) if c})
+        kept_cats = policy.disclosed_categories(rule)
         rec: dict[str, Any] = {
             "id": decision_id, "time": _now().isoformat(), "caller": ad.caller.name,
             "purpose": ad.purpose.name, "basis": ad.purpose.basis, "route": ad.route.template,
@@ -547,21 +548,25 @@ class ProxyApp:
         await _send(send, status, headers, body, head=head)
 
 
+_SAFE_TEMPLATE = re.compile(r"[A-Za-z0-9_\-\[\]*.]{1,200}")
+MAX_LOGGED_PATHS = 100
+
+
+def _safe_templates(templates: Any) -> list[str]:
+    """Field paths for the log. A key that an upstream built from data (an e-mail used as a map key)
+    is not a field name: such paths are logged as `<unnamed>`, never as the key itself."""
+    out = sorted({t if _SAFE_TEMPLATE.fullmatch(t) else "<unnamed>" for t in templates})
+    return out[:MAX_LOGGED_PATHS]
+
+
 def _fields(report: Any) -> dict[str, list[str]]:
     if report is None:
         return {"removed": [], "dropped": [], "transformed": []}
     return {
-        "removed": sorted(report.removed),
-        "dropped": sorted({t for t, _ in report.dropped}),
-        "transformed": sorted({t for t, _ in report.transformed}),
+        "removed": _safe_templates(report.removed),
+        "dropped": _safe_templates(t for t, _ in report.dropped),
+        "transformed": _safe_templates(t for t, _ in report.transformed),
     }
-
-
-def _kept_templates(rule: CompiledRule) -> list[str]:
-    from veil.redact.engine import Action
-    from veil.redact.paths import format_path
-
-    return [format_path(r.path) for r in rule.plan.rules if r.action is not Action.DROP]
 
 
 def _request_body(scope: Scope, receive: Any, headers: list[tuple[bytes, bytes]]
