@@ -90,6 +90,7 @@ def test_edit_is_picked_up_by_the_watcher(rv: Veil, routes: Path) -> None:
     assert after.status_code == 200
     assert after.json()["phone"].count("*") == len(after.json()["phone"]) - 2
     assert took < 3.0, f"picked up after {took:.2f}s"
+    print(f"\nwatcher: edit picked up after {took:.2f}s")
     ready = rv.client.get(f"{rv.admin}/readyz").json()
     assert ready["policy_version"] == after.headers["veil-policy"] and ready["policy_error"] is None
     scrape = rv.metrics()
@@ -234,6 +235,7 @@ def test_configmap_swap_is_noticed(configmap_veil: Veil) -> None:
     r = ship(v)
     assert r.json()["phone"].count("*") == len(r.json()["phone"]) - 2
     assert took < 3.0
+    print(f"\nwatcher: ConfigMap swap picked up after {took:.2f}s")
     # and back: the original content gives the original version
     files["routes.veil"] = (POLICIES / "routes.veil").read_text()
     swap_configmap(v.policy_dir, files, "2026_01_03_00_00_00.000000003")
