@@ -1,0 +1,195 @@
+"""Scale-out over real sockets: two veil processes on one PostgreSQL consent store (one schema).
+
+A withdrawal made through one replica, or written straight into the tables by another system that
+sends `NOTIFY veil_consent, '<subject hash>'`, is enforced by every replica within a second even with
+a 30 s cache: only the LISTEN/NOTIFY path can explain that. A write without NOTIFY is enforced once
+cache entries expire (the cache TTL bound). Also: `veil consent migrate --store URL` against the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.conftest import require
+from tests.e2e.conftest import Veil
+from veil.cli import main
+from veil.consent.store import SubjectHasher
+from veil.keys import KeyRing
+
+pytestmark = pytest.mark.postgres
+
+PG_URL = os.environ.get("VEIL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REC = "personalize.recommendations"
+KEY = "personalization"
+NOTIFY_BOUND = 1.0  # seconds: cross-replica invalidation through NOTIFY
+POLL = 0.02
+
+
+def pg_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def pg(sql: str, *args: Any) -> list[Any]:
+    """Run one statement on the test database from outside veil (as another system would)."""
+
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(PG_URL, timeout=10)
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    require(pg_reachable(), "PostgreSQL at 127.0.0.1:5432")
+    name = f"veil_e2e_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    yield name
+    pg(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+def store_key(tmp_path: Path) -> tuple[str, bytes]:
+    """One store key file for all replicas: they must hash subjects alike to share rows."""
+    key = os.urandom(32)
+    path = tmp_path / "shared-store.key"
+    path.write_text(key.hex())
+    path.chmod(0o600)
+    return f"file:{path}", key
+
+
+Replicas = Callable[..., list[Veil]]
+
+
+@pytest.fixture
+def replicas(veil_factory: Callable[..., Veil], pg_schema: str, store_key: tuple[str, bytes]) -> Replicas:
+    def make(n: int = 2, *, cache_ttl: float = 30.0) -> list[Veil]:
+        overrides = {
+            "consent": {"url": f"{PG_URL}?schema={pg_schema}", "cache_ttl": cache_ttl},
+            "keys": {"store": store_key[0]},
+        }
+        return [veil_factory(f"replica-{i}", overrides=overrides) for i in range(n)]
+
+    return make
+
+
+def status_of(v: Veil, subject: str) -> tuple[int, str | None]:
+    r = v.get(f"/customers/{subject}", purpose=REC)
+    return r.status_code, (r.json().get("reason") if r.status_code != 200 else None)
+
+
+def wait_for_block(replicas: list[Veil], subject: str, started: float, bound: float) -> list[float]:
+    """Poll every replica until it blocks with consent_withdrawn; return each one's latency."""
+    latency: dict[int, float] = {}
+    deadline = started + bound + 5.0  # poll past the bound, so a failure reports how late it was
+    while len(latency) < len(replicas) and time.monotonic() < deadline:
+        for i, v in enumerate(replicas):
+            if i not in latency and status_of(v, subject) == (403, "consent_withdrawn"):
+                latency[i] = time.monotonic() - started
+        time.sleep(POLL)
+    missing = [i for i in range(len(replicas)) if i not in latency]
+    assert not missing, f"replicas {missing} still serve {subject} {bound + 5.0:.1f}s after the withdrawal"
+    return [latency[i] for i in range(len(replicas))]
+
+
+def warm(replicas: list[Veil], subject: str) -> None:
+    for v in replicas:
+        assert status_of(v, subject) == (200, None)
+
+
+def direct_write(schema: str, subject_hash: str, action: str, *, notify: bool) -> None:
+    """What another system does: append an event, move the current state, and (optionally) NOTIFY."""
+    pg(
+        f"""
+        WITH ins AS (
+            INSERT INTO "{schema}".consent_events (event_id, subject_hash, consent_key, action, at, source, method)
+            VALUES (gen_random_uuid(), $1, $2, $3, now(), 'crm', 'direct-sql')
+            RETURNING seq, subject_hash, consent_key, action, at, source
+        )
+        INSERT INTO "{schema}".consent_current AS c (subject_hash, consent_key, action, at, source, event_seq)
+        SELECT subject_hash, consent_key, action, at, source, seq FROM ins
+        ON CONFLICT (subject_hash, consent_key) DO UPDATE SET action = excluded.action, at = excluded.at,
+            notice_version = NULL, expires_at = NULL, source = excluded.source, event_seq = excluded.event_seq
+        """,
+        subject_hash, KEY, action,
+    )
+    if notify:
+        pg("SELECT pg_notify('veil_consent', $1)", subject_hash)
+
+
+def test_withdrawal_through_one_replica_reaches_the_other_within_a_second(replicas: Replicas) -> None:
+    a, b = replicas(2, cache_ttl=30.0)
+    subject = "c-000011"
+    a.consent(subject, KEY, notice_version=3)
+    warm([a, b], subject)
+    warm([a, b], subject)  # the second round is served from each replica's 30 s cache
+    started = time.monotonic()
+    a.consent(subject, KEY, action="withdrawn")
+    lat_a, lat_b = wait_for_block([a, b], subject, started, NOTIFY_BOUND)
+    print(f"\nwithdraw through A: A blocks after {lat_a * 1000:.0f} ms, B after {lat_b * 1000:.0f} ms")
+    assert lat_b <= NOTIFY_BOUND, f"replica B blocked after {lat_b:.3f}s"
+    assert lat_a <= NOTIFY_BOUND
+
+
+def test_direct_database_write_with_notify_reaches_both(
+    replicas: Replicas, pg_schema: str, store_key: tuple[str, bytes]
+) -> None:
+    a, b = replicas(2, cache_ttl=30.0)
+    subject = "c-000012"
+    a.consent(subject, KEY, notice_version=3)
+    warm([a, b], subject)
+    warm([a, b], subject)
+    h = SubjectHasher(KeyRing.single(store_key[1]))(subject)
+    started = time.monotonic()
+    direct_write(pg_schema, h, "withdrawn", notify=True)
+    latencies = wait_for_block([a, b], subject, started, NOTIFY_BOUND)
+    print(f"\ndirect SQL + NOTIFY: blocked after {[round(x * 1000) for x in latencies]} ms")
+    assert max(latencies) <= NOTIFY_BOUND, latencies
+
+
+def test_write_without_notify_is_bounded_by_the_cache_ttl(
+    replicas: Replicas, pg_schema: str, store_key: tuple[str, bytes]
+) -> None:
+    ttl = 2.0
+    a, b = replicas(2, cache_ttl=ttl)
+    subject = "c-000013"
+    a.consent(subject, KEY, notice_version=3)
+    time.sleep(0.3)  # let the grant's own NOTIFY land first: it would drop B's fresh entry
+    warm([a, b], subject)  # misses: both replicas now cache "given" for `ttl` seconds
+    h = SubjectHasher(KeyRing.single(store_key[1]))(subject)
+    started = time.monotonic()
+    direct_write(pg_schema, h, "withdrawn", notify=False)
+    stale = [status_of(v, subject) for v in (a, b)]
+    latencies = wait_for_block([a, b], subject, started, ttl)
+    print(f"\ndirect SQL without NOTIFY (ttl {ttl}s): blocked after {[round(x * 1000) for x in latencies]} ms")
+    assert stale == [(200, None), (200, None)], "without NOTIFY the cached grant is honoured until expiry"
+    assert max(latencies) <= ttl + 0.5, latencies
+
+
+def test_migrate_cli_against_postgres(pg_schema: str, capsys: pytest.CaptureFixture[str],
+                                      store_key: tuple[str, bytes]) -> None:
+    url = f"{PG_URL}?schema={pg_schema}"
+    argv = ["consent", "migrate", "--store", url, "--store-key", store_key[0]]
+    assert main(argv) == 0
+    assert f"schema {pg_schema}) at version 1" in capsys.readouterr().out
+    assert main(argv) == 0  # idempotent
+    versions = pg(f'SELECT version FROM "{pg_schema}".veil_schema_version')
+    assert [r[0] for r in versions] == [1]
+    tables = pg("SELECT table_name FROM information_schema.tables WHERE table_schema = $1", pg_schema)
+    assert {"consent_events", "consent_current", "veil_import_progress"} <= {r[0] for r in tables}
