@@ -16,7 +16,7 @@ from typing import Any
 
 from veil.errors import VeilError
 
-DEFAULT_VEIL_FACTORY = "veil.bench.veil_scenarios:factory"
+DEFAULT_VEIL_FACTORY = "veil.bench.veil_factory:factory"
 
 
 def register(subparsers: Any) -> None:
