@@ -12,7 +12,7 @@ from veil.policy.compile import CompiledPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "policies"
-PACKS = ROOT / "packs"
+PACKS = ROOT / "policies" / "packs"
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Files → modules → checked, compiled policy. A policy set is a list of files and directories
-(every `*.veil` file in a directory, sorted) plus whatever they `import` (relative to the importer).
+(every `*.veil` file directly in a directory, sorted; subdirectories are not read) plus whatever they
+`import` (relative to the importer).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            # skip hidden entries: Kubernetes keeps old ConfigMap versions in `..<timestamp>/` dirs
-            out.extend(sorted(q for q in p.rglob("*.veil") if q.is_file()
-                              and not any(part.startswith(".") for part in q.relative_to(p).parts)))
+            # A directory means the *.veil files directly in it: subdirectories (starter packs, Kubernetes'
+            # hidden `..<timestamp>/` ConfigMap versions) are policy sets of their own, loaded by name.
+            out.extend(sorted(q for q in p.glob("*.veil") if q.is_file() and not q.name.startswith(".")))
         else:
             out.append(p)
     return out

@@ -35,7 +35,7 @@ def policy_files(paths: Sequence[str]) -> list[str]:
         if not root.is_dir():
             out.append(p)
             continue
-        for f in sorted(root.rglob("*.veil")):
+        for f in sorted(root.glob("*.veil")):
             if not any(part.startswith(".") for part in f.relative_to(root).parts) and f.is_file():
                 out.append(str(f))
     return out
