@@ -81,11 +81,11 @@ def assert_problem(r: httpx.Response, status: int, reason: str, *secrets: str) -
     assert r.headers["content-type"] == "application/problem+json"
     assert r.headers["veil-decision"] == "block"
     assert "no-store" in r.headers["cache-control"]
-    body = r.json()
+    body: dict[str, object] = r.json()
     assert set(body) == PROBLEM_KEYS, body
     assert body["reason"] == reason
     assert body["status"] == status
-    assert body["type"].endswith("/" + reason.replace("_", "-"))
+    assert str(body["type"]).endswith("/" + reason.replace("_", "-"))
     if reason in REASONS:
         assert (status, body["title"]) == REASONS[reason]
     assert body["decision_id"] == r.headers["veil-decision-id"]
