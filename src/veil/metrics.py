@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+from typing import Generic, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -105,3 +106,33 @@ def exposition() -> bytes:
 def set_policy_version(version: str) -> None:
     policy_info.clear()
     policy_info.labels(version).set(1)
+
+
+M = TypeVar("M", Counter, Histogram)
+
+
+class Children(Generic[M]):
+    """Label children of one metric, looked up once and reused (`labels()` costs a lock and a
+    tuple build per call; the request path calls it several times per request). Bounded."""
+
+    def __init__(self, metric: M, limit: int = 10_000) -> None:
+        self._metric: M = metric
+        self._limit = limit
+        self._cache: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *labels: str) -> M:
+        child = self._cache.get(labels)
+        if child is None:
+            child = self._metric.labels(*labels)
+            if len(self._cache) < self._limit:
+                self._cache[labels] = child
+        return child
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+requests = Children(requests_total)
+fields = Children(fields_total)
+overhead = Children(overhead_seconds)
+upstream_seconds = Children(upstream_latency)

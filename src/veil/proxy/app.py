@@ -169,7 +169,7 @@ class ProxyApp:
                               subject=subject)
             return
         up_time = time.perf_counter() - t_up
-        metrics.upstream_latency.labels(self.rt.upstreams.name(upstream_name)).observe(up_time)
+        metrics.upstream_seconds(self.rt.upstreams.name(upstream_name)).observe(up_time)
         if report_only:
             await self._report_only_response(send, scope, policy, outcome, resp, decision_id, t0, up_time,
                                              subject, consent_facts)
@@ -294,7 +294,7 @@ class ProxyApp:
                 report = None
             else:
                 doc = parse_json(hdrs.get("content-type"), body)
-                check_depth(doc, self.config.max_json_depth)
+                check_depth(doc, self.config.max_json_depth, body)
                 if ad.route.each is not None:
                     doc, subjects, filtered, why = await self._filter_items(ad, doc, scope, facts)
                     if why is not None:
@@ -307,7 +307,7 @@ class ProxyApp:
             await self._block(send, scope, policy, self._as_blocked(ad, exc.reason), decision_id, t0,
                               detail=exc.detail, subject=subject)
             return
-        except (RecursionError, orjson.JSONEncodeError, TypeError):
+        except (RecursionError, orjson.JSONEncodeError, TypeError, VeilError):
             await self._block(send, scope, policy, self._as_blocked(ad, "body_invalid"), decision_id, t0,
                               detail="the document cannot be enforced (too deep or not JSON data)",
                               subject=subject)
@@ -326,7 +326,7 @@ class ProxyApp:
                               log_it=False)
             return
         self._count(ad.route.template, ad.purpose.name, decision, "ok", policy, report, filtered, rule)
-        metrics.overhead_seconds.labels(ad.route.template).observe(time.perf_counter() - t0 - up_time)
+        metrics.overhead(ad.route.template).observe(time.perf_counter() - t0 - up_time)
         await _send(send, resp.status, out_headers, out_body, head=scope["method"] == "HEAD")
 
     async def _filter_items(self, ad: Admitted, doc: Any, scope: Scope, facts: dict[str, str]
@@ -399,10 +399,10 @@ class ProxyApp:
                 "decision": decision, "reason": reason, "consent": facts, "policy": policy.version,
                 "rules": [str(loc) for loc in outcome.locations],
             }
-            metrics.requests_total.labels(route, outcome.purpose or "-", decision, reason).inc()
+            metrics.requests(route, outcome.purpose or "-", decision, reason).inc()
         record["mode"] = "report-only"
         await self._audit(record)  # report-only never blocks on the log
-        metrics.overhead_seconds.labels(route).observe(time.perf_counter() - t0 - up_time)
+        metrics.overhead(route).observe(time.perf_counter() - t0 - up_time)
         await _send(send, resp.status, headers, resp.body, head=scope["method"] == "HEAD")
 
     async def _would_enforce(self, ad: Admitted, resp: UpstreamResponse, scope: Scope, facts: dict[str, str]
@@ -447,7 +447,7 @@ class ProxyApp:
         headers.append((b"content-type", b"application/problem+json"))
         record = self._record(policy, ad, "block", "upstream_status", decision_id, subject, [], None, {})
         await self._audit(record)
-        metrics.requests_total.labels(ad.route.template, ad.purpose.name, "block", "upstream_status").inc()
+        metrics.requests(ad.route.template, ad.purpose.name, "block", "upstream_status").inc()
         await _send(send, status, headers, body, head=scope["method"] == "HEAD")
 
     # ------------------------------------------------------------------ step 7
@@ -500,19 +500,19 @@ class ProxyApp:
 
     def _count(self, route: str, purpose: str, decision: str, reason: str, policy: CompiledPolicy,
                report: Any, filtered: int, rule: CompiledRule) -> None:
-        metrics.requests_total.labels(route, purpose, decision, reason).inc()
+        metrics.requests(route, purpose, decision, reason).inc()
         if report is None:
             return
         for tpl, n in report.removed.items():
-            metrics.fields_total.labels(policy.category_of(tpl), "removed").inc(n)
+            metrics.fields(policy.category_of(tpl), "removed").inc(n)
         for (tpl, _), n in report.dropped.items():
-            metrics.fields_total.labels(policy.category_of(tpl), "dropped").inc(n)
+            metrics.fields(policy.category_of(tpl), "dropped").inc(n)
         for (tpl, _), n in report.transformed.items():
-            metrics.fields_total.labels(policy.category_of(tpl), "transformed").inc(n)
+            metrics.fields(policy.category_of(tpl), "transformed").inc(n)
         if report.suppressed:
-            metrics.fields_total.labels("aggregate", "suppressed").inc(report.suppressed)
+            metrics.fields("aggregate", "suppressed").inc(report.suppressed)
         if filtered:
-            metrics.fields_total.labels("record", "filtered").inc(filtered)
+            metrics.fields("record", "filtered").inc(filtered)
 
     async def _block(self, send: Any, scope: Scope, policy: CompiledPolicy | None, blocked: Blocked,
                      decision_id: str, t0: float, detail: str | None = None, *, subject: str | None = None,
@@ -527,8 +527,8 @@ class ProxyApp:
                 "policy": policy.version, "rules": [str(loc) for loc in blocked.locations],
             }
             await self._audit(rec)  # a block discloses nothing: it is sent even if the log is down
-        metrics.requests_total.labels(route, purpose, "block", blocked.reason).inc()
-        metrics.overhead_seconds.labels(route).observe(time.perf_counter() - t0)
+        metrics.requests(route, purpose, "block", blocked.reason).inc()
+        metrics.overhead(route).observe(time.perf_counter() - t0)
         await self._problem(send, blocked.reason, decision_id, policy, detail, head=scope["method"] == "HEAD")
 
     async def _problem(self, send: Any, reason: str, decision_id: str, policy: CompiledPolicy | None,

@@ -79,7 +79,7 @@ class Runtime:
         self.upstreams = UpstreamPool(c.upstreams)
         self.audit = AuditLog(
             c.audit_path, _ring(c, "audit"), chain_id=self.chain_id,
-            flush_interval=c.audit_flush_ms, checkpoint_every=c.audit_checkpoint_every,
+            flush_interval=c.audit_flush_ms, checkpoint_every=c.audit_checkpoint_every, fsync=c.audit_fsync,
         )
 
     async def start(self) -> None:
