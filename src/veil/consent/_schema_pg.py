@@ -91,8 +91,8 @@ BATCH_APPLY = """
 WITH ins AS (
     INSERT INTO {s}.consent_events (event_id, subject_hash, consent_key, action, at, source, method,
         notice_version, expires_at, jurisdiction, purposes)
-    SELECT event_id, subject_hash, consent_key, action, at, source, method, notice_version, expires_at,
-        jurisdiction, purposes
+    SELECT coalesce(event_id, gen_random_uuid()), subject_hash, consent_key, action, at, source, method,
+        notice_version, expires_at, jurisdiction, purposes
     FROM veil_import_batch ORDER BY line
     ON CONFLICT (event_id) DO NOTHING
     RETURNING seq, subject_hash, consent_key, action, at, notice_version, expires_at, source

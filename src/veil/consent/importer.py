@@ -181,75 +181,81 @@ def _read_jsonl(f: Any) -> Iterator[tuple[int, Raw | RowError]]:
 
 def parse_row(line: int, raw: Raw) -> ConsentEvent | list[RowError]:
     errors: list[RowError] = []
-
-    def fail(column: str, problem: str) -> None:
-        errors.append(RowError(line, column, problem))
-
-    def text(column: str, *, required: bool = False) -> str | None:
-        value = raw.get(column)
-        if isinstance(value, int) and not isinstance(value, bool) and column == "subject":
-            value = str(value)
-        if value is None or value == "":
-            if required:
-                fail(column, "is required")
-            return None
-        if not isinstance(value, str):
-            fail(column, "must be a string")
-            return None
-        value = value.strip()
-        if len(value) > MAX_TEXT or not value.isprintable():
-            fail(column, f"must be at most {MAX_TEXT} printable characters")
-            return None
-        if not value and required:
-            fail(column, "is required")
-        return value or None
-
-    def when(column: str, *, required: bool = False) -> datetime | None:
-        value = text(column, required=required)
-        if value is None:
-            return None
-        try:
-            return utc(datetime.fromisoformat(value))
-        except ValueError:
-            fail(column, "is not an ISO 8601 date or date-time")
-            return None
-
-    subject = text("subject", required=True)
-    key = text("consent_key", required=True)
-    action_text = text("action", required=True)
+    subject = _text(raw, "subject", line, errors, True)
+    key = _text(raw, "consent_key", line, errors, True)
+    action_text = _text(raw, "action", line, errors, True)
     action = None
     if action_text is not None:
-        try:
-            action = Action(action_text.lower())
-        except ValueError:
-            fail("action", "must be 'given' or 'withdrawn'")
-    at = when("at", required=True)
-    expires_at = when("expires_at")
+        action = _ACTIONS.get(action_text.lower())
+        if action is None:
+            errors.append(RowError(line, "action", "must be 'given' or 'withdrawn'"))
+    at = _when(raw, "at", line, errors, True)
+    expires_at = _when(raw, "expires_at", line, errors, False)
     if at is not None and expires_at is not None and expires_at <= at:
-        fail("expires_at", "is not after at")
+        errors.append(RowError(line, "expires_at", "is not after at"))
     notice_version: int | None = None
     nv = raw.get("notice_version")
-    if isinstance(nv, int) and not isinstance(nv, bool):
+    if nv is None or nv == "":
+        pass
+    elif isinstance(nv, int) and not isinstance(nv, bool):
         notice_version = nv
     elif isinstance(nv, str) and nv.strip():
-        if nv.strip().isdigit():
-            notice_version = int(nv.strip())
+        digits = nv.strip()
+        if digits.isascii() and digits.isdigit():  # "¹".isdigit() is True, int("¹") fails
+            notice_version = int(digits)
         else:
-            fail("notice_version", "must be a whole number")
-    elif nv not in (None, ""):
-        fail("notice_version", "must be a whole number")
+            errors.append(RowError(line, "notice_version", "must be a whole number"))
+    else:
+        errors.append(RowError(line, "notice_version", "must be a whole number"))
     if notice_version is not None and not 0 <= notice_version < 2**31:
-        fail("notice_version", "is out of range")
-    purposes = _purposes(raw.get("purposes"), lambda p: fail("purposes", p))
-    source = text("source") or "import"
-    method = text("method") or "unspecified"
-    jurisdiction = text("jurisdiction")
+        errors.append(RowError(line, "notice_version", "is out of range"))
+    purposes = _purposes(raw.get("purposes"), lambda p: errors.append(RowError(line, "purposes", p)))
+    source = _text(raw, "source", line, errors, False) or "import"
+    method = _text(raw, "method", line, errors, False) or "unspecified"
+    jurisdiction = _text(raw, "jurisdiction", line, errors, False)
     if errors or subject is None or key is None or action is None or at is None:
         return errors
     return ConsentEvent(
         subject=subject, consent_key=key, action=action, at=at, source=source, method=method,
         notice_version=notice_version, expires_at=expires_at, jurisdiction=jurisdiction, purposes=purposes,
     )
+
+
+_ACTIONS = {a.value: a for a in Action}
+
+
+def _text(raw: Raw, column: str, line: int, errors: list[RowError], required: bool) -> str | None:
+    """A stripped, printable, bounded string, or None (absent/empty); problems go to `errors`."""
+    value = raw.get(column)
+    if isinstance(value, int) and not isinstance(value, bool) and column == "subject":
+        value = str(value)
+    if value is None or value == "":
+        if required:
+            errors.append(RowError(line, column, "is required"))
+        return None
+    if not isinstance(value, str):
+        errors.append(RowError(line, column, "must be a string"))
+        return None
+    value = value.strip()
+    if len(value) > MAX_TEXT or not value.isprintable():
+        errors.append(RowError(line, column, f"must be at most {MAX_TEXT} printable characters"))
+        return None
+    if not value:
+        if required:
+            errors.append(RowError(line, column, "is required"))
+        return None
+    return value
+
+
+def _when(raw: Raw, column: str, line: int, errors: list[RowError], required: bool) -> datetime | None:
+    value = _text(raw, column, line, errors, required)
+    if value is None:
+        return None
+    try:
+        return utc(datetime.fromisoformat(value))
+    except ValueError:
+        errors.append(RowError(line, column, "is not an ISO 8601 date or date-time"))
+        return None
 
 
 def _purposes(value: Any, fail: Callable[[str], None]) -> tuple[str, ...]:

@@ -6,7 +6,12 @@ callbacks registered with `on_change()` (the cache registers its `invalidate`). 
 reconnects it sends `"*"`: anything may have changed while it was away.
 
 Other systems that write these tables must `NOTIFY veil_consent, '<subject_hash>'` too, or accept
-that veil sees their writes only once cache entries expire (the cache TTL, 2 s by default).
+that veil sees their writes only once cache entries expire (the cache TTL, 2 s by default). Such a
+writer appends to `consent_events`, upserts `consent_current` (the newer `at` wins), then, in the
+same transaction, `SELECT pg_notify('veil_consent', $1)` with the subject hash: the first 32 hex
+characters of HMAC-SHA256(store key, b"veil-store-subject\\x00" + subject id as UTF-8), i.e.
+`veil.keys.keyed_hash(key, subject, context="veil-store-subject")` (tests/e2e/test_postgres_replicas.py
+does exactly this).
 
 Pool and listener reconnect by themselves once the server is back; meanwhile every call raises
 `ConsentUnavailable` and `ping()` returns False. Schema objects live in one schema (`public` unless
@@ -290,7 +295,7 @@ class PostgresConsentStore:
         self, events: Sequence[ConsentEvent], *, file_key: str, line: int, done: bool
     ) -> None:
         """COPY a batch in, append it and move the file's import mark, in one transaction."""
-        records = [(i, uuid.UUID(r[0]), *r[1:]) for i, r in enumerate(self._row(e) for e in events)]
+        records = [self._copy_record(i, e) for i, e in enumerate(events)]
         hashes = distinct([r[2] for r in records])
         notify = hashes if len(hashes) <= _NOTIFY_EACH_MAX else [ALL_SUBJECTS]
 
@@ -315,8 +320,20 @@ class PostgresConsentStore:
         return (
             event_id_of(e), self.hasher(e.subject), e.consent_key, Action(e.action).value, utc(e.at),
             e.source, e.method, e.notice_version, None if e.expires_at is None else utc(e.expires_at),
-            e.jurisdiction, json.dumps(list(e.purposes)),
+            e.jurisdiction, _purposes_json(e.purposes),
         )
+
+    def _copy_record(self, line: int, e: ConsentEvent) -> tuple[Any, ...]:
+        """A COPY row of the import batch table; event_id None → the server draws one (gen_random_uuid)."""
+        return (
+            line, None if e.event_id is None else uuid.UUID(event_id_of(e)), self.hasher(e.subject),
+            e.consent_key, Action(e.action).value, utc(e.at), e.source, e.method, e.notice_version,
+            None if e.expires_at is None else utc(e.expires_at), e.jurisdiction, _purposes_json(e.purposes),
+        )
+
+
+def _purposes_json(purposes: Sequence[str]) -> str:
+    return json.dumps(list(purposes)) if purposes else "[]"
 
 
 def _recorded(r: tuple[Any, ...]) -> Recorded:
