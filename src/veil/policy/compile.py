@@ -195,9 +195,12 @@ class CompiledPolicy:
             path = parse_path(template) if template else ()
         except Exception:
             path = ()
-        for cname, (_, cpaths) in self.categories.items():
-            if any(ends_with(path, cp) for cp in cpaths):
-                name = cname
+        # the field itself first, then its ancestors: `address.street` is in a category of `address`
+        for end in range(len(path), 0, -1):
+            prefix = path[:end]
+            hits = [c for c, (_, cpaths) in self.categories.items() if any(ends_with(prefix, cp) for cp in cpaths)]
+            if hits:
+                name = hits[0]
                 break
         if len(self._category_cache) < 10_000:
             self._category_cache[template] = name

@@ -128,7 +128,7 @@ class ProxyApp:
             return
         cert = (scope.get("extensions") or {}).get("tls", {}).get("client_cert_name")  # proxy/tlsinfo.py
         outcome = admit(policy, method, path, keys, purposes, cert_subject=cert)
-        report_only = self._report_only(policy, outcome)
+        report_only = self._report_only(policy, outcome, method, path)
         if isinstance(outcome, Blocked):
             if outcome.reason == "unknown_caller":
                 self.rt.limiter.failed(addr)
@@ -177,11 +177,15 @@ class ProxyApp:
         assert isinstance(outcome, Admitted)
         await self._enforce(send, scope, policy, outcome, resp, decision_id, t0, up_time, subject, consent_facts)
 
-    def _report_only(self, policy: CompiledPolicy, outcome: Admitted | Blocked) -> bool:
-        mode = self.config.mode
-        if isinstance(outcome, Admitted) and outcome.route.mode:
-            mode = outcome.route.mode
-        return mode == "report-only"
+    def _report_only(self, policy: CompiledPolicy, outcome: Admitted | Blocked, method: str, path: str) -> bool:
+        """Global mode, unless the matched route sets its own (also when the request was blocked
+        before admission: a route being rolled out in report-only passes unknown callers through too)."""
+        if isinstance(outcome, Admitted):
+            route_mode = outcome.route.mode
+        else:
+            found = policy.match(method, path) if outcome.route else None
+            route_mode = found[0].mode if found else None
+        return (route_mode or self.config.mode) == "report-only"
 
     @staticmethod
     def _as_blocked(outcome: Admitted | Blocked, reason: str) -> Blocked:
