@@ -7,7 +7,6 @@ foreign exceptions become UpstreamError with a stable reason at this boundary.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -84,7 +83,7 @@ class UpstreamPool:
                 return UpstreamResponse(resp.status, list(resp.headers.items()), data)
         except UpstreamError:
             raise
-        except (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamError("upstream_timeout", "timeout") from exc
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamError("upstream_unavailable", "connect") from exc
