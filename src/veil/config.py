@@ -6,6 +6,7 @@ a list of `{id, secret}` for rotation: the first is current, the rest still veri
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,8 +129,15 @@ class _Reader:
             raise self.fail(key, "must be a non-empty string")
         return value
 
+    def optional_str(self, m: Mapping[str, Any], name: str, key: str, default: str | None) -> str | None:
+        """A string, or None when given as null; `default` when absent."""
+        if name not in m:
+            return default
+        return None if m[name] is None else self.str_(m[name], key)
+
     def num(self, value: Any, key: str, *, lo: float = 0.0) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= lo:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                or value <= lo:
             raise self.fail(key, f"must be a number greater than {lo:g}")
         return float(value)
 
@@ -285,8 +293,8 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
         max_body_bytes=r.int_(limits.get("max_body_bytes", Config.max_body_bytes), "limits.max_body_bytes"),
         max_json_depth=r.int_(limits.get("max_json_depth", 64), "limits.max_json_depth"),
         auth_fail_limit=r.int_(limits.get("auth_failures_per_minute", 20), "limits.auth_failures_per_minute"),
-        tcf_header=tcf.get("header"),
-        tcf_cookie=tcf.get("cookie", "euconsent-v2"),
+        tcf_header=r.optional_str(tcf, "header", "tcf.header", None),
+        tcf_cookie=r.optional_str(tcf, "cookie", "tcf.cookie", "euconsent-v2"),
         tls=r.tls(top.get("tls"), "tls"),
         admin_tls=r.tls(admin.get("tls"), "admin.tls"),
         workers=r.int_(top.get("workers", 1), "workers"),
@@ -301,9 +309,11 @@ def load_config(path: str | Path) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("", f"cannot read config: {exc.strerror}", file=str(p)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", "config is not UTF-8 text", file=str(p)) from exc
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError("", f"not valid YAML{where}", file=str(p)) from exc

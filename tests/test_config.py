@@ -1,0 +1,98 @@
+"""veil.yaml loading: errors name the key path; arbitrary input only ever raises ConfigError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from veil.config import load_config, parse_config
+from veil.errors import ConfigError, VeilError
+
+GOOD: dict[str, Any] = {
+    "listen": {"proxy": "127.0.0.1:8080", "admin": "127.0.0.1:8081"},
+    "upstreams": {"profiles": {"url": "http://127.0.0.1:9000", "read_timeout": 5}},
+    "policy": {"paths": ["policies"]},
+    "consent": {"url": "sqlite:///veil.db"},
+    "keys": {"store": "env:VEIL_STORE_KEY", "audit": [{"id": "k2", "secret": "file:/k2"},
+                                                       {"id": "k1", "secret": "env:K1"}]},
+    "admin": {"tokens": {"consent": "env:TOKEN"}},
+}
+
+
+def test_a_good_config_parses(tmp_path: Path) -> None:
+    c = parse_config(GOOD, file="veil.yaml", base=tmp_path)
+    assert c.upstream(None).url == "http://127.0.0.1:9000"
+    assert c.upstream("profiles").read_timeout == 5.0
+    assert c.keys["audit"].entries == (("k2", "file:/k2"), ("k1", "env:K1"))
+    assert c.consent_url == f"sqlite:///{tmp_path / 'veil.db'}"
+    assert c.mode == "enforce" and c.tcf_cookie == "euconsent-v2" and c.tcf_header is None
+
+
+@pytest.mark.parametrize("patch,key", [
+    ({"mode": "monitor"}, "mode"),
+    ({"upstreams": {}}, "upstreams"),
+    ({"upstreams": {"p": {"url": "ftp://x"}}}, "upstreams.p.url"),
+    ({"upstreams": {"p": {"url": "http://x", "pool_size": 0}}}, "upstreams.p.pool_size"),
+    ({"upstreams": {"p": {"url": "http://x", "retries": 3}}}, "upstreams.p.retries"),
+    ({"listen": {"proxy": "8080"}}, "listen.proxy"),
+    ({"keys": {"store": "0123456789abcdef0123456789abcdef"}}, "keys.store"),
+    ({"keys": {"unknown": "env:X"}}, "keys.unknown"),
+    ({"admin": {"tokens": {"write": "env:X"}}}, "admin.tokens.write"),
+    ({"consent": {"url": "mysql://x"}}, "consent.url"),
+    ({"audit": {"fsync": "yes"}}, "audit.fsync"),
+    ({"workers": True}, "workers"),
+    ({"tcf": {"cookie": 5}}, "tcf.cookie"),
+    ({"colour": "blue"}, "colour"),
+])
+def test_errors_name_the_key_path(patch: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({**GOOD, **patch}, file="veil.yaml")
+    assert info.value.key == key
+    assert str(info.value).startswith(f"veil.yaml: {key}: ")
+
+
+def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listen: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(bad)
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError):
+        load_config(binary)
+
+
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+keys = st.sampled_from([*GOOD, "mode", "limits", "tcf", "tls", "audit", "workers", "environment"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(keys, yaml_values, max_size=6) | yaml_values)
+def test_fuzz_structures_raise_only_config_errors(data: Any) -> None:
+    try:
+        parse_config(data, file="fuzz.yaml")
+    except VeilError:
+        pass
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=300) | st.builds(lambda d: yaml.safe_dump(d), st.dictionaries(keys, yaml_values)))
+def test_fuzz_text_raises_only_config_errors(tmp_path: Path, text: str) -> None:
+    f = tmp_path / "veil.yaml"
+    f.write_bytes(text.encode("utf-8", "surrogatepass"))
+    try:
+        load_config(f)
+    except VeilError:
+        pass
