@@ -11,7 +11,7 @@ from veil.notice import build_notice, records_of_processing, render_notice
 from veil.policy import load_policy
 from veil.policy.compile import CompiledPolicy
 
-from .conftest import EXAMPLE, PACKS
+from .conftest import PACKS
 
 ART9 = {"health", "biometric", "genetic", "religion", "ethnicity", "sexual_orientation", "political_opinions",
         "trade_union"}
