@@ -53,7 +53,8 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "audit_unavailable": "test_faults.py::test_decision_log_down_fails_closed_and_recovers",
     "rate_limited": "tests/security/test_access.py",
     # Not producible by a running proxy:
-    "range_not_allowed": "unreachable: Range and If-Range are stripped on enforced routes (test_range_is_ignored)",
+    "range_not_allowed": "unreachable: Range and If-Range are stripped on enforced routes "
+                         "(test_range_is_ignored_on_enforced_routes)",
     "policy_unavailable": "unreachable: veil refuses to start without a valid policy and keeps the last good one",
     "internal_error": "unreachable without a bug: the catch-all in ProxyApp.__call__",
 }
