@@ -47,6 +47,7 @@ REASONS: dict[str, tuple[int, str]] = {
     "upstream_unavailable": (502, "The upstream service is unavailable"),
     "upstream_timeout": (504, "The upstream service timed out"),
     "upstream_redirect": (502, "The upstream answered with a redirect"),
+    "upstream_status": (502, "The upstream answered with an error status"),
     "body_invalid": (502, "The upstream body cannot be enforced"),
     "body_too_large": (502, "The upstream body exceeds the size limit"),
     "content_type_unsupported": (502, "The upstream content type cannot be enforced"),
