@@ -61,6 +61,7 @@ COVERED_ELSEWHERE: dict[str, str] = {
 COVERED_HERE = {
     "consent_expired", "consent_stale", "consent_withdrawn", "consent_missing", "subject_missing",
     "caller_not_allowed", "blocked_by_rule", "purpose_unknown", "purpose_invalid", "headers_too_large",
+    "upstream_status",
 }
 
 
