@@ -1,4 +1,5 @@
-"""Shared row model of the consent stores: timestamps, event ids, stored-event receipts, import marks.
+"""Shared row model of the consent stores: timestamps, event ids, stored-event receipts, import marks,
+and the key-rotation plumbing (hash plans, latest-state merge, re-key results).
 
 Timestamps are UTC. A naive datetime is taken as UTC (the importer and the CLI document that).
 """
@@ -8,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from veil.consent.store import Action, ConsentEvent, ConsentState, Status
+from veil.consent.store import Action, ConsentEvent, ConsentState, Status, SubjectHasher
 from veil.errors import VeilError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -103,3 +104,94 @@ def secure_dir(path: Path) -> None:
     for d in reversed(missing):
         os.mkdir(d, 0o700)
         os.chmod(d, 0o700)
+
+
+# -- key rotation ------------------------------------------------------------------------------------
+
+Pair = tuple[str, str]  # (subject, consent key)
+
+
+@dataclass(frozen=True, slots=True)
+class HashPlan:
+    """The store hashes of a batch of subjects under every key of the ring.
+
+    `by_hash` maps each hash (current or older key) to the raw subjects it stands for; `moves` maps an
+    older-key hash to the same subject's current-key hash; `current` lists the current-key hashes.
+    """
+
+    by_hash: dict[str, list[str]]
+    moves: dict[str, str]
+    current: list[str]
+
+    @property
+    def hashes(self) -> list[str]:
+        return list(self.by_hash)
+
+
+def plan_hashes(hasher: SubjectHasher, subjects: Sequence[str]) -> HashPlan:
+    by_hash: dict[str, list[str]] = {}
+    moves: dict[str, str] = {}
+    current: list[str] = []
+    rotating = hasher.rotating
+    for s in distinct(subjects):
+        hs = hasher.all(s) if rotating else [hasher(s)]
+        by_hash.setdefault(hs[0], []).append(s)
+        current.append(hs[0])
+        for h in hs[1:]:
+            by_hash.setdefault(h, []).append(s)
+            moves[h] = hs[0]
+    return HashPlan(by_hash, moves, distinct(current))
+
+
+def pick_latest(
+    plan: HashPlan, rows: Iterable[tuple[str, int, ConsentState]]
+) -> tuple[dict[Pair, ConsentState], list[tuple[str, str]]]:
+    """Current states from `(subject_hash, event_seq, state)` rows found under any key of the plan.
+
+    A subject may have a row under the current key and one under an older key for the same consent
+    key (a choice recorded during the overlap, before its old rows were re-keyed): the later `at` wins,
+    ties to the later write (higher event seq), as in the stores' upserts. Also returns the (old hash,
+    current hash) moves for the older-key rows found, for the caller to re-key.
+    """
+    out: dict[Pair, ConsentState] = {}
+    if not plan.moves:
+        for h, _seq, state in rows:
+            for s in plan.by_hash[h]:
+                out[(s, state.consent_key)] = state
+        return out, []
+    rank: dict[Pair, tuple[datetime, int]] = {}
+    found: dict[str, str] = {}
+    for h, seq, state in rows:
+        new = plan.moves.get(h)
+        if new is not None:
+            found[h] = new
+        r = (state.at or EPOCH, seq)
+        for s in plan.by_hash[h]:
+            pair = (s, state.consent_key)
+            best = rank.get(pair)
+            if best is None or r > best:
+                rank[pair] = r
+                out[pair] = state
+    return out, list(found.items())
+
+
+@dataclass(frozen=True, slots=True)
+class Rekeyed:
+    """What one re-key call changed: rows moved from older-key hashes, and unlabelled rows labelled."""
+
+    events: int = 0
+    current: int = 0
+    labelled: int = 0
+
+    def __add__(self, other: Rekeyed) -> Rekeyed:
+        return Rekeyed(
+            self.events + other.events, self.current + other.current, self.labelled + other.labelled
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCounts:
+    """Rows per key id (None: written before veil recorded key ids, or by a writer that does not)."""
+
+    events: dict[str | None, int]
+    current: dict[str | None, int]

@@ -6,7 +6,8 @@ recently used beyond `maxsize`. Misses of one `current()` call go to the inner s
 through this instance counts from the next request. Other writers are seen after `ttl` seconds, or at
 once when the inner store reports changes (`on_change`, e.g. PostgreSQL LISTEN/NOTIFY).
 
-`invalidate()` accepts a raw subject id or its store hash (what change notifications carry);
+`invalidate()` accepts a raw subject id or its store hash (what change notifications carry) under any
+key of the ring (during a key rotation, replicas still writing under the old key notify old hashes);
 `"*"` (ALL_SUBJECTS) drops everything.
 """
 
@@ -43,7 +44,7 @@ class CachedConsentStore:
         self.hasher: SubjectHasher | None = hasher or getattr(inner, "hasher", None)
         self._entries: OrderedDict[tuple[str, str], Entry] = OrderedDict()
         self._keys: dict[str, set[str]] = {}  # subject → its cached consent keys
-        self._hash_of: dict[str, str] = {}  # subject → store hash (computed on a miss only)
+        self._hash_of: dict[str, list[str]] = {}  # subject → its store hashes (computed on a miss only)
         self._by_hash: dict[str, set[str]] = {}  # store hash → raw subjects cached under it
         self._epoch = 0  # bumped by every invalidation: a lookup that raced one is not cached
         self.hits = 0  # up to date after flush_metrics()
@@ -117,9 +118,11 @@ class CachedConsentStore:
             keys = self._keys.get(subject)
             if keys is None:
                 keys = self._keys[subject] = set()
-                if self.hasher is not None:
-                    h = self._hash_of[subject] = self.hasher(subject)
-                    self._by_hash.setdefault(h, set()).add(subject)
+                hasher = self.hasher
+                if hasher is not None:
+                    hashes = self._hash_of[subject] = hasher.all(subject) if hasher.rotating else [hasher(subject)]
+                    for h in hashes:
+                        self._by_hash.setdefault(h, set()).add(subject)
             keys.add(pair[1])
         entries[pair] = (state, expires, _INDEX[state.status])
         entries.move_to_end(pair)
@@ -135,8 +138,7 @@ class CachedConsentStore:
         keys.discard(pair[1])
         if not keys:
             del self._keys[subject]
-            h = self._hash_of.pop(subject, None)
-            if h is not None:
+            for h in self._hash_of.pop(subject, ()):
                 names = self._by_hash.get(h)
                 if names is not None:
                     names.discard(subject)

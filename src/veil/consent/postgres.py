@@ -11,7 +11,13 @@ writer appends to `consent_events`, upserts `consent_current` (the newer `at` wi
 same transaction, `SELECT pg_notify('veil_consent', $1)` with the subject hash: the first 32 hex
 characters of HMAC-SHA256(store key, b"veil-store-subject\\x00" + subject id as UTF-8), i.e.
 `veil.keys.keyed_hash(key, subject, context="veil-store-subject")` (tests/e2e/test_postgres_replicas.py
-does exactly this).
+does exactly this). Such a writer should also set `key_id` (both tables) to the id of the store key it
+hashed with, so `veil consent rekey --status` can count its rows; rows without one count as unlabelled.
+
+Key rotation: `current()` asks for the hashes under every key of the ring in one query; rows found
+under an older key are re-keyed to the current key's hash by one more statement (events and current
+rows in one implicit transaction, with NOTIFY of every hash touched). If that statement fails, the
+answer stands and a later lookup re-keys. At most two round trips per `current()` call.
 
 Pool and listener reconnect by themselves once the server is back; meanwhile every call raises
 `ConsentUnavailable` and `ping()` returns False. Schema objects live in one schema (`public` unless
@@ -38,9 +44,13 @@ from veil.consent._schema import (
     ALL_SUBJECTS,
     NOTIFY_CHANNEL,
     ImportMark,
+    KeyCounts,
     Recorded,
+    Rekeyed,
     distinct,
     event_id_of,
+    pick_latest,
+    plan_hashes,
     state_of,
     utc,
 )
@@ -77,6 +87,7 @@ class PostgresConsentStore:
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self._closed = False
+        self.rekeyed = 0  # older-key hashes re-keyed by lookups (all rows of each)
 
     @classmethod
     async def connect(
@@ -228,18 +239,29 @@ class PostgresConsentStore:
     ) -> dict[tuple[str, str], ConsentState]:
         if not subjects or not keys:
             return {}
-        by_hash: dict[str, list[str]] = {}
-        for s in distinct(subjects):
-            by_hash.setdefault(self.hasher(s), []).append(s)
+        plan = plan_hashes(self.hasher, subjects)
         sql = self._sql(q.SELECT_CURRENT)
-        hashes, key_list = list(by_hash), distinct(keys)
+        hashes, key_list = plan.hashes, distinct(keys)
         rows = await self._with_conn(lambda conn: conn.fetch(sql, hashes, key_list))
-        out: dict[tuple[str, str], ConsentState] = {}
-        for h, key, action, at, nv, exp, source in rows:
-            state = state_of(key, action, at, nv, exp, source)
-            for s in by_hash[h]:
-                out[(s, key)] = state
+        out, moves = pick_latest(plan, (
+            (h, seq, state_of(key, action, at, nv, exp, source))
+            for h, key, action, at, nv, exp, source, seq in rows
+        ))
+        if moves:
+            try:
+                await self._move(moves)
+                self.rekeyed += len(moves)
+            except ConsentUnavailable as exc:
+                log.warning("consent store (postgresql): re-key of %d subject(s) deferred: %s", len(moves), exc)
         return out
+
+    async def _move(self, moves: Sequence[tuple[str, str]]) -> Rekeyed:
+        sql, kid = self._sql(q.REKEY), self.hasher.key_id
+        old, new = [m[0] for m in moves], [m[1] for m in moves]
+        row = await self._with_conn(
+            lambda conn: conn.fetchrow(sql, old, new, kid, NOTIFY_CHANNEL, _NOTIFY_EACH_MAX)
+        )
+        return Rekeyed(int(row[0]), int(row[1]))
 
     async def record(self, events: Sequence[ConsentEvent]) -> None:
         if not events:
@@ -260,9 +282,40 @@ class PostgresConsentStore:
 
     async def proof(self, subject: str) -> list[Recorded]:
         """The full history with the store's receipts (recorded_at), oldest first."""
-        sql, h = self._sql(q.SELECT_HISTORY), self.hasher(subject)
-        rows = await self._with_conn(lambda conn: conn.fetch(sql, h))
+        sql, hashes = self._sql(q.SELECT_HISTORY), self.hasher.all(subject)
+        rows = await self._with_conn(lambda conn: conn.fetch(sql, hashes))
         return [_recorded(tuple(r)) for r in rows]
+
+    # -- key rotation ----------------------------------------------------------------------------------
+
+    async def rekey(self, subjects: Sequence[str]) -> Rekeyed:
+        """Move every row of these subjects to the current key's hash and label their unlabelled rows,
+        in one transaction (two statements)."""
+        plan = plan_hashes(self.hasher, subjects)
+        if not plan.current:
+            return Rekeyed()
+        move_sql, label_sql, kid = self._sql(q.REKEY), self._sql(q.LABEL), self.hasher.key_id
+        old, new = list(plan.moves), list(plan.moves.values())
+
+        async def run(conn: Any) -> Rekeyed:
+            async with conn.transaction():
+                moved = Rekeyed()
+                if old:
+                    row = await conn.fetchrow(move_sql, old, new, kid, NOTIFY_CHANNEL, _NOTIFY_EACH_MAX)
+                    moved = Rekeyed(int(row[0]), int(row[1]))
+                labelled = int(await conn.fetchval(label_sql, plan.current, kid))
+                return moved + Rekeyed(labelled=labelled)
+
+        return await self._with_conn(run)
+
+    async def key_counts(self) -> KeyCounts:
+        """Rows per key id in both tables (how many still sit under an older key)."""
+        sql = self._sql(q.KEY_COUNTS)
+        rows = await self._with_conn(lambda conn: conn.fetch(sql))
+        counts = KeyCounts({}, {})
+        for table, kid, n in rows:
+            (counts.events if table == "events" else counts.current)[kid] = int(n)
+        return counts
 
     async def ping(self) -> bool:
         try:
@@ -306,7 +359,7 @@ class PostgresConsentStore:
                     await conn.copy_records_to_table(
                         "veil_import_batch", records=records, columns=q.BATCH_COLUMNS
                     )
-                    await conn.execute(self._sql(q.BATCH_APPLY))
+                    await conn.execute(self._sql(q.BATCH_APPLY), self.hasher.key_id)
                     await conn.execute(q.NOTIFY, NOTIFY_CHANNEL, notify)
                 await conn.execute(self._sql(q.MARK_SET), file_key, line, done)
 
@@ -320,7 +373,7 @@ class PostgresConsentStore:
         return (
             event_id_of(e), self.hasher(e.subject), e.consent_key, Action(e.action).value, utc(e.at),
             e.source, e.method, e.notice_version, None if e.expires_at is None else utc(e.expires_at),
-            e.jurisdiction, _purposes_json(e.purposes),
+            e.jurisdiction, _purposes_json(e.purposes), self.hasher.key_id,
         )
 
     def _copy_record(self, line: int, e: ConsentEvent) -> tuple[Any, ...]:

@@ -1,13 +1,19 @@
 """The embedded consent store: one SQLite file (WAL), all database work on one worker thread.
 
-Rows are keyed by `SubjectHasher(subject)`; no subject id is written to the file. The file and any
-directory veil creates for it are owner-only. Every sqlite3 error leaves as `ConsentUnavailable`.
+Rows are keyed by `SubjectHasher(subject)` and carry the id of the key that made the hash; no subject id
+is written to the file. The file and any directory veil creates for it are owner-only. Every sqlite3
+error leaves as `ConsentUnavailable`.
+
+Key rotation: lookups ask for the hashes under every key of the ring in one query; rows found under an
+older key are re-keyed to the current key's hash in the same worker call (a short lock wait: if the
+file is busy, the re-key waits for a later lookup; the answer is right either way).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -18,11 +24,15 @@ from typing import TypeVar
 from veil.consent import _schema_sqlite as q
 from veil.consent._schema import (
     ImportMark,
+    KeyCounts,
     Recorded,
+    Rekeyed,
     distinct,
     event_id_of,
     from_us,
     now_utc,
+    pick_latest,
+    plan_hashes,
     secure_dir,
     state_of,
     to_us,
@@ -30,8 +40,10 @@ from veil.consent._schema import (
 from veil.consent.store import Action, ConsentEvent, ConsentState, SubjectHasher
 from veil.errors import ConsentUnavailable
 
+log = logging.getLogger("veil.consent")
 T = TypeVar("T")
 Row = tuple[object, ...]
+LAZY_REKEY_WAIT_MS = 50  # how long a lookup's re-key waits for the write lock before deferring
 
 
 class SqliteConsentStore:
@@ -42,6 +54,7 @@ class SqliteConsentStore:
         self.hasher = hasher
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        self.rekeyed = 0  # older-key hashes re-keyed by lookups (all rows of each)
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="veil-sqlite")
 
     # -- the worker thread -------------------------------------------------------------------------
@@ -89,24 +102,38 @@ class SqliteConsentStore:
     ) -> dict[tuple[str, str], ConsentState]:
         if not subjects or not keys:
             return {}
-        by_hash: dict[str, list[str]] = {}
-        for s in distinct(subjects):
-            by_hash.setdefault(self.hasher(s), []).append(s)
-        hashes = json.dumps(list(by_hash))
+        plan = plan_hashes(self.hasher, subjects)
+        hashes = json.dumps(plan.hashes)
         key_list = json.dumps(distinct(keys))
+        moves = plan.moves
 
         def read(conn: sqlite3.Connection) -> list[Row]:
-            return conn.execute(q.SELECT_CURRENT, (hashes, key_list)).fetchall()
+            rows = conn.execute(q.SELECT_CURRENT, (hashes, key_list)).fetchall()
+            if moves:
+                found = {str(r[0]) for r in rows if r[0] in moves}
+                if found:
+                    self._lazy_rekey(conn, [(h, moves[h]) for h in found])
+            return rows
 
-        out: dict[tuple[str, str], ConsentState] = {}
-        for h, key, action, at, nv, exp, source in await self._run(read):
-            state = state_of(
+        out, _ = pick_latest(plan, (
+            (str(h), _int(seq), state_of(
                 str(key), str(action), from_us(_int(at)), _opt_int(nv),
                 None if exp is None else from_us(_int(exp)), None if source is None else str(source),
-            )
-            for s in by_hash[str(h)]:
-                out[(s, str(key))] = state
+            ))
+            for h, key, action, at, nv, exp, source, seq in await self._run(read)
+        ))
         return out
+
+    def _lazy_rekey(self, conn: sqlite3.Connection, moves: list[tuple[str, str]]) -> None:
+        """Re-key what a lookup found under older keys; on a busy or read-only file, leave it for later."""
+        conn.execute(f"PRAGMA busy_timeout = {LAZY_REKEY_WAIT_MS}")
+        try:
+            _rekey(conn, moves, self.hasher.key_id, None)
+            self.rekeyed += len(moves)
+        except sqlite3.Error as exc:
+            log.warning("consent store (sqlite): re-key of %d subject(s) deferred: %s", len(moves), _reason(exc))
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
 
     async def record(self, events: Sequence[ConsentEvent]) -> None:
         rows = [self._row(e) for e in events]
@@ -118,9 +145,28 @@ class SqliteConsentStore:
 
     async def proof(self, subject: str) -> list[Recorded]:
         """The full history with the store's receipts (recorded_at), oldest first."""
-        h = self.hasher(subject)
-        rows = await self._run(lambda conn: conn.execute(q.SELECT_HISTORY, (h,)).fetchall())
+        hashes = json.dumps(self.hasher.all(subject))
+        rows = await self._run(lambda conn: conn.execute(q.SELECT_HISTORY, (hashes,)).fetchall())
         return [_recorded(r) for r in rows]
+
+    # -- key rotation ----------------------------------------------------------------------------------
+
+    async def rekey(self, subjects: Sequence[str]) -> Rekeyed:
+        """Move every row of these subjects to the current key's hash; label their unlabelled rows."""
+        plan = plan_hashes(self.hasher, subjects)
+        if not plan.current:
+            return Rekeyed()
+        moves, label, kid = list(plan.moves.items()), plan.current, self.hasher.key_id
+        return await self._run(lambda conn: _rekey(conn, moves, kid, label))
+
+    async def key_counts(self) -> KeyCounts:
+        """Rows per key id in both tables (how many still sit under an older key)."""
+        rows = await self._run(lambda conn: conn.execute(q.KEY_COUNTS).fetchall())
+        counts = KeyCounts({}, {})
+        for table, kid, n in rows:
+            target = counts.events if table == "events" else counts.current
+            target[None if kid is None else str(kid)] = _int(n)
+        return counts
 
     async def ping(self) -> bool:
         try:
@@ -171,7 +217,7 @@ class SqliteConsentStore:
         return (
             event_id_of(e), self.hasher(e.subject), e.consent_key, Action(e.action).value, to_us(e.at),
             e.source, e.method, e.notice_version, None if e.expires_at is None else to_us(e.expires_at),
-            e.jurisdiction, json.dumps(list(e.purposes)),
+            e.jurisdiction, json.dumps(list(e.purposes)), self.hasher.key_id,
         )
 
 
@@ -184,7 +230,9 @@ def _write(conn: sqlite3.Connection, rows: list[Row], mark: tuple[str, int, bool
             if cur.rowcount != 1:
                 continue  # the same event_id again: already recorded
             seq = cur.lastrowid
-            conn.execute(q.UPSERT_CURRENT, (row[1], row[2], row[3], row[4], row[7], row[8], row[5], seq))
+            conn.execute(
+                q.UPSERT_CURRENT, (row[1], row[2], row[3], row[4], row[7], row[8], row[5], seq, row[11])
+            )
         if mark is not None:
             conn.execute(
                 "INSERT INTO veil_import_progress (file_key, line, done, updated_at) VALUES (?, ?, ?, ?) "
@@ -197,6 +245,34 @@ def _write(conn: sqlite3.Connection, rows: list[Row], mark: tuple[str, int, bool
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _rekey(
+    conn: sqlite3.Connection, moves: list[tuple[str, str]], key_id: str, label: list[str] | None
+) -> Rekeyed:
+    """In one transaction: move rows from older-key hashes to current ones (current rows merge, the
+    latest wins), then set `key_id` on the unlabelled rows of the `label` hashes."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        events = current = labelled = 0
+        if moves:
+            conn.execute(q.REKEY_MAP)
+            conn.execute(q.REKEY_MAP_CLEAR)
+            conn.executemany(q.REKEY_MAP_FILL, moves)
+            conn.execute(q.REKEY_CURRENT_MERGE, (key_id,))
+            current = conn.execute(q.REKEY_CURRENT_DELETE).rowcount
+            events = conn.execute(q.REKEY_EVENTS, (key_id,)).rowcount
+            conn.execute(q.REKEY_MAP_CLEAR)
+        if label:
+            hashes = json.dumps(label)
+            labelled = conn.execute(q.LABEL_EVENTS, (key_id, hashes)).rowcount
+            labelled += conn.execute(q.LABEL_CURRENT, (key_id, hashes)).rowcount
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return Rekeyed(events, current, labelled)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

@@ -72,14 +72,37 @@ MISSING_STATE = ConsentState(consent_key="", status=Status.MISSING)
 class SubjectHasher:
     """Turns subject ids into store keys. Separate key from the pseudonym keys (issue: at rest).
 
-    With a key ring, lookups try the current key; rotation re-keys rows with `veil consent rekey`.
+    `hasher(s)` is the hash under the current key: what stores write. During a rotation the ring also
+    holds older keys; `all(s)` gives the hashes under every key (current first), which stores look up
+    and re-key to the current hash (docs/keys.md, "Consent store key").
     """
 
     ring: KeyRing
     context: str = "veil-store-subject"
 
+    @property
+    def key_id(self) -> str:
+        """The id of the current key (stores record it with every row they write)."""
+        return self.ring.current_id
+
+    @property
+    def rotating(self) -> bool:
+        """True when the ring holds keys besides the current one."""
+        return len(self.ring.keys) > 1
+
     def __call__(self, subject: str) -> str:
         return keyed_hash(self.ring.current, subject, context=self.context)
+
+    def all(self, subject: str) -> list[str]:
+        """The subject's hash under the current key, then under each older key (distinct, in ring order)."""
+        first = self(subject)
+        out = [first]
+        for kid, key in self.ring.keys.items():
+            if kid != self.ring.current_id:
+                h = keyed_hash(key, subject, context=self.context)
+                if h not in out:
+                    out.append(h)
+        return out
 
 
 @runtime_checkable
