@@ -6,9 +6,15 @@
     veil consent show     --subject ID [--proof] [--json]
     veil consent import   FILE [--format csv|jsonl] [--resume | --restart]
     veil consent migrate
+    veil consent rekey    --ids FILE [--batch-size N] [--quiet]   (needs --config: the key ring)
+    veil consent rekey    --status [--json]
 
 Every subcommand takes `--config veil.yaml` (consent.url and keys.store) or `--store URL --store-key
 env:NAME|file:PATH`. Output names subjects by their store hash only, never the raw id.
+
+`rekey --ids` moves the rows of the listed subjects (one id per line, exactly as veil sees it) to the
+current store key, in batches; `rekey --status` counts rows per key id and exits 1 while rows remain
+under a key other than the current one (docs/keys.md, "Consent store key").
 """
 
 from __future__ import annotations
@@ -16,14 +22,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from veil.config import load_config
-from veil.consent._schema import Recorded, now_utc, utc
+from veil.consent._schema import KeyCounts, Recorded, Rekeyed, now_utc, utc
 from veil.consent.importer import ImportInvalid, import_file
 from veil.consent.open import StoreImpl, check_url, open_raw_store
 from veil.consent.postgres import PostgresConsentStore
@@ -63,6 +70,14 @@ def register(subparsers: Any) -> None:
     imp.add_argument("--quiet", action="store_true", help="no progress lines")
     mig = sub.add_parser("migrate", help="create or upgrade the store's schema")
     _common(mig)
+    rk = sub.add_parser("rekey", help="move rows to the current store key, or count rows per key")
+    _common(rk)
+    what = rk.add_mutually_exclusive_group(required=True)
+    what.add_argument("--ids", metavar="FILE", help="subject ids to re-key, one per line ('-': stdin)")
+    what.add_argument("--status", action="store_true", help="rows per key id; exit 1 while old ones remain")
+    rk.add_argument("--batch-size", type=int, default=1000, help="subjects per transaction (default 1000)")
+    rk.add_argument("--quiet", action="store_true", help="no progress lines")
+    rk.add_argument("--json", action="store_true", help="--status as JSON")
     parser.set_defaults(func=run, _consent_parser=parser)
 
 
@@ -80,7 +95,12 @@ def run(args: argparse.Namespace) -> int:
     if args.config and (args.store or args.store_key):
         print("veil consent: use either --config or --store/--store-key, not both", file=sys.stderr)
         return 2
-    if not args.config and not (args.store and (args.store_key or command == "migrate")):
+    if command == "rekey" and args.ids and not args.config:
+        print("veil consent rekey --ids: pass --config veil.yaml (it needs the whole keys.store ring)",
+              file=sys.stderr)
+        return 2
+    keyless = command == "migrate" or (command == "rekey" and args.status)
+    if not args.config and not (args.store and (args.store_key or keyless)):
         print("veil consent: pass --config veil.yaml, or --store URL --store-key env:NAME", file=sys.stderr)
         return 2
     action: Callable[[StoreImpl], Awaitable[int]] = {
@@ -89,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         "show": lambda s: _show(s, args),
         "import": lambda s: _import(s, args),
         "migrate": lambda s: _migrate(s),
+        "rekey": lambda s: _rekey(s, args),
     }[command]
     return asyncio.run(_with_store(args, action))
 
@@ -109,8 +130,8 @@ def _target(args: argparse.Namespace) -> tuple[str, SubjectHasher]:
     check_url(args.store)
     if args.store_key:
         ring = KeyRing.single(load_secret(args.store_key, what="--store-key"))
-    else:  # migrate needs no key: it never hashes a subject
-        ring = KeyRing.single(b"\0" * 32)
+    else:  # migrate and rekey --status need no key: they never hash a subject
+        ring = KeyRing.single(b"\0" * 32, key_id="")
     return str(args.store), SubjectHasher(ring)
 
 
@@ -215,3 +236,102 @@ async def _migrate(store: StoreImpl) -> int:
             raise VeilError("consent store (sqlite) cannot be opened", code="consent_unavailable")
         print("consent store schema (sqlite) is up to date")
     return 0
+
+
+# -- rekey ---------------------------------------------------------------------------------------------
+
+
+async def _rekey(store: StoreImpl, args: argparse.Namespace) -> int:
+    if args.status:
+        return _print_status(store, await store.key_counts(), as_json=args.json, known=bool(args.config))
+    ring = store.hasher.ring
+    if not store.hasher.rotating and not args.quiet:
+        print(f"keys.store holds one key ({ring.current_id}): nothing to move, unlabelled rows get labelled",
+              file=sys.stderr)
+    size, total, subjects, started = max(1, args.batch_size), Rekeyed(), 0, time.monotonic()
+    for batch in _id_batches(args.ids, size):
+        total = total + await store.rekey(batch)
+        subjects += len(batch)
+        if not args.quiet:
+            print(f"  {subjects} subject(s): {total.events} event row(s) and {total.current} current row(s)"
+                  f" re-keyed, {total.labelled} labelled", file=sys.stderr)
+    seconds = time.monotonic() - started
+    print(f"re-keyed {total.events} event row(s) and {total.current} current row(s) of {subjects} listed "
+          f"subject(s) to key {ring.current_id}, labelled {total.labelled} row(s) in {seconds:.1f}s")
+    _print_status(store, await store.key_counts(), as_json=False, known=True)
+    return 0
+
+
+def _id_batches(path: str, size: int) -> Iterator[list[str]]:
+    """Subject ids from a file ('-': stdin), one per line, blank lines skipped, in lists of `size`."""
+    if path == "-":
+        yield from _batches(sys.stdin, path, size)
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            yield from _batches(f, path, size)
+    except OSError as exc:
+        raise VeilError(f"cannot read {path}: {exc.strerror}", code="usage") from exc
+
+
+def _batches(lines: Iterable[str], path: str, size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    n = 0
+    try:
+        for text in lines:
+            n += 1
+            sid = text.rstrip("\r\n")
+            if sid:
+                batch.append(sid)
+                if len(batch) >= size:
+                    yield batch
+                    batch = []
+    except UnicodeDecodeError as exc:
+        raise VeilError(f"{path}: not UTF-8 text (after {n} line(s))", code="usage") from exc
+    if batch:
+        yield batch
+
+
+def _print_status(store: StoreImpl, counts: KeyCounts, *, as_json: bool, known: bool) -> int:
+    """Rows per key id; exit 1 while rows remain under a key other than the current one."""
+    ring = store.hasher.ring
+    current = ring.current_id if known else None
+    ids = sorted(set(counts.events) | set(counts.current), key=lambda k: (k is None, k != current, k or ""))
+    other = sum(n for k, n in counts.events.items() if k != current)
+    other += sum(n for k, n in counts.current.items() if k != current)
+    if as_json:
+        doc = {
+            "current_key": current, "ring": list(ring.keys) if known else None,
+            "keys": [{"key_id": k, "events": counts.events.get(k, 0), "current": counts.current.get(k, 0),
+                      "in_ring": None if not known else k in ring.keys} for k in ids],
+            "rows_under_other_keys": other if known else None,
+        }
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 1 if known and other else 0
+    if known:
+        print(f"keys.store: {', '.join(k + (' (current)' if k == current else '') for k in ring.keys)}")
+    print(f"{'rows per key id':<34}{'events':>12}{'current':>12}")
+    for k in ids:
+        if k is None:
+            name = "(unlabelled)"
+        elif not known:
+            name = k
+        else:
+            name = k + (" (current)" if k == current else "" if k in ring.keys else " (not in keys.store)")
+        print(f"  {name:<32}{counts.events.get(k, 0):>12}{counts.current.get(k, 0):>12}")
+    if not ids:
+        print("  (the store is empty)")
+    if not known:
+        return 0
+    if not other:
+        older = [k for k in ring.keys if k != current]
+        tail = f": {', '.join(older)} can be removed from keys.store" if older else ""
+        print(f"every row is under the current key {current}{tail}")
+        return 0
+    print(f"{other} row(s) are not under the current key {current}. Keep the older keys in keys.store until "
+          "this is 0: lookups re-key the rows they find, `veil consent rekey --ids FILE` the subjects it lists. "
+          "Rows nobody looks up or lists become unreachable once their key is removed.")
+    if None in ids:
+        print("(unlabelled: written before veil recorded key ids, or by an outside writer; "
+              "`rekey --ids` labels those of the subjects it lists)")
+    return 1
