@@ -6,7 +6,7 @@ One chain (chain id `main`, configured path `audit/decisions.log`) lives in:
     audit/decisions.log.1      rotated segments, oldest first (.1, .2, ...); a number is never reused
     audit/decisions.log.2      while a higher one exists, so sorting by number is chain order
     audit/decisions.log.head   {"chain", "seq", "mac", "file", "time"} of the last record written,
-                               atomically replaced after every batch
+                               atomically replaced at most every 50 ms and on rotation and close
 
 A record is one line of JSON. Its `mac` is HMAC-SHA256(key[kid], canonical(record without mac)), where
 canonical = orjson with sorted keys; `prev` is the previous record's mac ("" for the first record).

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ from veil.audit._chain import (
 )
 from veil.errors import AuditWriteError, VeilError
 from veil.keys import KeyRing, private_dir
+
+HEAD_INTERVAL = 0.05  # seconds between head-file replacements (each costs a write, an fsync, a rename)
 
 _Pending = tuple[dict[str, Any], "asyncio.Future[None]"]
 
@@ -85,6 +88,7 @@ class AuditLog:
         self._fd: int | None = None
         self._ino: tuple[int, int] | None = None
         self._size = 0
+        self._head_at = 0.0
         # Event-loop side.
         self._pending: list[_Pending] = []
         self._wakeup = asyncio.Event()
@@ -295,8 +299,12 @@ class AuditLog:
                 self._rotate()
         return outcome
 
-    def _write(self, lines: list[bytes], seq: int, mac: str) -> None:
-        """Append lines, fsync, advance the chain, update the head. The chain advances only on success."""
+    def _write(self, lines: list[bytes], seq: int, mac: str, *, force_head: bool = False) -> None:
+        """Append lines, fsync, advance the chain, update the head. The chain advances only on success.
+
+        The head file is replaced at most every HEAD_INTERVAL seconds (and always on rotation and
+        close): it may lag the log by that much, never lead it, which `verify` accepts.
+        """
         try:
             fd = self._fd if self._fd is not None else self._open()
             st = os.stat(self.path)  # fails when the file or its directory is gone
@@ -317,7 +325,10 @@ class AuditLog:
             raise
         self._size += sum(len(line) for line in lines)
         self._seq, self._prev = seq, mac
-        self._write_head()
+        now = time.monotonic()
+        if force_head or now - self._head_at >= HEAD_INTERVAL:
+            self._write_head()
+            self._head_at = now
 
     def _write_head(self) -> None:
         head = {"chain": self.chain_id, "seq": self._seq, "mac": self._prev, "file": self.path.name,
@@ -326,7 +337,7 @@ class AuditLog:
 
     def _rotate(self) -> None:
         line, mac = self._checkpoint("rotate", self._seq, self._prev)
-        self._write([line], self._seq + 1, mac)
+        self._write([line], self._seq + 1, mac, force_head=True)
         self._since_checkpoint = 0
         self._drop_fd()
         existing = segments(self.path)
@@ -340,7 +351,7 @@ class AuditLog:
     def _close_sync(self) -> None:
         try:
             line, mac = self._checkpoint("close", self._seq, self._prev)
-            self._write([line], self._seq + 1, mac)
+            self._write([line], self._seq + 1, mac, force_head=True)
         finally:
             self._drop_fd()
 
