@@ -246,8 +246,8 @@ async def _rekey(store: StoreImpl, args: argparse.Namespace) -> int:
         return _print_status(store, await store.key_counts(), as_json=args.json, known=bool(args.config))
     ring = store.hasher.ring
     if not store.hasher.rotating and not args.quiet:
-        print(f"keys.store holds one key ({ring.current_id}): nothing to move, unlabelled rows get labelled",
-              file=sys.stderr)
+        print(f"keys.store holds one key ({ring.current_id}): nothing to move, "
+              "unlabelled rows get labelled", file=sys.stderr)
     size, total, subjects, started = max(1, args.batch_size), Rekeyed(), 0, time.monotonic()
     for batch in _id_batches(args.ids, size):
         total = total + await store.rekey(batch)
@@ -328,9 +328,9 @@ def _print_status(store: StoreImpl, counts: KeyCounts, *, as_json: bool, known: 
         tail = f": {', '.join(older)} can be removed from keys.store" if older else ""
         print(f"every row is under the current key {current}{tail}")
         return 0
-    print(f"{other} row(s) are not under the current key {current}. Keep the older keys in keys.store until "
-          "this is 0: lookups re-key the rows they find, `veil consent rekey --ids FILE` the subjects it lists. "
-          "Rows nobody looks up or lists become unreachable once their key is removed.")
+    print(f"{other} row(s) are not under the current key {current}. Keep the older keys in keys.store "
+          "until this is 0: lookups re-key the rows they find, `veil consent rekey --ids FILE` the subjects "
+          "it lists. Rows nobody looks up or lists become unreachable once their key is removed.")
     if None in ids:
         print("(unlabelled: written before veil recorded key ids, or by an outside writer; "
               "`rekey --ids` labels those of the subjects it lists)")

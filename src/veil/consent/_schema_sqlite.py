@@ -108,18 +108,24 @@ ON CONFLICT (subject_hash, consent_key) DO UPDATE SET
     key_id = excluded.key_id
 WHERE (excluded.at, excluded.event_seq) > (consent_current.at, consent_current.event_seq)
 """
-REKEY_CURRENT_DELETE = "DELETE FROM consent_current WHERE subject_hash IN (SELECT old_hash FROM veil_rekey_map)"
+REKEY_CURRENT_DELETE = """
+DELETE FROM consent_current WHERE subject_hash IN (SELECT old_hash FROM veil_rekey_map)
+"""
 REKEY_EVENTS = """
 UPDATE consent_events
-SET subject_hash = (SELECT m.new_hash FROM veil_rekey_map AS m WHERE m.old_hash = consent_events.subject_hash),
+SET subject_hash = (
+        SELECT m.new_hash FROM veil_rekey_map AS m WHERE m.old_hash = consent_events.subject_hash
+    ),
     key_id = ?
 WHERE subject_hash IN (SELECT old_hash FROM veil_rekey_map)
 """
 LABEL_EVENTS = """
-UPDATE consent_events SET key_id = ? WHERE key_id IS NULL AND subject_hash IN (SELECT value FROM json_each(?))
+UPDATE consent_events SET key_id = ?
+WHERE key_id IS NULL AND subject_hash IN (SELECT value FROM json_each(?))
 """
 LABEL_CURRENT = """
-UPDATE consent_current SET key_id = ? WHERE key_id IS NULL AND subject_hash IN (SELECT value FROM json_each(?))
+UPDATE consent_current SET key_id = ?
+WHERE key_id IS NULL AND subject_hash IN (SELECT value FROM json_each(?))
 """
 
 KEY_COUNTS = """

@@ -120,7 +120,8 @@ class CachedConsentStore:
                 keys = self._keys[subject] = set()
                 hasher = self.hasher
                 if hasher is not None:
-                    hashes = self._hash_of[subject] = hasher.all(subject) if hasher.rotating else [hasher(subject)]
+                    hashes = hasher.all(subject) if hasher.rotating else [hasher(subject)]
+                    self._hash_of[subject] = hashes
                     for h in hashes:
                         self._by_hash.setdefault(h, set()).add(subject)
             keys.add(pair[1])

@@ -252,7 +252,8 @@ class PostgresConsentStore:
                 await self._move(moves)
                 self.rekeyed += len(moves)
             except ConsentUnavailable as exc:
-                log.warning("consent store (postgresql): re-key of %d subject(s) deferred: %s", len(moves), exc)
+                log.warning("consent store (postgresql): re-key of %d subject(s) deferred: %s",
+                            len(moves), exc)
         return out
 
     async def _move(self, moves: Sequence[tuple[str, str]]) -> Rekeyed:

@@ -131,7 +131,8 @@ class SqliteConsentStore:
             _rekey(conn, moves, self.hasher.key_id, None)
             self.rekeyed += len(moves)
         except sqlite3.Error as exc:
-            log.warning("consent store (sqlite): re-key of %d subject(s) deferred: %s", len(moves), _reason(exc))
+            log.warning("consent store (sqlite): re-key of %d subject(s) deferred: %s",
+                        len(moves), _reason(exc))
         finally:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
 
