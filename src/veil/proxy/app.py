@@ -14,6 +14,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -64,6 +65,8 @@ class ProxyApp:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.config = runtime.config
+        self._summaries: dict[tuple[Any, ...], _Summary] = {}
+        self._summaries_for: CompiledPolicy | None = None
         self._gpc_json = orjson.dumps({"gpc": True, "lastUpdate": _now().date().isoformat()})
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -316,20 +319,19 @@ class ProxyApp:
                               detail="the document cannot be enforced (too deep or not JSON data)",
                               subject=subject)
             return
-        changed = bool(report and (report.removed or report.dropped or report.transformed
-                                   or report.type_errors or report.suppressed))
-        decision = "filter" if filtered else ("redact" if changed else "allow")
+        summary = self._summary(policy, rule, report)
+        decision = "filter" if filtered else ("redact" if summary.changed else "allow")
         out_headers = self._response_headers(resp.headers, policy, decision, decision_id)
         out_headers.append((b"content-type", b"application/json"))
         if report is not None and report.suppressed:
             out_headers.append((b"veil-suppressed", str(report.suppressed).encode()))
-        record = self._record(policy, ad, decision, "ok", decision_id, subject, subjects, report, facts,
+        record = self._record(policy, ad, decision, "ok", decision_id, subject, subjects, summary, facts,
                               filtered=filtered)
         if not await self._audit(record):
             await self._block(send, scope, policy, self._as_blocked(ad, "audit_unavailable"), decision_id, t0,
                               log_it=False)
             return
-        self._count(ad.route.template, ad.purpose.name, decision, "ok", policy, report, filtered, rule)
+        self._count(ad.route.template, ad.purpose.name, decision, "ok", summary, filtered)
         metrics.overhead(ad.route.template).observe(time.perf_counter() - t0 - up_time)
         await _send(send, resp.status, out_headers, out_body, head=scope["method"] == "HEAD")
 
@@ -391,9 +393,10 @@ class ProxyApp:
         ]
         if isinstance(outcome, Admitted):
             route = outcome.route.template
-            record = self._record(policy, outcome, decision, reason, decision_id, subject, subjects, report,
+            summary = self._summary(policy, outcome.rule, report)
+            record = self._record(policy, outcome, decision, reason, decision_id, subject, subjects, summary,
                                   facts, filtered=filtered)
-            self._count(route, outcome.purpose.name, decision, reason, policy, report, filtered, outcome.rule)
+            self._count(route, outcome.purpose.name, decision, reason, summary, filtered)
         else:
             route = outcome.route or "-"
             record = {
@@ -449,7 +452,8 @@ class ProxyApp:
         })
         headers = self._response_headers([], policy, "block", decision_id)
         headers.append((b"content-type", b"application/problem+json"))
-        record = self._record(policy, ad, "block", "upstream_status", decision_id, subject, [], None, {})
+        record = self._record(policy, ad, "block", "upstream_status", decision_id, subject, [],
+                              self._summary(policy, ad.rule, None), {})
         await self._audit(record)
         metrics.requests(ad.route.template, ad.purpose.name, "block", "upstream_status").inc()
         await _send(send, status, headers, body, head=scope["method"] == "HEAD")
@@ -469,25 +473,54 @@ class ProxyApp:
         ]
         return out
 
-    def _record(self, policy: CompiledPolicy, ad: Admitted, decision: str, reason: str, decision_id: str,
-                subject: str | None, subjects: list[str], report: Any, facts: dict[str, str],
-                filtered: int = 0) -> dict[str, Any]:
-        rule = ad.rule
-        ring = self.rt.pseudonym_ring
-        locations = [str(rule.loc)]
-        if report is not None:
-            ids = {rid for (_, rid) in report.dropped} | {rid for (_, rid) in report.transformed}
-            locations += sorted({str(rule.location_of(i)) for i in ids if i >= 0})
+    def _summary(self, policy: CompiledPolicy, rule: CompiledRule, report: Any) -> _Summary:
+        """What a field report means for the log and the metrics; computed once per report shape
+        (responses of one upstream mostly share it), so the request path does dict lookups only."""
+        if report is None:
+            return _Summary(_EMPTY_SUMMARY.fields, [], [str(rule.loc)], (), False)
+        if self._summaries_for is not policy:  # a reload: start afresh (and keep ids from being reused)
+            self._summaries.clear()
+            self._summaries_for = policy
+        key = (id(rule), tuple(report.removed.items()), tuple(report.dropped.items()),
+               tuple(report.transformed.items()), report.suppressed)
+        hit = self._summaries.get(key)
+        if hit is not None:
+            return hit
         fields = _fields(report)
-        cats = sorted({policy.category_of(t) for group in fields.values() for t in group})
-        kept_cats = policy.disclosed_categories(rule)
+        ids = {rid for (_, rid) in report.dropped} | {rid for (_, rid) in report.transformed}
+        locations = [str(rule.loc), *sorted({str(rule.location_of(i)) for i in ids if i >= 0})]
+        counts: dict[tuple[str, str], int] = {}
+        for action, items in (("removed", report.removed.items()),
+                              ("dropped", ((t, n) for (t, _), n in report.dropped.items())),
+                              ("transformed", ((t, n) for (t, _), n in report.transformed.items()))):
+            for tpl, n in items:
+                k = (policy.category_of(tpl), action)
+                counts[k] = counts.get(k, 0) + n
+        if report.suppressed:
+            counts[("aggregate", "suppressed")] = report.suppressed
+        summary = _Summary(
+            fields=fields,
+            categories=sorted({c for c, _ in counts if c != "aggregate"}),
+            locations=locations,
+            increments=tuple((metrics.fields(c, a), n) for (c, a), n in counts.items()),
+            changed=bool(counts) or bool(report.type_errors),
+        )
+        if len(self._summaries) >= 4096:
+            self._summaries.clear()
+        self._summaries[key] = summary
+        return summary
+
+    def _record(self, policy: CompiledPolicy, ad: Admitted, decision: str, reason: str, decision_id: str,
+                subject: str | None, subjects: list[str], summary: _Summary, facts: dict[str, str],
+                filtered: int = 0) -> dict[str, Any]:
+        ring = self.rt.pseudonym_ring
         rec: dict[str, Any] = {
             "id": decision_id, "time": _now().isoformat(), "caller": ad.caller.name,
             "purpose": ad.purpose.name, "basis": ad.purpose.basis, "route": ad.route.template,
             "subject": pseudonym(ring, subject) if subject else None,
-            "decision": decision, "reason": reason, "fields": fields, "categories": cats,
-            "disclosed_categories": kept_cats, "consent": facts, "policy": policy.version,
-            "rules": locations,
+            "decision": decision, "reason": reason, "fields": summary.fields, "categories": summary.categories,
+            "disclosed_categories": policy.disclosed_categories(ad.rule), "consent": facts,
+            "policy": policy.version, "rules": summary.locations,
         }
         if subjects:
             rec["subjects"] = [pseudonym(ring, s) for s in subjects]
@@ -502,19 +535,11 @@ class ProxyApp:
         except VeilError:
             return False
 
-    def _count(self, route: str, purpose: str, decision: str, reason: str, policy: CompiledPolicy,
-               report: Any, filtered: int, rule: CompiledRule) -> None:
+    def _count(self, route: str, purpose: str, decision: str, reason: str, summary: _Summary,
+               filtered: int) -> None:
         metrics.requests(route, purpose, decision, reason).inc()
-        if report is None:
-            return
-        for tpl, n in report.removed.items():
-            metrics.fields(policy.category_of(tpl), "removed").inc(n)
-        for (tpl, _), n in report.dropped.items():
-            metrics.fields(policy.category_of(tpl), "dropped").inc(n)
-        for (tpl, _), n in report.transformed.items():
-            metrics.fields(policy.category_of(tpl), "transformed").inc(n)
-        if report.suppressed:
-            metrics.fields("aggregate", "suppressed").inc(report.suppressed)
+        for child, n in summary.increments:
+            child.inc(n)
         if filtered:
             metrics.fields("record", "filtered").inc(filtered)
 
@@ -561,6 +586,18 @@ def _safe_templates(templates: Any) -> list[str]:
     is not a field name: such paths are logged as `<unnamed>`, never as the key itself."""
     out = sorted({t if _SAFE_TEMPLATE.fullmatch(t) else "<unnamed>" for t in templates})
     return out[:MAX_LOGGED_PATHS]
+
+
+@dataclass(frozen=True, slots=True)
+class _Summary:
+    fields: dict[str, list[str]]
+    categories: list[str]
+    locations: list[str]
+    increments: tuple[tuple[Any, int], ...]  # (metric child, amount)
+    changed: bool
+
+
+_EMPTY_SUMMARY = _Summary({"removed": [], "dropped": [], "transformed": []}, [], [], (), False)
 
 
 def _fields(report: Any) -> dict[str, list[str]]:
