@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -168,6 +169,27 @@ async def test_old_key_removed_before_rekey_fails_closed(open_store: Opener) -> 
     assert await store.current([ALICE], ["p"]) == {}
     assert await store.history(ALICE) == []
     assert store.rekeyed == 0
+
+
+async def test_sqlite_busy_file_defers_the_rekey_not_the_answer(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    old = SqliteConsentStore(path, hasher("k1"))
+    store = SqliteConsentStore(path, hasher("k2", "k1"))
+    other = sqlite3.connect(path, isolation_level=None)  # another process holding the write lock
+    try:
+        await old.record([ev(ALICE)])
+        assert await store.ping()  # connected (and migrated) before the lock is taken
+        other.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        assert (await store.current([ALICE], ["p"]))[(ALICE, "p")].status is Status.GIVEN
+        assert time.monotonic() - started < 1.0 and store.rekeyed == 0  # the lock wait is short
+        other.execute("ROLLBACK")
+        assert (await store.current([ALICE], ["p"]))[(ALICE, "p")].status is Status.GIVEN
+        assert store.rekeyed == 1
+    finally:
+        other.close()
+        await old.close()
+        await store.close()
 
 
 async def test_three_keys_merge_into_the_current_one(backend: Backend, open_store: Opener) -> None:
