@@ -37,6 +37,7 @@ class Upstream:
     connect_timeout: float = 2.0
     read_timeout: float = 10.0
     pool_size: int = 100
+    client: str = "h1"  # h1 (veil.proxy.h1client) or aiohttp
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,10 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
     for name, spec in ups_raw.items():
         k = f"upstreams.{name}"
         m = r.mapping(spec, k)
-        r.known(m, k, ("url", "connect_timeout", "read_timeout", "pool_size"))
+        r.known(m, k, ("url", "connect_timeout", "read_timeout", "pool_size", "client"))
+        client = m.get("client", "h1")
+        if client not in ("h1", "aiohttp"):
+            raise r.fail(f"{k}.client", "must be h1 or aiohttp")
         url = r.str_(m.get("url"), f"{k}.url")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -226,6 +230,7 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
                 r.num(m.get("connect_timeout", 2.0), f"{k}.connect_timeout"),
                 r.num(m.get("read_timeout", 10.0), f"{k}.read_timeout"),
                 r.int_(m.get("pool_size", 100), f"{k}.pool_size"),
+                client,
             )
         )
 

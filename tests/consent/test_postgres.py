@@ -11,10 +11,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from veil.consent._schema_pg import MIGRATIONS
 from veil.consent.cache import CachedConsentStore
 from veil.consent.postgres import PostgresConsentStore
 from veil.consent.store import Action, ConsentEvent, ConsentStore, Status, SubjectHasher
 from veil.errors import ConsentUnavailable
+
+LATEST = max(v for v, _ in MIGRATIONS)
 
 pytestmark = pytest.mark.postgres
 PgFactory = Callable[..., Awaitable[PostgresConsentStore]]
@@ -38,14 +41,14 @@ async def wait_for(cond: object, timeout: float = 5.0) -> None:
 async def test_concurrent_migrations_are_safe(pg_store: PgFactory, pg_schema: str, pg_admin_url: str) -> None:
     stores = [await pg_store(listen=False, migrate=False) for _ in range(4)]
     versions = await asyncio.gather(*(s.migrate() for s in stores))
-    assert set(versions) == {1}
+    assert set(versions) == {LATEST}
     conn = await asyncpg.connect(pg_admin_url)
     try:
         rows = await conn.fetch(f'SELECT version FROM "{pg_schema}".veil_schema_version')
     finally:
         await conn.close()
-    assert [r[0] for r in rows] == [1]
-    assert await stores[0].migrate() == 1
+    assert [r[0] for r in rows] == list(range(1, LATEST + 1))
+    assert await stores[0].migrate() == LATEST
 
 
 async def test_unmigrated_schema_is_unavailable(pg_store: PgFactory) -> None:

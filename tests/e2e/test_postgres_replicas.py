@@ -23,8 +23,11 @@ import pytest
 from tests.conftest import require
 from tests.e2e.conftest import Veil
 from veil.cli import main
+from veil.consent._schema_pg import MIGRATIONS
 from veil.consent.store import SubjectHasher
 from veil.keys import KeyRing
+
+LATEST = max(v for v, _ in MIGRATIONS)
 
 pytestmark = pytest.mark.postgres
 
@@ -187,9 +190,9 @@ def test_migrate_cli_against_postgres(pg_schema: str, capsys: pytest.CaptureFixt
     url = f"{PG_URL}?schema={pg_schema}"
     argv = ["consent", "migrate", "--store", url, "--store-key", store_key[0]]
     assert main(argv) == 0
-    assert f"schema {pg_schema}) at version 1" in capsys.readouterr().out
+    assert f"schema {pg_schema}) at version {LATEST}" in capsys.readouterr().out
     assert main(argv) == 0  # idempotent
     versions = pg(f'SELECT version FROM "{pg_schema}".veil_schema_version')
-    assert [r[0] for r in versions] == [1]
+    assert [r[0] for r in versions] == list(range(1, LATEST + 1))
     tables = pg("SELECT table_name FROM information_schema.tables WHERE table_schema = $1", pg_schema)
     assert {"consent_events", "consent_current", "veil_import_progress"} <= {r[0] for r in tables}

@@ -157,7 +157,7 @@ class ProxyApp:
         route = outcome.route if isinstance(outcome, Admitted) else policy.match(method, path)
         upstream_name = route[0].upstream if isinstance(route, tuple) else (route.upstream if route else None)
         fwd_headers = self._forward_headers(scope, headers, enforced=not report_only)
-        fwd_method = "GET" if method == "HEAD" and not report_only else method
+        fwd_method = "GET" if method == "HEAD" else method  # a HEAD answer would have no body to enforce
         qs = ("?" + query_string.decode("latin-1")) if query_string else ""
         t_up = time.perf_counter()
         try:

@@ -1,0 +1,246 @@
+"""A lean HTTP/1.1 client for the per-request upstream path: asyncio protocols, the httptools
+response parser (the one uvicorn uses), and a keep-alive pool per upstream.
+
+Why not aiohttp's ClientSession: on this path it spends most of its time in request/response object
+machinery veil does not need; `veil bench` shows the difference. This module does exactly what the
+proxy needs: send a request (body streamed), read the whole response up to a size limit, reuse the
+connection when both sides allow it. Nothing else imports it: `upstream.py` is the seam.
+
+Timeouts: `connect_timeout` for the TCP (and TLS) handshake; `read_timeout` between two reads of the
+response (a stalled upstream is cut off even mid-body). A request on a reused connection that fails
+before any response byte arrived is retried once on a new connection when the method is idempotent
+(the upstream may have closed an idle keep-alive connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import httptools
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+class H1Error(Exception):
+    def __init__(self, kind: str, message: str = "") -> None:
+        super().__init__(message or kind)
+        self.kind = kind  # connect | timeout | reset | protocol | too_large
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.reused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._reset_state(0, 0.0)
+
+    def _reset_state(self, max_bytes: int, read_timeout: float) -> None:
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
+        self.got_bytes = False
+        self.headers_done = False
+        self.until_eof = False  # no Content-Length, not chunked: the body ends when the connection does
+        self.complete = False
+        self.error: H1Error | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        self._arm_timer()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(H1Error("protocol", "unexpected protocol upgrade"))
+        except httptools.HttpParserError:
+            if self.error is None:
+                self._fail(H1Error("protocol", "malformed HTTP response"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        if self.complete or self._waiter is None:
+            return
+        if self.until_eof and self.error is None and exc is None:
+            self.on_message_complete()
+        else:
+            self._fail(H1Error("reset", "the upstream closed the connection"))
+
+    # -- httptools callbacks ----------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            self._fail(H1Error("protocol", "informational responses are not supported"))
+            return
+        self.headers_done = True
+        framed = False
+        for name, value in self.headers:
+            low = name.lower()
+            if low == "content-length":
+                framed = True
+                if value.strip().isdigit() and int(value) > self.max_bytes:
+                    self._fail(H1Error("too_large"))
+                    return
+            elif low == "transfer-encoding":
+                framed = True
+        self.until_eof = not framed and status not in (204, 304)
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > self.max_bytes:
+            self._fail(H1Error("too_large"))
+            return
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self._cancel_timer()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _fail(self, error: H1Error) -> None:
+        if self.error is None:
+            self.error = error
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.abort()
+        self.closed = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(error)
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.read_timeout > 0 and self._waiter is not None:
+            self._timer = self.loop.call_later(self.read_timeout, self._fail, H1Error("timeout"))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def roundtrip(self, head: bytes, body: bytes | AsyncIterator[bytes] | None, chunked: bool,
+                        max_bytes: int, read_timeout: float) -> tuple[int, list[tuple[str, str]], bytes, bool]:
+        assert self.transport is not None
+        self._reset_state(max_bytes, read_timeout)
+        self.parser = httptools.HttpResponseParser(self)
+        self._waiter = self.loop.create_future()
+        try:
+            if body is None or isinstance(body, bytes):
+                self.transport.write(head + body if body else head)
+            else:
+                self.transport.write(head)
+                async for chunk in body:
+                    if self.closed:
+                        break
+                    if chunked:
+                        if chunk:
+                            self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    else:
+                        self.transport.write(chunk)
+                if chunked and not self.closed:
+                    self.transport.write(b"0\r\n\r\n")
+            self._arm_timer()
+            await self._waiter
+        finally:
+            self._cancel_timer()
+            self._waiter = None
+        keep = not self.closed and self.parser.should_keep_alive()
+        return self.parser.get_status_code(), self.headers, b"".join(self.chunks), keep
+
+
+class H1Pool:
+    """Keep-alive connections to one upstream (scheme://host:port), at most `size` at a time."""
+
+    def __init__(self, base_url: str, *, size: int, connect_timeout: float, read_timeout: float) -> None:
+        parts = urlsplit(base_url)
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (443 if self.https else 80)
+        self.prefix = parts.path.rstrip("/")
+        default_port = (self.https and self.port == 443) or (not self.https and self.port == 80)
+        self.host_header = (self.host if default_port else f"{self.host}:{self.port}").encode("idna")
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._ssl = ssl.create_default_context() if self.https else None
+        self._idle: deque[_Conn] = deque()
+        self._slots = asyncio.Semaphore(size)
+
+    async def _connect(self) -> _Conn:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _Conn(loop), self.host, self.port, ssl=self._ssl),
+                self.connect_timeout,
+            )
+        except TimeoutError as exc:
+            raise H1Error("timeout", "connect timed out") from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise H1Error("connect", str(exc.strerror or exc)) from exc
+        return conn
+
+    def _take_idle(self) -> _Conn | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+                conn.reused = True
+                return conn
+        return None
+
+    async def request(self, method: str, target: str, headers: list[tuple[str, str]],
+                      body: bytes | AsyncIterator[bytes] | None, max_bytes: int
+                      ) -> tuple[int, list[tuple[str, str]], bytes]:
+        has_length = any(n.lower() == "content-length" for n, _ in headers)
+        chunked = body is not None and not isinstance(body, bytes) and not has_length
+        lines = [f"{method} {self.prefix}{target} HTTP/1.1".encode("latin-1"), b"host: " + self.host_header]
+        lines += [f"{n}: {v}".encode("latin-1") for n, v in headers]
+        if isinstance(body, bytes) and not has_length:
+            lines.append(b"content-length: %d" % len(body))
+        elif chunked:
+            lines.append(b"transfer-encoding: chunked")
+        head = b"\r\n".join(lines) + b"\r\n\r\n"
+        async with self._slots:
+            for attempt in (0, 1):
+                conn = self._take_idle() or await self._connect()
+                try:
+                    status, rheaders, rbody, keep = await conn.roundtrip(
+                        head, body, chunked, max_bytes, self.read_timeout)
+                except H1Error as exc:
+                    retry = (attempt == 0 and conn.reused and not conn.got_bytes and exc.kind == "reset"
+                             and method in IDEMPOTENT and (body is None or isinstance(body, bytes)))
+                    if retry:
+                        continue
+                    raise
+                except BaseException:
+                    if conn.transport is not None:
+                        conn.transport.abort()
+                    raise
+                if keep:
+                    self._idle.append(conn)
+                elif conn.transport is not None:
+                    conn.transport.close()
+                return status, rheaders, rbody
+        raise H1Error("reset")  # pragma: no cover - the loop always returns or raises
+
+    async def close(self) -> None:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.transport is not None:
+                conn.transport.close()
