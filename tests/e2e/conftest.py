@@ -90,8 +90,8 @@ def start_upstream(module: str = "veil.demo.upstream", *extra: str, log_dir: Pat
 
 
 @pytest.fixture(scope="session")
-def demo_upstream() -> Iterator[Upstream]:
-    up = start_upstream()
+def demo_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    up = start_upstream(log_dir=tmp_path_factory.mktemp("demo-upstream"))
     yield up
     stop(up.proc)
 

@@ -19,8 +19,8 @@ SSN = "123-45-6789"
 
 
 @pytest.fixture(scope="module")
-def hostile() -> Iterator[Upstream]:
-    up = start_upstream("tests.e2e.hostile_upstream")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    up = start_upstream("tests.e2e.hostile_upstream", log_dir=tmp_path_factory.mktemp("hostile"))
     yield up
     stop(up.proc)
 
@@ -118,7 +118,7 @@ def test_upstream_down_then_recovering(veil_factory: Callable[..., Veil]) -> Non
     port = free_port()
     v = veil_factory("down", upstream_url=f"http://127.0.0.1:{port}", policy_src=HERE / "hostile_policy")
     assert_closed(evil(v, "ok"), 502, "upstream_unavailable")
-    up = start_upstream("tests.e2e.hostile_upstream")
+    up = start_upstream("tests.e2e.hostile_upstream", log_dir=v.dir)
     try:
         # veil keeps serving: a second veil on the live upstream shows the same route works
         w = veil_factory("up", upstream_url=up.url, policy_src=HERE / "hostile_policy")
