@@ -72,7 +72,7 @@ class Runtime:
     def __post_init__(self) -> None:
         c = self.config
         self.pseudonym_ring = _ring(c, "pseudonym")
-        hash_key = _ring(c, "hash").current if "hash" in c.keys else None
+        hash_key = _ring(c, "hash").current  # ephemeral when not configured: never the public dev key
         self.policy = PolicyHolder(c.policy_paths, hash_key=hash_key)
         self.policy.load_initial()
         self.limiter = AuthLimiter(c.auth_fail_limit)
