@@ -180,6 +180,8 @@ def test_method_override_refused(hv: Veil, header: str) -> None:
     (b"/echo/c-1;x=1", 400, "path_invalid"),
     (b"/echo/%252e%252e", 400, "path_invalid"),
     (b"/echo/%ff%fe", 400, "path_invalid"),
+    (b"/echo/%c0%af", 400, "path_invalid"),  # overlong UTF-8 for '/'
+    (b"/echo/%e0%80%ae%e0%80%ae", 400, "path_invalid"),  # overlong UTF-8 for '..'
     (b"/echo/c%00", 400, "path_invalid"),
     (b"/ECHO/c-1", 403, "route_not_covered"),
     (b"/echo/c-1/extra", 403, "route_not_covered"),
