@@ -52,6 +52,7 @@ class _Conn(asyncio.Protocol):
         self.headers_done = False
         self.until_eof = False  # no Content-Length, not chunked: the body ends when the connection does
         self.complete = False
+        self.keep_alive = False
         self.error: H1Error | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
@@ -110,6 +111,7 @@ class _Conn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.complete = True
+        self.keep_alive = not self.until_eof and self.parser.should_keep_alive()  # reset after the feed
         self._cancel_timer()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -162,7 +164,7 @@ class _Conn(asyncio.Protocol):
         finally:
             self._cancel_timer()
             self._waiter = None
-        keep = not self.closed and self.parser.should_keep_alive()
+        keep = not self.closed and self.keep_alive
         return self.parser.get_status_code(), self.headers, b"".join(self.chunks), keep
 
 
