@@ -95,6 +95,11 @@ def test_hostile_bodies_fail_closed(hv: Veil, case: str, status: int, reason: st
     assert_closed(evil(hv, case), status, reason)
 
 
+def test_deep_structure_under_removed_fields_is_discarded_unread(hv: Veil) -> None:
+    r = evil(hv, "deep_unkept")
+    assert r.status_code == 200 and r.json() == {"id": "c-1"}
+
+
 def test_top_level_array_and_scalar(hv: Veil) -> None:
     r = evil(hv, "toparray")
     assert r.status_code == 200

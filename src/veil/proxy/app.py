@@ -301,7 +301,6 @@ class ProxyApp:
                 report = None
             else:
                 doc = parse_json(hdrs.get("content-type"), body)
-                check_depth(doc, self.config.max_json_depth, body)
                 if ad.route.each is not None:
                     doc, subjects, filtered, why = await self._filter_items(ad, doc, scope, facts)
                     if why is not None:
@@ -309,6 +308,7 @@ class ProxyApp:
                                           subject=subject)
                         return
                 doc, report = rule.plan.apply(doc)
+                check_depth(doc, self.config.max_json_depth)  # what would leave; removed parts are never read
                 out_body = orjson.dumps(doc)
         except EnforceError as exc:
             await self._block(send, scope, policy, self._as_blocked(ad, exc.reason), decision_id, t0,
@@ -425,14 +425,14 @@ class ProxyApp:
             if (not body.strip() and resp.status == 204) or (not body and resp.status in (200, 204)):
                 return "allow", "ok", None, [], 0
             doc = parse_json(hdrs.get("content-type"), body)
-            check_depth(doc, self.config.max_json_depth)
             subjects: list[str] = []
             filtered = 0
             if ad.route.each is not None:
                 doc, subjects, filtered, why = await self._filter_items(ad, doc, scope, facts)
                 if why is not None:
                     return "block", why, None, [], 0
-            _, report = ad.rule.plan.apply(doc)
+            out, report = ad.rule.plan.apply(doc)
+            check_depth(out, self.config.max_json_depth)
         except EnforceError as exc:
             return "block", exc.reason, None, [], 0
         except (RecursionError, TypeError):

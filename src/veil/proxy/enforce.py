@@ -72,6 +72,10 @@ def parse_json(content_type: str | None, body: bytes) -> Any:
 def check_depth(doc: Any, limit: int, body: bytes | None = None) -> None:
     """Refuse documents nested deeper than `limit` (bounded recursion: never a RecursionError).
 
+    The proxy checks the enforced document, i.e. what would leave veil: fields the plan removes are
+    never walked (the parser itself refuses input nested deeper than 1024 levels, and the field plan
+    fails closed on recursion it cannot finish).
+
     With the raw `body`, the walk is skipped when it has no more than `limit` opening brackets at all
     (counting is C-speed; most profiles end here).
     """
