@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -22,38 +19,23 @@ from urllib.parse import parse_qs
 import orjson
 
 from veil import metrics
-from veil.audit.report import pseudonym
 from veil.consent import signals
 from veil.consent.store import ConsentState
 from veil.errors import ConsentUnavailable, VeilError
-from veil.policy.compile import CompiledPolicy, CompiledRule
+from veil.policy.compile import CompiledPolicy
 from veil.policy.decision import Admitted, Blocked, admit, consent_reason
+from veil.proxy.asgi import lifespan, request_body, send_response
 from veil.proxy.enforce import EnforceError, check_depth, decode_content, find_list, parse_json, subject_of
+from veil.proxy.headers import HOP_BY_HOP, OVERRIDE, VARY, forward_headers, response_headers
 from veil.proxy.normalize import PathInvalid, normalize_path
 from veil.proxy.problem import problem_body
+from veil.proxy.records import Recorder, count
 from veil.proxy.runtime import Runtime
 from veil.proxy.upstream import UpstreamError, UpstreamResponse
 
 log = logging.getLogger("veil.proxy")
 
 Scope = dict[str, Any]
-
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "proxy-connection",
-})
-OVERRIDE = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
-# Request headers never forwarded on enforced routes (a range or a validator would let the upstream
-# answer about bytes veil has not enforced).
-STRIP_ENFORCED = frozenset({"range", "if-range", "if-none-match", "if-modified-since", "if-match",
-                            "if-unmodified-since", "accept-encoding"})
-# Response headers that describe the unredacted body, or that veil sets itself.
-DROP_RESPONSE = frozenset({
-    "content-length", "content-encoding", "etag", "content-md5", "digest", "last-modified",
-    "accept-ranges", "content-range", "content-type", "vary", "cache-control", "repr-digest",
-    "content-digest", "server", "date",
-})
-VARY = b"Veil-Purpose, Veil-Key, Sec-GPC, Cookie"
 MAX_HEADER_BYTES = 32 * 1024
 
 
@@ -65,13 +47,12 @@ class ProxyApp:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.config = runtime.config
-        self._summaries: dict[tuple[Any, ...], _Summary] = {}
-        self._summaries_for: CompiledPolicy | None = None
+        self.rec = Recorder(runtime.pseudonym_ring)
         self._gpc_json = orjson.dumps({"gpc": True, "lastUpdate": _now().date().isoformat()})
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -123,7 +104,7 @@ class ProxyApp:
             await self._block(send, scope, policy, Blocked("path_invalid"), decision_id, t0, str(exc))
             return
         if path == "/.well-known/gpc.json" and method in ("GET", "HEAD") and policy.honors_gpc:
-            await _send(send, 200, [(b"content-type", b"application/json")], self._gpc_json,
+            await send_response(send, 200, [(b"content-type", b"application/json")], self._gpc_json,
                         head=method == "HEAD")
             return
         if override:
@@ -156,13 +137,13 @@ class ProxyApp:
         # 5. forward
         route = outcome.route if isinstance(outcome, Admitted) else policy.match(method, path)
         upstream_name = route[0].upstream if isinstance(route, tuple) else (route.upstream if route else None)
-        fwd_headers = self._forward_headers(scope, headers, enforced=not report_only)
+        fwd_headers = forward_headers(scope, headers, enforced=not report_only)
         fwd_method = "GET" if method == "HEAD" else method  # a HEAD answer would have no body to enforce
         qs = ("?" + query_string.decode("latin-1")) if query_string else ""
         t_up = time.perf_counter()
         try:
             resp = await self.rt.upstreams.request(
-                upstream_name, fwd_method, wire_path + qs, fwd_headers, _request_body(scope, receive, headers),
+                upstream_name, fwd_method, wire_path + qs, fwd_headers, request_body(scope, receive, headers),
                 self.config.max_body_bytes,
             )
         except UpstreamError as exc:
@@ -248,37 +229,6 @@ class ProxyApp:
         return decode(tc) if tc else None
 
     # ------------------------------------------------------------------ step 5 helpers
-    def _forward_headers(self, scope: Scope, headers: list[tuple[bytes, bytes]], *, enforced: bool
-                         ) -> list[tuple[str, str]]:
-        out: list[tuple[str, str]] = []
-        connection_listed: set[str] = set()
-        host = ""
-        for name, value in headers:
-            if name == b"connection":
-                connection_listed.update(t.strip().lower() for t in value.decode("latin-1").split(","))
-        for name, value in headers:
-            n = name.decode("latin-1")
-            if n in HOP_BY_HOP or n in connection_listed or n.startswith("veil-") or n in OVERRIDE:
-                continue
-            if n == "host":
-                host = value.decode("latin-1")
-                continue
-            if n == "content-length" and scope["method"] in ("GET", "HEAD"):
-                continue
-            if enforced and n in STRIP_ENFORCED:
-                continue
-            if n in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"):
-                continue
-            out.append((n, value.decode("latin-1")))
-        client = scope.get("client")
-        out.append(("x-forwarded-for", client[0] if client else "unknown"))
-        out.append(("x-forwarded-proto", scope.get("scheme", "http")))
-        if host:
-            out.append(("x-forwarded-host", host))
-        if enforced:
-            out.append(("accept-encoding", "identity"))
-        return out
-
     # ------------------------------------------------------------------ step 6
     async def _enforce(self, send: Any, scope: Scope, policy: CompiledPolicy, ad: Admitted,
                        resp: UpstreamResponse, decision_id: str, t0: float, up_time: float,
@@ -319,21 +269,21 @@ class ProxyApp:
                               detail="the document cannot be enforced (too deep or not JSON data)",
                               subject=subject)
             return
-        summary = self._summary(policy, rule, report)
+        summary = self.rec.summary(policy, rule, report)
         decision = "filter" if filtered else ("redact" if summary.changed else "allow")
-        out_headers = self._response_headers(resp.headers, policy, decision, decision_id)
+        out_headers = response_headers(resp.headers, policy, decision, decision_id)
         out_headers.append((b"content-type", b"application/json"))
         if report is not None and report.suppressed:
             out_headers.append((b"veil-suppressed", str(report.suppressed).encode()))
-        record = self._record(policy, ad, decision, "ok", decision_id, subject, subjects, summary, facts,
+        record = self.rec.decision(policy, ad, decision, "ok", decision_id, subject, subjects, summary, facts,
                               filtered=filtered)
         if not await self._audit(record):
             await self._block(send, scope, policy, self._as_blocked(ad, "audit_unavailable"), decision_id, t0,
                               log_it=False)
             return
-        self._count(ad.route.template, ad.purpose.name, decision, "ok", summary, filtered)
+        count(ad.route.template, ad.purpose.name, decision, "ok", summary, filtered)
         metrics.overhead(ad.route.template).observe(time.perf_counter() - t0 - up_time)
-        await _send(send, resp.status, out_headers, out_body, head=scope["method"] == "HEAD")
+        await send_response(send, resp.status, out_headers, out_body, head=scope["method"] == "HEAD")
 
     async def _filter_items(self, ad: Admitted, doc: Any, scope: Scope, facts: dict[str, str]
                             ) -> tuple[Any, list[str], int, str | None]:
@@ -393,24 +343,20 @@ class ProxyApp:
         ]
         if isinstance(outcome, Admitted):
             route = outcome.route.template
-            summary = self._summary(policy, outcome.rule, report)
-            record = self._record(policy, outcome, decision, reason, decision_id, subject, subjects, summary,
+            summary = self.rec.summary(policy, outcome.rule, report)
+            record = self.rec.decision(policy, outcome, decision, reason, decision_id, subject, subjects, summary,
                                   facts, filtered=filtered)
-            self._count(route, outcome.purpose.name, decision, reason, summary, filtered)
+            count(route, outcome.purpose.name, decision, reason, summary, filtered)
         else:
             route = outcome.route or "-"
-            record = {
-                "id": decision_id, "time": _now().isoformat(), "caller": outcome.caller,
-                "purpose": outcome.purpose, "route": outcome.route,
-                "subject": pseudonym(self.rt.pseudonym_ring, subject) if subject else None,
-                "decision": decision, "reason": reason, "consent": facts, "policy": policy.version,
-                "rules": [str(loc) for loc in outcome.locations],
-            }
+            record = self.rec.block(policy, decision_id, reason, outcome.route, outcome.purpose, outcome.caller,
+                                    subject, facts, [str(loc) for loc in outcome.locations])
+            record["decision"] = decision
             metrics.requests(route, outcome.purpose or "-", decision, reason).inc()
         record["mode"] = "report-only"
         await self._audit(record)  # report-only never blocks on the log
         metrics.overhead(route).observe(time.perf_counter() - t0 - up_time)
-        await _send(send, resp.status, headers, resp.body, head=scope["method"] == "HEAD")
+        await send_response(send, resp.status, headers, resp.body, head=scope["method"] == "HEAD")
 
     async def _would_enforce(self, ad: Admitted, resp: UpstreamResponse, scope: Scope, facts: dict[str, str]
                              ) -> tuple[str, str, Any, list[str], int]:
@@ -450,84 +396,15 @@ class ProxyApp:
             "status": status, "detail": f"the upstream answered {status}", "reason": "upstream_status",
             "decision_id": decision_id,
         })
-        headers = self._response_headers([], policy, "block", decision_id)
+        headers = response_headers([], policy, "block", decision_id)
         headers.append((b"content-type", b"application/problem+json"))
-        record = self._record(policy, ad, "block", "upstream_status", decision_id, subject, [],
-                              self._summary(policy, ad.rule, None), {})
+        record = self.rec.decision(policy, ad, "block", "upstream_status", decision_id, subject, [],
+                              self.rec.summary(policy, ad.rule, None), {})
         await self._audit(record)
         metrics.requests(ad.route.template, ad.purpose.name, "block", "upstream_status").inc()
-        await _send(send, status, headers, body, head=scope["method"] == "HEAD")
+        await send_response(send, status, headers, body, head=scope["method"] == "HEAD")
 
     # ------------------------------------------------------------------ step 7
-    def _response_headers(self, upstream: list[tuple[str, str]], policy: CompiledPolicy, decision: str,
-                          decision_id: str) -> list[tuple[bytes, bytes]]:
-        out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in upstream
-               if k.lower() not in DROP_RESPONSE and k.lower() not in HOP_BY_HOP
-               and not k.lower().startswith("veil-")]
-        out += [
-            (b"veil-decision", decision.encode()),
-            (b"veil-decision-id", decision_id.encode()),
-            (b"veil-policy", policy.version.encode()),
-            (b"vary", VARY),
-            (b"cache-control", b"private, no-store" if decision == "block" else b"private"),
-        ]
-        return out
-
-    def _summary(self, policy: CompiledPolicy, rule: CompiledRule, report: Any) -> _Summary:
-        """What a field report means for the log and the metrics; computed once per report shape
-        (responses of one upstream mostly share it), so the request path does dict lookups only."""
-        if report is None:
-            return _Summary(_EMPTY_SUMMARY.fields, [], [str(rule.loc)], (), False)
-        if self._summaries_for is not policy:  # a reload: start afresh (and keep ids from being reused)
-            self._summaries.clear()
-            self._summaries_for = policy
-        key = (id(rule), tuple(report.removed.items()), tuple(report.dropped.items()),
-               tuple(report.transformed.items()), report.suppressed)
-        hit = self._summaries.get(key)
-        if hit is not None:
-            return hit
-        fields = _fields(report)
-        ids = {rid for (_, rid) in report.dropped} | {rid for (_, rid) in report.transformed}
-        locations = [str(rule.loc), *sorted({str(rule.location_of(i)) for i in ids if i >= 0})]
-        counts: dict[tuple[str, str], int] = {}
-        for action, items in (("removed", report.removed.items()),
-                              ("dropped", ((t, n) for (t, _), n in report.dropped.items())),
-                              ("transformed", ((t, n) for (t, _), n in report.transformed.items()))):
-            for tpl, n in items:
-                k = (policy.category_of(tpl), action)
-                counts[k] = counts.get(k, 0) + n
-        if report.suppressed:
-            counts[("aggregate", "suppressed")] = report.suppressed
-        summary = _Summary(
-            fields=fields,
-            categories=sorted({c for c, _ in counts if c != "aggregate"}),
-            locations=locations,
-            increments=tuple((metrics.fields(c, a), n) for (c, a), n in counts.items()),
-            changed=bool(counts) or bool(report.type_errors),
-        )
-        if len(self._summaries) >= 4096:
-            self._summaries.clear()
-        self._summaries[key] = summary
-        return summary
-
-    def _record(self, policy: CompiledPolicy, ad: Admitted, decision: str, reason: str, decision_id: str,
-                subject: str | None, subjects: list[str], summary: _Summary, facts: dict[str, str],
-                filtered: int = 0) -> dict[str, Any]:
-        ring = self.rt.pseudonym_ring
-        rec: dict[str, Any] = {
-            "id": decision_id, "time": _now().isoformat(), "caller": ad.caller.name,
-            "purpose": ad.purpose.name, "basis": ad.purpose.basis, "route": ad.route.template,
-            "subject": pseudonym(ring, subject) if subject else None,
-            "decision": decision, "reason": reason, "fields": summary.fields, "categories": summary.categories,
-            "disclosed_categories": policy.disclosed_categories(ad.rule), "consent": facts,
-            "policy": policy.version, "rules": summary.locations,
-        }
-        if subjects:
-            rec["subjects"] = [pseudonym(ring, s) for s in subjects]
-        if filtered:
-            rec["filtered"] = filtered
-        return rec
-
     async def _audit(self, record: dict[str, Any]) -> bool:
         try:
             await self.rt.audit.append(record)
@@ -535,26 +412,14 @@ class ProxyApp:
         except VeilError:
             return False
 
-    def _count(self, route: str, purpose: str, decision: str, reason: str, summary: _Summary,
-               filtered: int) -> None:
-        metrics.requests(route, purpose, decision, reason).inc()
-        for child, n in summary.increments:
-            child.inc(n)
-        if filtered:
-            metrics.fields("record", "filtered").inc(filtered)
-
     async def _block(self, send: Any, scope: Scope, policy: CompiledPolicy | None, blocked: Blocked,
                      decision_id: str, t0: float, detail: str | None = None, *, subject: str | None = None,
                      consent: dict[str, str] | None = None, log_it: bool = True) -> None:
         route = blocked.route or "-"
         purpose = blocked.purpose or "-"
         if policy is not None and log_it:
-            rec = {
-                "id": decision_id, "time": _now().isoformat(), "caller": blocked.caller, "purpose": blocked.purpose,
-                "route": blocked.route, "subject": pseudonym(self.rt.pseudonym_ring, subject) if subject else None,
-                "decision": "block", "reason": blocked.reason, "consent": consent or {},
-                "policy": policy.version, "rules": [str(loc) for loc in blocked.locations],
-            }
+            rec = self.rec.block(policy, decision_id, blocked.reason, blocked.route, blocked.purpose,
+                                 blocked.caller, subject, consent, [str(loc) for loc in blocked.locations])
             await self._audit(rec)  # a block discloses nothing: it is sent even if the log is down
         metrics.requests(route, purpose, "block", blocked.reason).inc()
         metrics.overhead(route).observe(time.perf_counter() - t0)
@@ -574,75 +439,4 @@ class ProxyApp:
             headers.append((b"veil-policy", policy.version.encode()))
         if status == 401:
             headers.append((b"www-authenticate", b'Veil-Key realm="veil"'))
-        await _send(send, status, headers, body, head=head)
-
-
-_SAFE_TEMPLATE = re.compile(r"[A-Za-z0-9_\-\[\]*.]{1,200}")
-MAX_LOGGED_PATHS = 100
-
-
-def _safe_templates(templates: Any) -> list[str]:
-    """Field paths for the log. A key that an upstream built from data (an e-mail used as a map key)
-    is not a field name: such paths are logged as `<unnamed>`, never as the key itself."""
-    out = sorted({t if _SAFE_TEMPLATE.fullmatch(t) else "<unnamed>" for t in templates})
-    return out[:MAX_LOGGED_PATHS]
-
-
-@dataclass(frozen=True, slots=True)
-class _Summary:
-    fields: dict[str, list[str]]
-    categories: list[str]
-    locations: list[str]
-    increments: tuple[tuple[Any, int], ...]  # (metric child, amount)
-    changed: bool
-
-
-_EMPTY_SUMMARY = _Summary({"removed": [], "dropped": [], "transformed": []}, [], [], (), False)
-
-
-def _fields(report: Any) -> dict[str, list[str]]:
-    if report is None:
-        return {"removed": [], "dropped": [], "transformed": []}
-    return {
-        "removed": _safe_templates(report.removed),
-        "dropped": _safe_templates(t for t, _ in report.dropped),
-        "transformed": _safe_templates(t for t, _ in report.transformed),
-    }
-
-
-def _request_body(scope: Scope, receive: Any, headers: list[tuple[bytes, bytes]]
-                        ) -> AsyncIterator[bytes] | None:
-    if scope["method"] in ("GET", "HEAD"):
-        return None
-    if not any(n in (b"content-length", b"transfer-encoding") for n, _ in headers):
-        return None
-
-    async def body() -> AsyncIterator[bytes]:
-        more = True
-        while more:
-            msg = await receive()
-            if msg["type"] != "http.request":
-                return
-            chunk = msg.get("body", b"")
-            if chunk:
-                yield chunk
-            more = msg.get("more_body", False)
-
-    return body()
-
-
-async def _send(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, head: bool = False
-                ) -> None:
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
-
-
-async def _lifespan(receive: Any, send: Any) -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif msg["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+        await send_response(send, status, headers, body, head=head)
