@@ -176,3 +176,23 @@ async def test_empty_inputs(tmp_path: Path, hasher: SubjectHasher) -> None:
         assert await store.history("nobody") == []
     finally:
         await store.close()
+
+
+async def test_a_file_replaced_on_disk_is_reopened(tmp_path: Path) -> None:
+    """A restore by rename must not leave veil answering from the deleted file."""
+    from veil.keys import KeyRing
+
+    hasher = SubjectHasher(KeyRing.single(b"s" * 32))
+    live, restored = tmp_path / "consent.db", tmp_path / "restored.db"
+    other = SqliteConsentStore(restored, hasher)
+    await other.record([ConsentEvent("c-1", "ads", Action.GIVEN, datetime.now(UTC))])
+    await other.close()
+    store = SqliteConsentStore(live, hasher)
+    before = await store.current(["c-1"], ["ads"])
+    assert ("c-1", "ads") not in before or before[("c-1", "ads")].status is Status.MISSING
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(live) + suffix).unlink(missing_ok=True)
+    restored.rename(live)
+    got = await store.current(["c-1"], ["ads"])
+    assert got[("c-1", "ads")].status is Status.GIVEN
+    await store.close()

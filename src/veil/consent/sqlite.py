@@ -54,6 +54,7 @@ class SqliteConsentStore:
         self.hasher = hasher
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        self._ident: tuple[int, int] = (0, 0)  # (device, inode) of the file the connection has open
         self.rekeyed = 0  # older-key hashes re-keyed by lookups (all rows of each)
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="veil-sqlite")
 
@@ -75,7 +76,15 @@ class SqliteConsentStore:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None:
-            return self._conn
+            try:
+                st = os.stat(self.path)
+                same = (st.st_dev, st.st_ino) == self._ident
+            except OSError:
+                same = False
+            if same:
+                return self._conn
+            # The file was replaced (a restore by rename) or removed: answer from what is on disk now.
+            self._close_conn()
         secure_dir(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -92,6 +101,8 @@ class SqliteConsentStore:
         except BaseException:
             conn.close()
             raise
+        st = os.stat(self.path)
+        self._ident = (st.st_dev, st.st_ino)
         self._conn = conn
         return conn
 
