@@ -7,7 +7,6 @@ Timestamps are UTC. A naive datetime is taken as UTC (the importer and the CLI d
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -92,18 +91,6 @@ def file_key(path: Path) -> str:
 
 def distinct(values: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(values))
-
-
-def secure_dir(path: Path) -> None:
-    """Create a directory (and parents) owner-only; existing directories are left as they are."""
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        os.mkdir(d, 0o700)
-        os.chmod(d, 0o700)
 
 
 # -- key rotation ------------------------------------------------------------------------------------

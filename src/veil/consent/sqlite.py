@@ -33,12 +33,12 @@ from veil.consent._schema import (
     now_utc,
     pick_latest,
     plan_hashes,
-    secure_dir,
     state_of,
     to_us,
 )
 from veil.consent.store import Action, ConsentEvent, ConsentState, SubjectHasher
 from veil.errors import ConsentUnavailable
+from veil.keys import private_dir
 
 log = logging.getLogger("veil.consent")
 T = TypeVar("T")
@@ -85,7 +85,7 @@ class SqliteConsentStore:
                 return self._conn
             # The file was replaced (a restore by rename) or removed: answer from what is on disk now.
             self._close_conn()
-        secure_dir(self.path.parent)
+        private_dir(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             os.fchmod(fd, 0o600)
