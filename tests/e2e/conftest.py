@@ -154,6 +154,20 @@ def write_tokens(directory: Path) -> tuple[dict[str, str], dict[str, str]]:
     return tokens, refs
 
 
+def base_config(directory: Path, upstream_url: str, policy_dir: Path, token_refs: dict[str, str],
+                proxy_port: int, admin_port: int) -> dict[str, Any]:
+    """The veil.yaml every end-to-end veil starts from (keys and tokens as owner-only files)."""
+    return {
+        "listen": {"proxy": f"127.0.0.1:{proxy_port}", "admin": f"127.0.0.1:{admin_port}"},
+        "upstreams": {"demo": {"url": upstream_url, "read_timeout": 3.0, "connect_timeout": 1.0}},
+        "policy": {"paths": [str(policy_dir)]},
+        "consent": {"url": f"sqlite:///{directory / 'consent.db'}", "cache_ttl": 0.5},
+        "audit": {"path": str(directory / "audit" / "decisions.log"), "flush_ms": 1},
+        "keys": write_keys(directory),
+        "admin": {"tokens": token_refs},
+    }
+
+
 def start_veil(directory: Path, upstream_url: str, *, policy_src: Path = POLICIES,
                overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Veil:
     directory.mkdir(parents=True, exist_ok=True)
@@ -162,15 +176,7 @@ def start_veil(directory: Path, upstream_url: str, *, policy_src: Path = POLICIE
         shutil.copytree(policy_src, policy_dir, ignore=shutil.ignore_patterns("tests", "*.yaml", "*.md"))
     tokens, refs = write_tokens(directory)
     pport, aport = free_port(), free_port()
-    cfg: dict[str, Any] = {
-        "listen": {"proxy": f"127.0.0.1:{pport}", "admin": f"127.0.0.1:{aport}"},
-        "upstreams": {"demo": {"url": upstream_url, "read_timeout": 3.0, "connect_timeout": 1.0}},
-        "policy": {"paths": [str(policy_dir)]},
-        "consent": {"url": f"sqlite:///{directory / 'consent.db'}", "cache_ttl": 0.5},
-        "audit": {"path": str(directory / "audit" / "decisions.log"), "flush_ms": 1},
-        "keys": write_keys(directory),
-        "admin": {"tokens": refs},
-    }
+    cfg = base_config(directory, upstream_url, policy_dir, refs, pport, aport)
     for k, v in (overrides or {}).items():
         if isinstance(v, dict) and isinstance(cfg.get(k), dict):
             cfg[k] = {**cfg[k], **v}

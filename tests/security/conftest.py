@@ -22,6 +22,7 @@ from tests.conftest import free_port
 from tests.e2e.conftest import (  # noqa: F401  (fixtures re-exported for this directory)
     POLICIES,
     Upstream,
+    base_config,
     demo_upstream,
     spawn,
     stop,
@@ -115,16 +116,7 @@ def launch(directory: Path, upstream_url: str, *, overrides: dict[str, Any], ver
     policy_dir = copy_policies(directory / "policies", policy_extra)
     tokens, refs = write_tokens(directory)
     pport, aport = free_port(), free_port()
-    cfg: dict[str, Any] = {
-        "listen": {"proxy": f"127.0.0.1:{pport}", "admin": f"127.0.0.1:{aport}"},
-        "upstreams": {"demo": {"url": upstream_url, "read_timeout": 3.0, "connect_timeout": 1.0}},
-        "policy": {"paths": [str(policy_dir)]},
-        "consent": {"url": f"sqlite:///{directory / 'consent.db'}", "cache_ttl": 0.5},
-        "audit": {"path": str(directory / "audit" / "decisions.log"), "flush_ms": 1},
-        "keys": write_keys(directory),
-        "admin": {"tokens": refs},
-        **overrides,
-    }
+    cfg: dict[str, Any] = {**base_config(directory, upstream_url, policy_dir, refs, pport, aport), **overrides}
     config_path = directory / "veil.yaml"
     config_path.write_text(yaml.safe_dump(cfg))
     proc = spawn([sys.executable, "-m", "veil", "serve", "--config", str(config_path)],
