@@ -116,7 +116,7 @@ class CompiledPolicy:
     _dynamic: dict[tuple[str, int], list[CompiledRoute]] = field(default_factory=dict)
     _category_cache: dict[str, str] = field(default_factory=dict)
     _disclosed: dict[int, list[str]] = field(default_factory=dict)
-    _key_cache: dict[str, str] = field(default_factory=dict)  # key → digest, for keys that authenticated
+    _key_cache: dict[str, CompiledCaller] = field(default_factory=dict)  # keys that authenticated
     warnings: list[Diagnostic] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
     modules: list[ast.Module] = field(default_factory=list)
@@ -136,6 +136,9 @@ class CompiledPolicy:
 
     def match(self, method: str, path: str) -> tuple[CompiledRoute, dict[str, str]] | None:
         """Route for a normalized path ('/a/b', no trailing slash); HEAD falls back to GET."""
+        r = self._static.get((method, path))
+        if r is not None:
+            return r, {}
         found = self._match(method, path)
         if found is None and method == "HEAD":
             found = self._match("GET", path)
@@ -162,15 +165,16 @@ class CompiledPolicy:
         return None
 
     def authenticate(self, key: str) -> CompiledCaller | None:
-        digest = self._key_cache.get(key)
-        if digest is None:
-            digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        hit = self._key_cache.get(key)
+        if hit is not None:
+            return hit
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
         caller = self.key_index.get(digest)
         if caller is None:
             hmac.compare_digest(digest, digest)  # same work either way
             return None
         if len(self._key_cache) < 1024:  # only keys that authenticated: a flood of bad keys cannot fill it
-            self._key_cache[key] = digest
+            self._key_cache[key] = caller
         return caller
 
     def disclosed_categories(self, rule: CompiledRule) -> list[str]:

@@ -74,7 +74,7 @@ class Blocked:
         return REASONS[self.reason][0]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a setattr call per field
 class Admitted:
     route: CompiledRoute
     params: dict[str, str]
@@ -149,7 +149,7 @@ def consent_reason(
     if gpc and (purpose.gpc_honor or rule.respect_gpc):
         return "gpc_opt_out"
     reads_tcf = "tcf" in purpose.sources and purpose.needs_consent
-    if (reads_tcf and purpose.consent_key is None) or (reads_tcf and "store" not in purpose.sources):
+    if reads_tcf and (purpose.consent_key is None or "store" not in purpose.sources):
         why = _tcf_reason(purpose, tcf, vendor)
         if why is not None:
             return why
