@@ -226,20 +226,7 @@ class Builder:
     def _visit(self, st: State, t: Tmpl, stack: frozenset[State]) -> Fn:
         """One closure per node: the object handler itself when objects may survive (one call per
         node on the hot path); `nondict` handles arrays, covered scalars and removal."""
-        self.count += 1
-        arr = self._arr(st, t, stack) if st.arr_ok else None
-        covered = st.covered
-        rkey = ("r", t)
-
-        def nondict(v: Any, ev: dict[Any, Any]) -> Any:
-            if isinstance(v, list):
-                if arr is not None:
-                    return arr(v, ev)
-            elif covered and not isinstance(v, dict):
-                return v
-            ev[rkey] = ev.get(rkey, 0) + 1
-            return GONE
-
+        nondict = self.nondict(st, t, stack)
         if not st.obj_ok:
             return nondict
         if _filters(st):
