@@ -70,7 +70,7 @@ class Config:
     consent_cache_ttl: float = 2.0
     consent_cache_size: int = 100_000
     audit_path: str = "veil-data/audit/decisions.log"
-    audit_flush_ms: float = 2.0
+    audit_flush_ms: float = 0.0  # extra wait to gather a batch; 0 = pure group commit
     audit_checkpoint_every: int = 1000
     audit_fsync: bool = True  # fdatasync each batch before its responses are released
     keys: dict[str, KeySpec] = field(default_factory=dict)
@@ -290,7 +290,7 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
         consent_cache_ttl=r.num(consent.get("cache_ttl", 2.0), "consent.cache_ttl"),
         consent_cache_size=r.int_(consent.get("cache_size", 100_000), "consent.cache_size"),
         audit_path=audit_path,
-        audit_flush_ms=r.num(audit.get("flush_ms", 2.0), "audit.flush_ms", lo=-1e-9),
+        audit_flush_ms=r.num(audit.get("flush_ms", 0.0), "audit.flush_ms", lo=-1e-9),
         audit_checkpoint_every=r.int_(audit.get("checkpoint_every", 1000), "audit.checkpoint_every"),
         audit_fsync=audit_fsync,
         keys=keys,

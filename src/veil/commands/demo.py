@@ -59,7 +59,7 @@ def prepare(directory: Path, host: str, port: int, admin_port: int, upstream_por
         "upstreams": {"demo": {"url": f"http://127.0.0.1:{upstream_port}"}},
         "policy": {"paths": [str(policies_dir())], "watch": True},
         "consent": {"url": "sqlite:///consent.db", "cache_ttl": 1.0},
-        "audit": {"path": "audit/decisions.log", "flush_ms": 1},
+        "audit": {"path": "audit/decisions.log"},
         "keys": {k: refs[k] for k in ("store", "audit", "pseudonym", "hash")},
         "admin": {"tokens": {t: refs[f"token-{t}"] for t in TOKENS}},
         "environment": "demo",
