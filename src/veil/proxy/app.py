@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -22,14 +23,14 @@ from veil import metrics
 from veil.consent import signals
 from veil.consent.store import ConsentState
 from veil.errors import ConsentUnavailable, VeilError
-from veil.policy.compile import CompiledPolicy
+from veil.policy.compile import CompiledPolicy, CompiledRoute
 from veil.policy.decision import Admitted, Blocked, admit, consent_reason
 from veil.proxy.asgi import lifespan, request_body, send_response
 from veil.proxy.enforce import EnforceError, check_depth, decode_content, find_list, parse_json, subject_of
 from veil.proxy.headers import HOP_BY_HOP, OVERRIDE, VARY, forward_headers, response_headers
 from veil.proxy.normalize import PathInvalid, normalize_path
 from veil.proxy.problem import problem_body
-from veil.proxy.records import Recorder, count
+from veil.proxy.records import Recorder, Summary, count
 from veil.proxy.runtime import Runtime
 from veil.proxy.upstream import UpstreamError, UpstreamResponse
 
@@ -37,10 +38,31 @@ log = logging.getLogger("veil.proxy")
 
 Scope = dict[str, Any]
 MAX_HEADER_BYTES = 32 * 1024
+_OVERRIDE_BYTES = frozenset(h.encode() for h in OVERRIDE)
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+_NOT_ENFORCEABLE = "the document cannot be enforced (too deep or not JSON data)"
+
+
+@dataclass(slots=True)
+class _Evaluation:
+    """The policy applied to one upstream response: reason "ok" with the enforced document (or none),
+    or the reason veil refuses it."""
+
+    reason: str
+    doc: Any = None
+    has_body: bool = False
+    report: Any = None
+    subjects: list[str] = field(default_factory=list)
+    filtered: int = 0
+    detail: str | None = None
+
+    def decision(self, summary: Summary) -> str:
+        return "filter" if self.filtered else ("redact" if summary.changed else "allow")
 
 
 class ProxyApp:
@@ -94,7 +116,7 @@ class ProxyApp:
                 purposes.append(value.decode("latin-1"))
             elif name == b"sec-gpc":
                 gpc_values.append(value.decode("latin-1"))
-            elif name.decode("latin-1") in OVERRIDE:
+            elif name in _OVERRIDE_BYTES:
                 override = True
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         raw_path = raw_path.split(b"?", 1)[0]
@@ -112,7 +134,8 @@ class ProxyApp:
             return
         cert = (scope.get("extensions") or {}).get("tls", {}).get("client_cert_name")  # proxy/tlsinfo.py
         outcome = admit(policy, method, path, keys, purposes, cert_subject=cert)
-        report_only = self._report_only(policy, outcome, method, path)
+        route = outcome.route if isinstance(outcome, Admitted) else self._route_of(policy, outcome, method, path)
+        report_only = ((route.mode if route else None) or self.config.mode) == "report-only"
         if isinstance(outcome, Blocked):
             if outcome.reason == "unknown_caller":
                 self.rt.limiter.failed(addr)
@@ -135,8 +158,7 @@ class ProxyApp:
                     return
                 outcome = blocked
         # 5. forward
-        route = outcome.route if isinstance(outcome, Admitted) else policy.match(method, path)
-        upstream_name = route[0].upstream if isinstance(route, tuple) else (route.upstream if route else None)
+        upstream_name = route.upstream if route else None
         fwd_headers = forward_headers(scope, headers, enforced=not report_only)
         fwd_method = "GET" if method == "HEAD" else method  # a HEAD answer would have no body to enforce
         qs = ("?" + query_string.decode("latin-1")) if query_string else ""
@@ -161,15 +183,12 @@ class ProxyApp:
         assert isinstance(outcome, Admitted)
         await self._enforce(send, scope, policy, outcome, resp, decision_id, t0, up_time, subject, consent_facts)
 
-    def _report_only(self, policy: CompiledPolicy, outcome: Admitted | Blocked, method: str, path: str) -> bool:
-        """Global mode, unless the matched route sets its own (also when the request was blocked
-        before admission: a route being rolled out in report-only passes unknown callers through too)."""
-        if isinstance(outcome, Admitted):
-            route_mode = outcome.route.mode
-        else:
-            found = policy.match(method, path) if outcome.route else None
-            route_mode = found[0].mode if found else None
-        return (route_mode or self.config.mode) == "report-only"
+    @staticmethod
+    def _route_of(policy: CompiledPolicy, blocked: Blocked, method: str, path: str) -> CompiledRoute | None:
+        """The route of a request blocked before admission (for its mode and upstream), if it has one.
+        A route's own mode applies to such requests too: a route rolled out in report-only passes them."""
+        found = policy.match(method, path) if blocked.route else None
+        return found[0] if found else None
 
     @staticmethod
     def _as_blocked(outcome: Admitted | Blocked, reason: str) -> Blocked:
@@ -228,60 +247,64 @@ class ProxyApp:
                                       cookie_name=self.config.tcf_cookie)
         return decode(tc) if tc else None
 
-    # ------------------------------------------------------------------ step 5 helpers
     # ------------------------------------------------------------------ step 6
-    async def _enforce(self, send: Any, scope: Scope, policy: CompiledPolicy, ad: Admitted,
-                       resp: UpstreamResponse, decision_id: str, t0: float, up_time: float,
-                       subject: str | None, facts: dict[str, str]) -> None:
-        rule = ad.rule
+    async def _evaluate(self, ad: Admitted, resp: UpstreamResponse, scope: Scope, facts: dict[str, str]
+                        ) -> _Evaluation:
+        """What the policy makes of this upstream response (enforce and report-only alike)."""
         if 300 <= resp.status < 400:
-            await self._block(send, scope, policy, self._as_blocked(ad, "upstream_redirect"), decision_id, t0,
-                              subject=subject)
-            return
-        hdrs = {k.lower(): v for k, v in resp.headers}
+            return _Evaluation("upstream_redirect")
         if resp.status >= 400:
-            await self._upstream_status(send, scope, policy, ad, resp.status, decision_id, t0, subject)
-            return
-        subjects: list[str] = []
-        filtered = 0
+            return _Evaluation("upstream_status")
+        hdrs = {k.lower(): v for k, v in resp.headers}
+        ev = _Evaluation("ok")
         try:
             body = decode_content(resp.body, hdrs.get("content-encoding"), self.config.max_body_bytes)
             if (not body.strip() and resp.status == 204) or (not body and resp.status in (200, 204)):
-                out_body = b""
-                report = None
-            else:
-                doc = parse_json(hdrs.get("content-type"), body)
-                if ad.route.each is not None:
-                    doc, subjects, filtered, why = await self._filter_items(ad, doc, scope, facts)
-                    if why is not None:
-                        await self._block(send, scope, policy, self._as_blocked(ad, why), decision_id, t0,
-                                          subject=subject)
-                        return
-                doc, report = rule.plan.apply(doc)
-                check_depth(doc, self.config.max_json_depth)  # what would leave; removed parts are never read
-                out_body = orjson.dumps(doc)
+                return ev
+            doc = parse_json(hdrs.get("content-type"), body)
+            if ad.route.each is not None:
+                doc, ev.subjects, ev.filtered, why = await self._filter_items(ad, doc, scope, facts)
+                if why is not None:
+                    return _Evaluation(why)
+            ev.doc, ev.report = ad.rule.plan.apply(doc)
+            check_depth(ev.doc, self.config.max_json_depth)  # what would leave; removed parts are never read
+            ev.has_body = True
         except EnforceError as exc:
-            await self._block(send, scope, policy, self._as_blocked(ad, exc.reason), decision_id, t0,
-                              detail=exc.detail, subject=subject)
+            return _Evaluation(exc.reason, detail=exc.detail)
+        except (RecursionError, TypeError, VeilError):
+            return _Evaluation("body_invalid", detail=_NOT_ENFORCEABLE)
+        return ev
+
+    async def _enforce(self, send: Any, scope: Scope, policy: CompiledPolicy, ad: Admitted,
+                       resp: UpstreamResponse, decision_id: str, t0: float, up_time: float,
+                       subject: str | None, facts: dict[str, str]) -> None:
+        ev = await self._evaluate(ad, resp, scope, facts)
+        if ev.reason == "upstream_status":
+            await self._upstream_status(send, scope, policy, ad, resp.status, decision_id, t0, subject)
             return
-        except (RecursionError, orjson.JSONEncodeError, TypeError, VeilError):
-            await self._block(send, scope, policy, self._as_blocked(ad, "body_invalid"), decision_id, t0,
-                              detail="the document cannot be enforced (too deep or not JSON data)",
-                              subject=subject)
+        reason, out_body = ev.reason, b""
+        if reason == "ok" and ev.has_body:
+            try:
+                out_body = orjson.dumps(ev.doc)
+            except (orjson.JSONEncodeError, TypeError):
+                reason, ev.detail = "body_invalid", _NOT_ENFORCEABLE
+        if reason != "ok":
+            await self._block(send, scope, policy, self._as_blocked(ad, reason), decision_id, t0,
+                              detail=ev.detail, subject=subject)
             return
-        summary = self.rec.summary(policy, rule, report)
-        decision = "filter" if filtered else ("redact" if summary.changed else "allow")
+        summary = self.rec.summary(policy, ad.rule, ev.report)
+        decision = ev.decision(summary)
         out_headers = response_headers(resp.headers, policy, decision, decision_id)
         out_headers.append((b"content-type", b"application/json"))
-        if report is not None and report.suppressed:
-            out_headers.append((b"veil-suppressed", str(report.suppressed).encode()))
-        record = self.rec.decision(policy, ad, decision, "ok", decision_id, subject, subjects, summary, facts,
-                              filtered=filtered)
+        if ev.report is not None and ev.report.suppressed:
+            out_headers.append((b"veil-suppressed", str(ev.report.suppressed).encode()))
+        record = self.rec.decision(policy, ad, decision, "ok", decision_id, subject, ev.subjects, summary, facts,
+                                   filtered=ev.filtered)
         if not await self._audit(record):
             await self._block(send, scope, policy, self._as_blocked(ad, "audit_unavailable"), decision_id, t0,
                               log_it=False)
             return
-        count(ad.route.template, ad.purpose.name, decision, "ok", summary, filtered)
+        count(ad.route.template, ad.purpose.name, decision, "ok", summary, ev.filtered)
         metrics.overhead(ad.route.template).observe(time.perf_counter() - t0 - up_time)
         await send_response(send, resp.status, out_headers, out_body, head=scope["method"] == "HEAD")
 
@@ -327,13 +350,14 @@ class ProxyApp:
                                     t0: float, up_time: float, subject: str | None, facts: dict[str, str]
                                     ) -> None:
         """Decide, record and count as in enforce mode, but pass the upstream response through unchanged."""
-        decision, reason = ("block", outcome.reason) if isinstance(outcome, Blocked) else ("allow", "ok")
-        report = None
-        subjects: list[str] = []
-        filtered = 0
+        reason = outcome.reason if isinstance(outcome, Blocked) else "ok"
+        decision = "block"
         if isinstance(outcome, Admitted):
-            decision, reason, report, subjects, filtered = await self._would_enforce(outcome, resp, scope,
-                                                                                    facts)
+            ev = await self._evaluate(outcome, resp, scope, facts)
+            reason = ev.reason
+            summary = self.rec.summary(policy, outcome.rule, ev.report)
+            if reason == "ok":
+                decision = ev.decision(summary)
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers
                    if k.lower() not in HOP_BY_HOP and k.lower() not in ("content-length", "server", "date")]
         headers += [
@@ -343,50 +367,18 @@ class ProxyApp:
         ]
         if isinstance(outcome, Admitted):
             route = outcome.route.template
-            summary = self.rec.summary(policy, outcome.rule, report)
-            record = self.rec.decision(policy, outcome, decision, reason, decision_id, subject, subjects, summary,
-                                  facts, filtered=filtered)
-            count(route, outcome.purpose.name, decision, reason, summary, filtered)
+            record = self.rec.decision(policy, outcome, decision, reason, decision_id, subject, ev.subjects,
+                                       summary, facts, filtered=ev.filtered)
+            count(route, outcome.purpose.name, decision, reason, summary, ev.filtered)
         else:
             route = outcome.route or "-"
             record = self.rec.block(policy, decision_id, reason, outcome.route, outcome.purpose, outcome.caller,
                                     subject, facts, [str(loc) for loc in outcome.locations])
-            record["decision"] = decision
             metrics.requests(route, outcome.purpose or "-", decision, reason).inc()
         record["mode"] = "report-only"
         await self._audit(record)  # report-only never blocks on the log
         metrics.overhead(route).observe(time.perf_counter() - t0 - up_time)
         await send_response(send, resp.status, headers, resp.body, head=scope["method"] == "HEAD")
-
-    async def _would_enforce(self, ad: Admitted, resp: UpstreamResponse, scope: Scope, facts: dict[str, str]
-                             ) -> tuple[str, str, Any, list[str], int]:
-        """What `_enforce` would decide for this response: (decision, reason, report, subjects, filtered)."""
-        if 300 <= resp.status < 400:
-            return "block", "upstream_redirect", None, [], 0
-        if resp.status >= 400:
-            return "block", "upstream_status", None, [], 0
-        hdrs = {k.lower(): v for k, v in resp.headers}
-        try:
-            body = decode_content(resp.body, hdrs.get("content-encoding"), self.config.max_body_bytes)
-            if (not body.strip() and resp.status == 204) or (not body and resp.status in (200, 204)):
-                return "allow", "ok", None, [], 0
-            doc = parse_json(hdrs.get("content-type"), body)
-            subjects: list[str] = []
-            filtered = 0
-            if ad.route.each is not None:
-                doc, subjects, filtered, why = await self._filter_items(ad, doc, scope, facts)
-                if why is not None:
-                    return "block", why, None, [], 0
-            out, report = ad.rule.plan.apply(doc)
-            check_depth(out, self.config.max_json_depth)
-        except EnforceError as exc:
-            return "block", exc.reason, None, [], 0
-        except (RecursionError, TypeError):
-            return "block", "body_invalid", None, [], 0
-        changed = bool(report.removed or report.dropped or report.transformed or report.type_errors
-                       or report.suppressed)
-        decision = "filter" if filtered else ("redact" if changed else "allow")
-        return decision, "ok", report, subjects, filtered
 
     async def _upstream_status(self, send: Any, scope: Scope, policy: CompiledPolicy, ad: Admitted, status: int,
                                decision_id: str, t0: float, subject: str | None) -> None:
