@@ -7,6 +7,7 @@ written to the decision log (who, what, when; the subject as a pseudonym only).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from datetime import UTC, datetime
@@ -101,8 +102,9 @@ def build_admin_app(rt: Runtime) -> Starlette:
     async def metrics_endpoint(request: Request) -> Response:
         if (denied := authorize(request, "read")) is not None:
             return denied
-        if isinstance(rt.store, object) and hasattr(rt.store, "flush_metrics"):
-            rt.store.flush_metrics()
+        flush = getattr(rt.store, "flush_metrics", None)  # the cache batches its hit/miss counts
+        if flush is not None:
+            flush()
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def consent_get(request: Request) -> Response:
@@ -160,7 +162,9 @@ def build_admin_app(rt: Runtime) -> Starlette:
 
         audit_dir = Path(rt.config.audit_path).parent
         try:
-            rep = report([audit_dir], rt.audit._ring, pseudonyms(rt.pseudonym_ring, subject), require_head=False)
+            # reading and verifying the log is file work: off the event loop that serves the proxy
+            rep = await asyncio.to_thread(report, [audit_dir], rt.audit_ring, pseudonyms(rt.pseudonym_ring, subject),
+                                          require_head=False)
         except VeilError as exc:
             return _problem(500, exc.code, "the decision log cannot be read")
         await admin_audit(request, "audit.report", "audit", subject)

@@ -65,6 +65,7 @@ class Runtime:
     audit: AuditLog = field(init=False)
     upstreams: UpstreamPool = field(init=False)
     pseudonym_ring: KeyRing = field(init=False)
+    audit_ring: KeyRing = field(init=False)
     limiter: AuthLimiter = field(init=False)
     store_ok: bool = True
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -72,13 +73,14 @@ class Runtime:
     def __post_init__(self) -> None:
         c = self.config
         self.pseudonym_ring = _ring(c, "pseudonym")
+        self.audit_ring = _ring(c, "audit")
         hash_key = _ring(c, "hash").current  # ephemeral when not configured: never the public dev key
         self.policy = PolicyHolder(c.policy_paths, hash_key=hash_key)
         self.policy.load_initial()
         self.limiter = AuthLimiter(c.auth_fail_limit)
         self.upstreams = UpstreamPool(c.upstreams)
         self.audit = AuditLog(
-            c.audit_path, _ring(c, "audit"), chain_id=self.chain_id,
+            c.audit_path, self.audit_ring, chain_id=self.chain_id,
             flush_interval=c.audit_flush_ms, checkpoint_every=c.audit_checkpoint_every, fsync=c.audit_fsync,
         )
 
