@@ -9,12 +9,11 @@ code 1. Directories stand for every *.veil file below them. Imports are not foll
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from veil.atomic import write_text_atomically
 from veil.errors import Diagnostics, VeilError
 from veil.policy.fmt import format_text
 
@@ -42,18 +41,7 @@ def _files(paths: list[str]) -> list[Path]:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    mode = path.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, text, mode=path.stat().st_mode & 0o7777)  # keep the file's mode
 
 
 def run(args: argparse.Namespace) -> int:

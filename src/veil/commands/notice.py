@@ -9,12 +9,11 @@ Exit 0 when written, 1 when the policy is invalid (its diagnostics go to stderr)
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from veil.atomic import write_text_atomically
 from veil.errors import Diagnostics, VeilError
 
 NOTICE_FORMATS = ("md", "html", "json")
@@ -66,14 +65,6 @@ def run(args: argparse.Namespace) -> int:
 def _write(path: Path, text: str) -> None:
     """Atomic: a reader never sees half a notice."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-            os.chmod(tmp, 0o644)  # a notice is meant to be read
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_text_atomically(path, text, mode=0o644)  # a notice is meant to be read
     except OSError as exc:
         raise VeilError(f"cannot write {path}: {exc.strerror}", code="output_unwritable") from exc
