@@ -172,11 +172,10 @@ def _upstreams(c: Config) -> Iterator[Finding]:
 
 def _policy(c: Config) -> Iterator[Finding]:
     from veil.policy.load import load_policy
-    from veil.proxy.policyholder import policy_files
 
     paths = list(c.policy_paths)
     try:
-        policy = load_policy(policy_files(paths) or paths)
+        policy = load_policy(paths)
     except Diagnostics as exc:
         yield Finding("policy_invalid", "policy.paths", f"veil will not start: {exc.summary()}",
                       f"run `veil check {' '.join(paths)}`")

@@ -16,7 +16,8 @@ from veil.policy.build import build_module
 from veil.policy.syntax import parse_text
 
 
-def _expand(paths: Iterable[str | Path]) -> list[Path]:
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """The files of a policy set as given: files as they are, a directory's `*.veil` files."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -33,7 +34,7 @@ def load_sources(paths: Iterable[str | Path]) -> tuple[list[ast.Module], dict[st
     modules: list[ast.Module] = []
     sources: dict[str, str] = {}
     diags: list[Diagnostic] = []
-    queue: list[tuple[Path, Location | None]] = [(p, None) for p in _expand(paths)]
+    queue: list[tuple[Path, Location | None]] = [(p, None) for p in expand_paths(paths)]
     seen: set[Path] = set()
     while queue:
         path, origin = queue.pop(0)
@@ -67,7 +68,7 @@ def load_sources(paths: Iterable[str | Path]) -> tuple[list[ast.Module], dict[st
                     hint="import paths are relative to the importing file",
                 ))
                 continue
-            queue.extend((p, imp.loc) for p in _expand([target]))
+            queue.extend((p, imp.loc) for p in expand_paths([target]))
     if not modules and not diags:
         diags.append(Diagnostic("policy_empty", "no .veil files found in " + ", ".join(map(str, paths))))
     return modules, sources, diags

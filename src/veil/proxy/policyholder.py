@@ -20,30 +20,13 @@ from veil import metrics
 from veil.errors import Diagnostics
 from veil.policy import load_policy
 from veil.policy.compile import CompiledPolicy
+from veil.policy.load import expand_paths
 
 log = logging.getLogger("veil.policy")
 
 
-def policy_files(paths: Sequence[str]) -> list[str]:
-    """The files of the policy set: a directory's `*.veil` files (recursively, sorted), skipping
-    hidden entries. A Kubernetes ConfigMap mount keeps versioned copies in `..2026_…` directories
-    beside the `..data` symlink that the visible files point through; reading those copies too
-    would load every file twice, or two versions at once in the middle of an update."""
-    out: list[str] = []
-    for p in paths:
-        root = Path(p)
-        if not root.is_dir():
-            out.append(p)
-            continue
-        for f in sorted(root.glob("*.veil")):
-            if not any(part.startswith(".") for part in f.relative_to(root).parts) and f.is_file():
-                out.append(str(f))
-    return out
-
-
 def _load(paths: Sequence[str], hash_key: bytes | None) -> CompiledPolicy:
-    files = policy_files(paths)
-    return load_policy(files or paths, hash_key=hash_key)  # no files: load_policy names the empty dirs
+    return load_policy(paths, hash_key=hash_key)
 
 
 def _signature(paths: Sequence[str]) -> tuple[tuple[str, int, int, int], ...]:
@@ -51,7 +34,7 @@ def _signature(paths: Sequence[str]) -> tuple[tuple[str, int, int, int], ...]:
     for p in paths:
         if Path(p).is_dir():
             out.append((os.path.realpath(p), 0, 0, 0))
-    for name in policy_files(paths):
+    for name in map(str, expand_paths(paths)):
         try:
             st = os.stat(name)
             out.append((os.path.realpath(name), st.st_ino, st.st_size, st.st_mtime_ns))
