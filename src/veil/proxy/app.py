@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -39,6 +41,15 @@ log = logging.getLogger("veil.proxy")
 Scope = dict[str, Any]
 MAX_HEADER_BYTES = 32 * 1024
 _OVERRIDE_BYTES = frozenset(h.encode() for h in OVERRIDE)
+
+
+def where(exc: BaseException) -> str:
+    """`TypeName at file:line in function` for the innermost frame: no exception message."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    f = frames[-1]
+    return f"{type(exc).__name__} at {Path(f.filename).name}:{f.lineno} in {f.name}"
 
 
 def _now() -> datetime:
@@ -83,8 +94,9 @@ class ProxyApp:
         policy = self.rt.policy.current
         try:
             await self._handle(scope, receive, send, policy, decision_id, t0)
-        except Exception:  # the last line of defence: never a stack trace, never data
-            log.exception("internal error (decision %s)", decision_id)
+        except Exception as exc:  # the last line of defence: never a stack trace, never data
+            # An exception's message may quote a value from the request or the body: log where, not what.
+            log.error("internal error (decision %s): %s", decision_id, where(exc))
             await self._problem(send, "internal_error", decision_id, policy)
 
     # ------------------------------------------------------------------ the flow
