@@ -96,6 +96,7 @@ build_info.labels(__version__, platform.python_version()).set(1)
 
 def exposition() -> bytes:
     """The text exposition for /metrics (aggregated across workers in multiprocess mode)."""
+    tally.flush()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
@@ -136,3 +137,41 @@ requests = Children(requests_total)
 fields = Children(fields_total)
 overhead = Children(overhead_seconds)
 upstream_seconds = Children(upstream_latency)
+
+
+class Tally:
+    """Counter increments from the request path, summed in plain dicts and added to the Prometheus
+    counters in one go by `flush`: every FLUSH_INTERVAL (a runtime task), before every /metrics
+    exposition of this process, and at shutdown. A locked `inc` costs about 1 µs per labelled child
+    and a request makes about ten; a dict update costs a tenth of that. Event loop thread only.
+
+    Other workers' counts reach a multiprocess scrape at their next flush: at most FLUSH_INTERVAL late.
+    """
+
+    FLUSH_INTERVAL = 0.5
+
+    def __init__(self) -> None:
+        self._one: dict[Counter, float] = {}
+        self._many: dict[tuple[tuple[Counter, int], ...], int] = {}
+
+    def inc(self, child: Counter, amount: float = 1) -> None:
+        one = self._one
+        one[child] = one.get(child, 0) + amount
+
+    def inc_all(self, increments: tuple[tuple[Counter, int], ...]) -> None:
+        """Several (child, amount) increments that always occur together (a cached field summary)."""
+        if increments:
+            many = self._many
+            many[increments] = many.get(increments, 0) + 1
+
+    def flush(self) -> None:
+        one, many = self._one, self._many
+        self._one, self._many = {}, {}
+        for child, amount in one.items():
+            child.inc(amount)
+        for increments, times in many.items():
+            for child, n in increments:
+                child.inc(n * times)
+
+
+tally = Tally()

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import KEYS, Upstream, Veil, start_veil
+from veil import metrics
 
 REQUESTS = 200
 
@@ -47,6 +48,8 @@ def test_two_workers_share_ports_metrics_and_verify(workers_veil: Veil) -> None:
         for i in range(REQUESTS):
             r = c.get(f"{v.url}/customers/c-{i % 1000:06d}", headers=headers)
             statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+        # each worker adds its counts to the shared files at most Tally.FLUSH_INTERVAL after a request
+        time.sleep(metrics.Tally.FLUSH_INTERVAL + 0.5)
         scrapes = [c.get(f"{v.admin}/metrics", headers={"Connection": "close"}).text for _ in range(4)]
     assert statuses == {200: REQUESTS}
     assert [requests_total(s) for s in scrapes] == [REQUESTS] * 4  # whichever worker answers

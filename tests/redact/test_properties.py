@@ -183,3 +183,31 @@ def test_apply_is_repeatable_with_one_plan(doc: Any, rules: list[FieldRule]) -> 
     plan = compile_plan(rules)
     first = plan.apply(copy.deepcopy(doc))
     assert plan.apply(copy.deepcopy(doc)) == first
+
+
+@st.composite
+def category_rule_sets(draw: st.DrawFn) -> list[FieldRule]:
+    """Keeps, transforms and `drop **.name` (a category dropped anywhere): kept subtrees are scrubbed."""
+    out = [FieldRule(draw(paths), Action.KEEP, rule_id=i) for i in range(draw(st.integers(1, 3)))]
+    if draw(st.booleans()):
+        out.append(FieldRule(draw(paths), Action.TRANSFORM, tr.mask(), rule_id=len(out)))
+    for name in draw(st.lists(st.sampled_from(KEYS), min_size=1, max_size=2, unique=True)):
+        out.append(FieldRule((Deep(), Key(name)), Action.DROP, rule_id=len(out)))
+    return out
+
+
+@SETTINGS
+@given(documents, category_rule_sets())
+def test_dropped_categories_are_scrubbed_from_kept_subtrees(doc: Any, rules: list[FieldRule]) -> None:
+    plan = compile_plan(rules)
+    want = expected_from_explain(plan, doc)
+    dropped: dict[tuple[str, int], int] = {}
+    fates = plan.explain(doc)
+    fate_at = {f.path: f.fate for f in fates}
+    for f in fates:  # a dropped node counts once, not its contents
+        if f.fate == "dropped" and fate_at.get(f.path[:-1]) != "dropped":
+            dropped[(f.template, f.rule_id)] = dropped.get((f.template, f.rule_id), 0) + 1
+    for _ in range(2):  # the second apply reads the plan's shared report for this shape
+        got, report = plan.apply(copy.deepcopy(doc))
+        assert got == want
+        assert report.dropped == dropped

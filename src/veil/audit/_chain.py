@@ -14,8 +14,6 @@ canonical = orjson with sorted keys; `prev` is the previous record's mac ("" for
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import re
 from collections.abc import Mapping
@@ -24,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from veil.keys import hmac_sha256
 
 ENVELOPE = ("seq", "prev", "kid", "mac")
 OWN_KINDS = frozenset({"start", "checkpoint"})
@@ -97,7 +97,7 @@ def canonical(record: Mapping[str, Any]) -> bytes:
 
 
 def sign(key: bytes, body: bytes) -> str:
-    return hmac.new(key, body, hashlib.sha256).hexdigest()
+    return hmac_sha256(key, body).hex()
 
 
 def now_iso() -> str:

@@ -278,8 +278,11 @@ class ProxyApp:
                 doc, ev.subjects, ev.filtered, why = await self._filter_items(ad, doc, scope, facts)
                 if why is not None:
                     return _Evaluation(why)
-            ev.doc, ev.report = ad.rule.plan.apply(doc)
-            check_depth(ev.doc, self.config.max_json_depth)  # what would leave; removed parts are never read
+            plan = ad.rule.plan
+            ev.doc, ev.report = plan.apply(doc)
+            # What would leave is checked (removed parts are never read); a body with few brackets
+            # cannot nest deeper than the limit, so most profiles skip the walk.
+            check_depth(ev.doc, self.config.max_json_depth, body, plan.added_depth)
             ev.has_body = True
         except EnforceError as exc:
             return _Evaluation(exc.reason, detail=exc.detail)
@@ -386,7 +389,7 @@ class ProxyApp:
             route = outcome.route or "-"
             record = self.rec.block(policy, decision_id, reason, outcome.route, outcome.purpose, outcome.caller,
                                     subject, facts, [str(loc) for loc in outcome.locations])
-            metrics.requests(route, outcome.purpose or "-", decision, reason).inc()
+            metrics.tally.inc(metrics.requests(route, outcome.purpose or "-", decision, reason))
         record["mode"] = "report-only"
         await self._audit(record)  # report-only never blocks on the log
         metrics.overhead(route).observe(time.perf_counter() - t0 - up_time)
@@ -405,7 +408,7 @@ class ProxyApp:
         record = self.rec.decision(policy, ad, "block", "upstream_status", decision_id, subject, [],
                               self.rec.summary(policy, ad.rule, None), {})
         await self._audit(record)
-        metrics.requests(ad.route.template, ad.purpose.name, "block", "upstream_status").inc()
+        metrics.tally.inc(metrics.requests(ad.route.template, ad.purpose.name, "block", "upstream_status"))
         await send_response(send, status, headers, body, head=scope["method"] == "HEAD")
 
     # ------------------------------------------------------------------ step 7
@@ -425,7 +428,7 @@ class ProxyApp:
             rec = self.rec.block(policy, decision_id, blocked.reason, blocked.route, blocked.purpose,
                                  blocked.caller, subject, consent, [str(loc) for loc in blocked.locations])
             await self._audit(rec)  # a block discloses nothing: it is sent even if the log is down
-        metrics.requests(route, purpose, "block", blocked.reason).inc()
+        metrics.tally.inc(metrics.requests(route, purpose, "block", blocked.reason))
         metrics.overhead(route).observe(time.perf_counter() - t0)
         await self._problem(send, blocked.reason, decision_id, policy, detail, head=scope["method"] == "HEAD")
 

@@ -69,17 +69,17 @@ def parse_json(content_type: str | None, body: bytes) -> Any:
         raise EnforceError("body_invalid", "the upstream body is not valid JSON") from exc
 
 
-def check_depth(doc: Any, limit: int, body: bytes | None = None) -> None:
+def check_depth(doc: Any, limit: int, body: bytes | None = None, added: int = 0) -> None:
     """Refuse documents nested deeper than `limit` (bounded recursion: never a RecursionError).
 
     The proxy checks the enforced document, i.e. what would leave veil: fields the plan removes are
     never walked (the parser itself refuses input nested deeper than 1024 levels, and the field plan
     fails closed on recursion it cannot finish).
 
-    With the raw `body`, the walk is skipped when it has no more than `limit` opening brackets at all
-    (counting is C-speed; most profiles end here).
+    With the raw input `body`, the walk is skipped when it has no more than `limit` opening brackets
+    at all, less the depth `added` by transforms (counting is C-speed; most profiles end here).
     """
-    if body is not None and body.count(b"[") + body.count(b"{") <= limit:
+    if body is not None and body.count(b"[") + body.count(b"{") + added <= limit:
         return
     if not _depth_ok(doc, limit):
         raise EnforceError("body_invalid", f"the document is nested deeper than {limit}")

@@ -40,6 +40,7 @@ class _Conn(asyncio.Protocol):
         self.reused = False
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self._reset_state(0, 0.0)
 
     def _reset_state(self, max_bytes: int, read_timeout: float) -> None:
@@ -61,7 +62,7 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
-        self._arm_timer()
+        self._deadline = self.loop.time() + self.read_timeout  # the timer checks it when it fires
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -128,10 +129,23 @@ class _Conn(asyncio.Protocol):
             self._waiter.set_exception(error)
 
     def _arm_timer(self) -> None:
+        """One timer per response: reads push `_deadline` on, and the timer re-arms itself for the
+        rest when it fires early (cheaper than a new timer per read)."""
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         if self.read_timeout > 0 and self._waiter is not None:
-            self._timer = self.loop.call_later(self.read_timeout, self._fail, H1Error("timeout"))
+            self._deadline = self.loop.time() + self.read_timeout
+            self._timer = self.loop.call_at(self._deadline, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._waiter is None or self.complete:
+            return
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._timed_out)
+            return
+        self._fail(H1Error("timeout"))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -9,10 +9,16 @@ case-sensitive. The upstream receives the normalized path re-encoded with `quote
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote, unquote_to_bytes
 
 _SAFE = "/:@!$&'()*+,=-._~"
 _BAD_ENCODED = (b"%2f", b"%5c", b"%25", b"%00")
+
+
+# A path that is already canonical: non-empty segments of characters `quote(..., safe=_SAFE)` keeps,
+# none starting with '.', at most one trailing slash. Most requests take this exit.
+_PLAIN = re.compile(rb"(?:/[A-Za-z0-9:@!$&'()*+,=\-_~][A-Za-z0-9:@!$&'()*+,=\-_~.]*)+/?|/")
 
 
 class PathInvalid(Exception):
@@ -21,6 +27,15 @@ class PathInvalid(Exception):
 
 def normalize_path(raw: bytes) -> tuple[str, str]:
     """raw (as on the wire, without query) → (decoded normalized path, re-encoded path for upstream)."""
+    if len(raw) <= 4096 and _PLAIN.fullmatch(raw):
+        text = raw.decode("ascii")
+        if len(text) > 1 and text.endswith("/"):
+            text = text[:-1]
+        return text, text
+    return _normalize(raw)
+
+
+def _normalize(raw: bytes) -> tuple[str, str]:
     if not raw.startswith(b"/") or len(raw) > 4096:
         raise PathInvalid("path must start with '/' and be at most 4096 bytes")
     lowered = raw.lower()

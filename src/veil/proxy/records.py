@@ -71,8 +71,10 @@ class Recorder:
         if self._summaries_for is not policy:  # a reload: start afresh (and keep ids from being reused)
             self._summaries.clear()
             self._summaries_for = policy
-        key = (id(rule), tuple(report.removed.items()), tuple(report.dropped.items()),
-               tuple(report.transformed.items()), report.suppressed)
+        # A shared report lives as long as its plan (and so its policy): its identity is its key.
+        key: tuple[Any, ...] = (id(report),) if report.shared else (
+            id(rule), tuple(report.removed.items()), tuple(report.dropped.items()),
+            tuple(report.transformed.items()), report.suppressed)
         hit = self._summaries.get(key)
         if hit is not None:
             return hit
@@ -129,8 +131,8 @@ class Recorder:
 
 
 def count(route: str, purpose: str, decision: str, reason: str, summary: Summary, filtered: int) -> None:
-    metrics.requests(route, purpose, decision, reason).inc()
-    for child, n in summary.increments:
-        child.inc(n)
+    tally = metrics.tally
+    tally.inc(metrics.requests(route, purpose, decision, reason))
+    tally.inc_all(summary.increments)
     if filtered:
-        metrics.fields("record", "filtered").inc(filtered)
+        tally.inc(metrics.fields("record", "filtered"), filtered)

@@ -97,6 +97,13 @@ class Runtime:
         if c.policy_watch:
             self._tasks.append(asyncio.create_task(self.policy.watch()))
         self._tasks.append(asyncio.create_task(self._probe_store()))
+        self._tasks.append(asyncio.create_task(self._flush_metrics()))
+
+    @staticmethod
+    async def _flush_metrics() -> None:
+        while True:
+            await asyncio.sleep(metrics.Tally.FLUSH_INTERVAL)
+            metrics.tally.flush()
 
     async def _probe_store(self) -> None:
         while True:
@@ -113,6 +120,7 @@ class Runtime:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        metrics.tally.flush()
         await self.upstreams.close()
         await self.audit.close()
         await self.store.close()

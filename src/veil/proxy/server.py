@@ -55,7 +55,9 @@ def _uvicorn(app: Any, listen: Listen, tls: TLS | None, *, reuse_port: bool = Fa
     cfg = uvicorn.Config(
         app, host=listen.host, port=listen.port, log_level="warning", access_log=False, lifespan="off",
         loop="auto", server_header=False, date_header=False, timeout_graceful_shutdown=25,
-        limit_max_requests=None, h11_max_incomplete_event_size=16 * 1024, **kw,
+        limit_max_requests=None, h11_max_incomplete_event_size=16 * 1024,
+        # veil sets X-Forwarded-* itself from the peer address; a client's X-Forwarded-For is not trusted
+        proxy_headers=False, **kw,
     )
     return _Server(cfg)
 

@@ -226,6 +226,9 @@ class Builder:
     def _visit(self, st: State, t: Tmpl, stack: frozenset[State]) -> Fn:
         """One closure per node: the object handler itself when objects may survive (one call per
         node on the hot path); `nondict` handles arrays, covered scalars and removal."""
+        if _scrubs(st):
+            self.count += 1
+            return _scrub_fn(st, t)
         nondict = self.nondict(st, t, stack)
         if not st.obj_ok:
             return nondict
@@ -310,6 +313,51 @@ class Builder:
         return general
 
 
+def _scrubs(st: State) -> bool:
+    """A kept subtree in which only keys named by `**.name` drops remain to be removed (a category
+    dropped anywhere): the same state at every depth, so one recursive walk that skips scalars."""
+    if not (st.kind == VISIT and st.covered and st.named):
+        return False
+    other, elem = st.child(OTHER), st.elem()
+    # A state reached through an accepting keep differs from its children only by that spent keep.
+    return (other.covered and elem.covered and other.positions == st.positions == elem.positions
+            and all(st.child(k).kind == DROPPED for k in st.named))
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _scrub_fn(st: State, t: Tmpl) -> Fn:
+    drops: dict[str, int] = {}
+    for k in st.named:
+        rule = st.child(k).rule
+        assert rule is not None
+        drops[k] = rule.rule_id
+    names = frozenset(drops)
+
+    def walk(v: Any, ev: dict[Any, Any], t: Tmpl) -> None:
+        if isinstance(v, dict):
+            if not names.isdisjoint(v):
+                for k in [k for k in v if k in names]:
+                    del v[k]
+                    key = ("d", (*t, k), drops[k])
+                    ev[key] = ev.get(key, 0) + 1
+            for k, x in v.items():
+                if type(x) not in _SCALARS:
+                    walk(x, ev, (*t, k))
+        elif isinstance(v, list):
+            for x in v:
+                if type(x) not in _SCALARS:
+                    walk(x, ev, (*t, 0))
+
+    def scrub(v: Any, ev: dict[Any, Any]) -> Any:
+        if type(v) not in _SCALARS:
+            walk(v, ev, t)
+        return v
+
+    return scrub
+
+
 def _filters(st: State) -> bool:
     """Objects at this state are filtered: keys no rule names are removed (or dropped)."""
     return st.kind == VISIT and st.obj_ok and st.child(OTHER).kind in (REMOVED, DROPPED)
@@ -343,7 +391,7 @@ class _FilterGen:
 
     def __init__(self, builder: Builder) -> None:
         self.b = builder
-        self.ns: dict[str, Any] = {"GONE": GONE, "TransformTypeError": TransformTypeError}
+        self.ns: dict[str, Any] = {"GONE": GONE, "TransformTypeError": TransformTypeError, "SCALARS": _SCALARS}
         self.lines: list[str] = []
         self.n = 0
 
@@ -403,6 +451,10 @@ class _FilterGen:
                 emit(f"{inner}    r = {nd}({v}, ev)")
                 emit(f"{inner}    if r is not GONE:")
                 emit(f"{inner}        {out}[{key}] = r")
+            elif _scrubs(cs):  # a kept field that may hide a dropped category: scalars need no call
+                fn = self.bind(self.b.slot(cs, ct, stack))
+                emit(f"{inner}r = {src}[{key}]")
+                emit(f"{inner}{out}[{key}] = r if type(r) in SCALARS else {fn}(r, ev)")
             else:
                 fn = self.bind(self.b.slot(cs, ct, stack))
                 emit(f"{inner}r = {fn}({src}[{key}], ev)")

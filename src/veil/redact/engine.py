@@ -30,6 +30,7 @@ from veil.redact.transforms import Transform
 
 _MAX_SIGS = 256  # cached key-set classifications per filtered template (one shape is the norm)
 _MAX_SIG_KEYS = 128
+_MAX_REPORTS = 256  # cached reports per plan, by event signature
 
 
 class Action(Enum):
@@ -57,13 +58,17 @@ class Guard:
     rule_id: int = -1
 
 
-@dataclass
+@dataclass(frozen=True)
 class Report:
+    """What one apply removed, dropped and transformed, counted per field template. Read-only: a
+    report may be shared by every document of one shape (`shared`: kept for the plan's lifetime)."""
+
     removed: dict[str, int] = field(default_factory=dict)
     dropped: dict[tuple[str, int], int] = field(default_factory=dict)
     transformed: dict[tuple[str, int], int] = field(default_factory=dict)
     type_errors: dict[tuple[str, int], int] = field(default_factory=dict)
     suppressed: int = 0
+    shared: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,8 @@ class FieldPlan:
                 raise RuleError(f"guard {guard.rule_id}: empty list path")
         self.rules: tuple[FieldRule, ...] = tuple(rules)
         self.guards: tuple[Guard, ...] = tuple(guards)
+        # The output is never nested deeper than the input plus this (a transform's container result).
+        self.added_depth = max((r.transform.added_depth() for r in rules if r.transform), default=0)
         specs = [
             c.RuleSpec(r.path, r.action.value, r.transform, r.rule_id, n) for n, r in enumerate(self.rules)
         ]
@@ -111,6 +118,7 @@ class FieldPlan:
         self._builder = c.Builder(c.Automaton(specs))
         self._root: c.Slot = self._builder.slot(self._builder.auto.root, ())
         self._keys: dict[tuple[Any, ...], tuple[int, Any]] = {}
+        self._reports: dict[tuple[Any, ...], Report] = {}
 
     # ---- apply ---------------------------------------------------------------------------------
 
@@ -153,9 +161,24 @@ class FieldPlan:
         return hit
 
     def _report(self, ev: dict[Any, Any], suppressed: int) -> Report:
-        rep = Report(suppressed=suppressed)
+        """The report for one apply's events. Documents of one shape give the same events, so the
+        report is built once per event signature and shared (reports are read, never changed)."""
         if not ev:
-            return rep
+            return Report(suppressed=suppressed)
+        sig = (suppressed, *[(k, n if type(n) is int else tuple(n.items())) for k, n in ev.items()])
+        try:
+            hit = self._reports.get(sig)
+        except TypeError:  # an unhashable key in a shape signature cannot occur with JSON; be safe
+            return self._build_report(ev, suppressed)
+        if hit is None:
+            share = len(self._reports) < _MAX_REPORTS and len(sig) <= _MAX_SIG_KEYS
+            hit = self._build_report(ev, suppressed, share)
+            if share:
+                self._reports[sig] = hit
+        return hit
+
+    def _build_report(self, ev: dict[Any, Any], suppressed: int, shared: bool = False) -> Report:
+        rep = Report(suppressed=suppressed, shared=shared)
         targets: tuple[dict[Any, int], ...] = (rep.removed, rep.dropped, rep.transformed, rep.type_errors)
         resolve = self._resolve
         for key, n in ev.items():

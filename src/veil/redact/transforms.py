@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import builtins
 import copy
-import hmac
 import ipaddress
 import json
 import math
@@ -18,6 +17,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 from veil.errors import VeilError
+from veil.keys import hmac_sha256
 
 _canonical = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
 _encode_str = json.encoder.encode_basestring
@@ -57,6 +57,10 @@ class Transform:
     def _reject(self, value: Any, wants: str) -> TransformTypeError:
         return TransformTypeError(f"{self.name} expects {wants}, got {_kind(value)}")
 
+    def added_depth(self) -> int:
+        """How many levels of nesting a result may hold (0: the result is a scalar)."""
+        return 0
+
 
 def _hashable(cls: type[Transform]) -> type[Transform]:
     # dataclass' generated __hash__ calls the global `hash`, which this module shadows with a factory;
@@ -83,6 +87,17 @@ class Replace(Transform):
     def __call__(self, value: Any) -> Any:
         v = self.value
         return copy.deepcopy(v) if isinstance(v, dict | list) else v
+
+    def added_depth(self) -> int:
+        return _depth(self.value)
+
+
+def _depth(v: Any) -> int:
+    if isinstance(v, dict):
+        return 1 + max(map(_depth, v.values()), default=0)
+    if isinstance(v, list):
+        return 1 + max(map(_depth, v), default=0)
+    return 0
 
 
 @_hashable
@@ -125,7 +140,7 @@ class Hash(Transform):
                 text = _canonical.encode(value)
             except (TypeError, ValueError) as exc:
                 raise self._reject(value, "a JSON value") from exc
-        digest = hmac.digest(self.key, text.encode("utf-8", "surrogatepass"), "sha256")
+        digest = hmac_sha256(self.key, text.encode("utf-8", "surrogatepass"))
         return self.prefix + digest.hex()[:24]
 
 
