@@ -34,6 +34,13 @@ def test_a_good_config_parses(tmp_path: Path) -> None:
     assert c.mode == "enforce" and c.tcf_cookie == "euconsent-v2" and c.tcf_header is None
 
 
+@pytest.mark.parametrize(("value", "mode"), [(None, "interval"), (True, "always"), (False, "never"),
+                                             ("always", "always"), ("never", "never")])
+def test_audit_fsync_modes(tmp_path: Path, value: Any, mode: str) -> None:
+    audit = {} if value is None else {"fsync": value}
+    assert parse_config({**GOOD, "audit": audit}, file="veil.yaml", base=tmp_path).audit_fsync == mode
+
+
 @pytest.mark.parametrize("patch,key", [
     ({"mode": "monitor"}, "mode"),
     ({"upstreams": {}}, "upstreams"),
@@ -46,6 +53,7 @@ def test_a_good_config_parses(tmp_path: Path) -> None:
     ({"admin": {"tokens": {"write": "env:X"}}}, "admin.tokens.write"),
     ({"consent": {"url": "mysql://x"}}, "consent.url"),
     ({"audit": {"fsync": "yes"}}, "audit.fsync"),
+    ({"audit": {"fsync_interval_ms": 0}}, "audit.fsync_interval_ms"),
     ({"workers": True}, "workers"),
     ({"tcf": {"cookie": 5}}, "tcf.cookie"),
     ({"colour": "blue"}, "colour"),

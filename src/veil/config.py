@@ -72,7 +72,8 @@ class Config:
     audit_path: str = "veil-data/audit/decisions.log"
     audit_flush_ms: float = 0.0  # extra wait to gather a batch; 0 = pure group commit
     audit_checkpoint_every: int = 1000
-    audit_fsync: bool = True  # fdatasync each batch before its responses are released
+    audit_fsync: str = "interval"  # always | interval | never (see veil.audit.log)
+    audit_fsync_interval_ms: float = 100.0
     keys: dict[str, KeySpec] = field(default_factory=dict)
     admin_tokens: dict[str, KeySpec] = field(default_factory=dict)  # scope → token spec
     max_body_bytes: int = 10 * 1024 * 1024
@@ -256,10 +257,12 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
         consent_url = "sqlite:///" + str(p if p.is_absolute() else base / p)
 
     audit = r.mapping(top.get("audit"), "audit")
-    r.known(audit, "audit", ("path", "flush_ms", "checkpoint_every", "fsync"))
-    audit_fsync = audit.get("fsync", True)
-    if not isinstance(audit_fsync, bool):
-        raise r.fail("audit.fsync", "must be true or false")
+    r.known(audit, "audit", ("path", "flush_ms", "checkpoint_every", "fsync", "fsync_interval_ms"))
+    audit_fsync = audit.get("fsync", Config.audit_fsync)
+    if isinstance(audit_fsync, bool):  # true/false: the values before `interval` existed
+        audit_fsync = "always" if audit_fsync else "never"
+    if audit_fsync not in ("always", "interval", "never"):
+        raise r.fail("audit.fsync", "must be always, interval or never")
     audit_path = r.str_(audit.get("path", Config.audit_path), "audit.path")
     if not Path(audit_path).is_absolute():
         audit_path = str(base / audit_path)
@@ -293,6 +296,7 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
         audit_flush_ms=r.num(audit.get("flush_ms", 0.0), "audit.flush_ms", lo=-1e-9),
         audit_checkpoint_every=r.int_(audit.get("checkpoint_every", 1000), "audit.checkpoint_every"),
         audit_fsync=audit_fsync,
+        audit_fsync_interval_ms=r.num(audit.get("fsync_interval_ms", 100.0), "audit.fsync_interval_ms"),
         keys=keys,
         admin_tokens=tokens,
         max_body_bytes=r.int_(limits.get("max_body_bytes", Config.max_body_bytes), "limits.max_body_bytes"),

@@ -18,6 +18,12 @@ from veil.errors import AuditWriteError
 from veil.keys import KeyRing, generate_key
 
 
+@pytest.fixture(params=["always", "interval", "never"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """The fsync modes: every one writes a record before its append returns."""
+    return str(request.param)
+
+
 @pytest.fixture
 def ring() -> KeyRing:
     return KeyRing.single(bytes.fromhex(generate_key()), "k1")
@@ -37,8 +43,8 @@ def metric(name: str) -> float:
     return value if value is not None else 0.0
 
 
-async def test_records_are_chained_and_maced(tmp_path: Path, ring: KeyRing) -> None:
-    log = AuditLog(tmp_path / "audit" / "decisions.log", ring)
+async def test_records_are_chained_and_maced(tmp_path: Path, ring: KeyRing, mode: str) -> None:
+    log = AuditLog(tmp_path / "audit" / "decisions.log", ring, fsync=mode)
     await log.start()
     for i in range(3):
         await log.append(decision(i))
@@ -62,9 +68,9 @@ async def test_records_are_chained_and_maced(tmp_path: Path, ring: KeyRing) -> N
     assert stat.S_IMODE(log.path.parent.stat().st_mode) == 0o700
 
 
-async def test_concurrent_appends_are_batched_and_all_land(tmp_path: Path, ring: KeyRing) -> None:
+async def test_concurrent_appends_are_batched_and_all_land(tmp_path: Path, ring: KeyRing, mode: str) -> None:
     before = metric("veil_audit_records_total")
-    log = AuditLog(tmp_path / "decisions.log", ring, flush_interval=5)
+    log = AuditLog(tmp_path / "decisions.log", ring, flush_interval=5, fsync=mode)
     await log.start()
     await asyncio.gather(*(log.append(decision(i)) for i in range(200)))
     await log.close()
@@ -74,8 +80,8 @@ async def test_concurrent_appends_are_batched_and_all_land(tmp_path: Path, ring:
     assert verify([log.path], ring).ok
 
 
-async def test_flush_interval_zero_writes_immediately(tmp_path: Path, ring: KeyRing) -> None:
-    log = AuditLog(tmp_path / "decisions.log", ring, flush_interval=0)
+async def test_flush_interval_zero_writes_immediately(tmp_path: Path, ring: KeyRing, mode: str) -> None:
+    log = AuditLog(tmp_path / "decisions.log", ring, flush_interval=0, fsync=mode)
     await log.start()
     await log.append(decision(1))
     assert lines_of(log.path)[-1]["id"] == "d1"  # on disk when append returns
@@ -92,10 +98,10 @@ async def test_periodic_checkpoints(tmp_path: Path, ring: KeyRing) -> None:
     assert kinds == ["start", "-", "-", "-", "checkpoint", "-", "-", "-", "checkpoint", "-", "checkpoint"]
 
 
-async def test_restart_continues_the_chain(tmp_path: Path, ring: KeyRing) -> None:
+async def test_restart_continues_the_chain(tmp_path: Path, ring: KeyRing, mode: str) -> None:
     path = tmp_path / "decisions.log"
     for run in range(2):
-        log = AuditLog(path, ring)
+        log = AuditLog(path, ring, fsync=mode)
         await log.start()
         await log.append(decision(run))
         await log.close()
@@ -122,8 +128,8 @@ async def test_restart_after_a_torn_write_cuts_it_off(tmp_path: Path, ring: KeyR
     assert verify([path], ring).ok
 
 
-async def test_rotation_continues_the_chain_in_numbered_files(tmp_path: Path, ring: KeyRing) -> None:
-    log = AuditLog(tmp_path / "decisions.log", ring, max_bytes=1500, flush_interval=0)
+async def test_rotation_continues_the_chain_in_numbered_files(tmp_path: Path, ring: KeyRing, mode: str) -> None:
+    log = AuditLog(tmp_path / "decisions.log", ring, max_bytes=1500, flush_interval=0, fsync=mode)
     await log.start()
     for i in range(20):
         await log.append(decision(i))
@@ -180,11 +186,11 @@ async def test_append_outside_start_and_close_fails(tmp_path: Path, ring: KeyRin
         await log.append(decision(1))
 
 
-async def test_disk_full_fails_closed_and_recovers(tmp_path: Path, ring: KeyRing) -> None:
+async def test_disk_full_fails_closed_and_recovers(tmp_path: Path, ring: KeyRing, mode: str) -> None:
     if not os.path.exists("/dev/full"):
         pytest.skip("needs /dev/full")
     path = tmp_path / "decisions.log"
-    log = AuditLog(path, ring, flush_interval=0)
+    log = AuditLog(path, ring, flush_interval=0, fsync=mode)
     await log.start()
     await log.append(decision(1))
     assert log.healthy and metric("veil_audit_up") == 1
@@ -209,9 +215,9 @@ async def test_disk_full_fails_closed_and_recovers(tmp_path: Path, ring: KeyRing
     assert verify([path], ring).ok  # failed records left no gap in the chain
 
 
-async def test_missing_directory_fails_until_it_is_back(tmp_path: Path, ring: KeyRing) -> None:
+async def test_missing_directory_fails_until_it_is_back(tmp_path: Path, ring: KeyRing, mode: str) -> None:
     directory = tmp_path / "audit"
-    log = AuditLog(directory / "decisions.log", ring, flush_interval=0)
+    log = AuditLog(directory / "decisions.log", ring, flush_interval=0, fsync=mode)
     await log.start()
     shutil.rmtree(directory)
     with pytest.raises(AuditWriteError):
@@ -246,3 +252,26 @@ async def test_key_rotation_writes_with_the_current_key(tmp_path: Path) -> None:
     assert verify([path], KeyRing("k2", {"k2": k2, "k1": k1})).ok
     only_new = verify([path], KeyRing("k2", {"k2": k2}))
     assert (only_new.problem, only_new.first_bad) == ("unknown_key", (path, 1))
+
+
+async def test_interval_mode_syncs_in_the_background_and_moves_the_head(tmp_path: Path, ring: KeyRing) -> None:
+    log = AuditLog(tmp_path / "decisions.log", ring, fsync="interval", fsync_interval=20, flush_interval=0)
+    await log.start()
+    for i in range(5):
+        await log.append(decision(i))
+    assert lines_of(log.path)[-1]["id"] == "d4"  # written when append returns
+    deadline = asyncio.get_running_loop().time() + 5
+    while orjson.loads(log.head_file.read_bytes())["seq"] != log.seq:
+        assert asyncio.get_running_loop().time() < deadline, "the head did not follow the background sync"
+        await asyncio.sleep(0.02)
+    head = orjson.loads(log.head_file.read_bytes())
+    assert head["mac"] == lines_of(log.path)[-1]["mac"]
+    await log.close()
+    assert verify([log.path], ring).ok
+
+
+def test_fsync_modes_are_checked(tmp_path: Path, ring: KeyRing) -> None:
+    assert AuditLog(tmp_path / "a.log", ring, fsync=True).fsync_mode == "always"
+    assert AuditLog(tmp_path / "a.log", ring, fsync=False).fsync_mode == "never"
+    with pytest.raises(Exception, match="fsync"):
+        AuditLog(tmp_path / "a.log", ring, fsync="sometimes")

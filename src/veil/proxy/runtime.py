@@ -82,6 +82,7 @@ class Runtime:
         self.audit = AuditLog(
             c.audit_path, self.audit_ring, chain_id=self.chain_id,
             flush_interval=c.audit_flush_ms, checkpoint_every=c.audit_checkpoint_every, fsync=c.audit_fsync,
+            fsync_interval=c.audit_fsync_interval_ms,
         )
 
     async def start(self) -> None:
