@@ -1,5 +1,6 @@
 """The veil rows of `veil bench`: a veil.yaml, the example policies, keys and seeded consent for each
-variant (enforce a 1 KB profile; enforce a 1 MB list with per-item consent; report-only)."""
+variant (enforce a 1 KB profile, with the default decision-log durability and with `audit.fsync:
+always`; enforce a 1 MB list with per-item consent; report-only)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def factory(case: VeilCase) -> VeilSetup:
         "upstreams": {"bench": {"url": case.upstream_url, "pool_size": 64}},
         "policy": {"paths": [str(policies_dir())], "watch": False},
         "consent": {"url": f"sqlite:///{d / 'consent.db'}", "cache_ttl": 30.0},
-        "audit": {"path": str(d / "audit" / "decisions.log")},
+        "audit": {"path": str(d / "audit" / "decisions.log"),
+                  **({"fsync": "always"} if case.variant == "enforce_small_fsync" else {})},
         "keys": keys,
     }
     path = d / "veil.yaml"
