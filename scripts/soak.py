@@ -260,7 +260,8 @@ def check_log(v: Veil, decision_ids: list[str]) -> LogCheck:
     audit = v.dir / "audit"
     result = verify([audit], load_config(v.config_path).keyring("audit"))
     seen: Counter[str] = Counter()
-    for path in sorted(audit.glob("decisions*.log")):
+    # every chain's active file and its rotated segments (decisions.log.1, ...), not the head files
+    for path in sorted(p for p in audit.glob("decisions*.log*") if p.suffix not in (".head", ".tmp")):
         for line in path.read_bytes().splitlines():
             rec = orjson.loads(line)
             if "decision" in rec:
