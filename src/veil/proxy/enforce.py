@@ -69,6 +69,9 @@ def parse_json(content_type: str | None, body: bytes) -> Any:
         raise EnforceError("body_invalid", "the upstream body is not valid JSON") from exc
 
 
+_COUNT_BELOW = 64 * 1024  # a larger body almost never has so few brackets: don't scan it twice for nothing
+
+
 def check_depth(doc: Any, limit: int, body: bytes | None = None, added: int = 0) -> None:
     """Refuse documents nested deeper than `limit` (bounded recursion: never a RecursionError).
 
@@ -79,7 +82,7 @@ def check_depth(doc: Any, limit: int, body: bytes | None = None, added: int = 0)
     With the raw input `body`, the walk is skipped when it has no more than `limit` opening brackets
     at all, less the depth `added` by transforms (counting is C-speed; most profiles end here).
     """
-    if body is not None and body.count(b"[") + body.count(b"{") + added <= limit:
+    if body is not None and len(body) <= _COUNT_BELOW and body.count(b"[") + body.count(b"{") + added <= limit:
         return
     if not _depth_ok(doc, limit):
         raise EnforceError("body_invalid", f"the document is nested deeper than {limit}")
