@@ -103,3 +103,15 @@ def test_a_failing_row_is_recorded_and_the_others_still_run() -> None:
     result = run_bench(rows, rounds=1, duration=0.5, connections=2, tool="builtin")
     assert result.failed
     assert result.rows[0].error == "cannot start"
+
+
+def test_rounds_are_interleaved_across_rows() -> None:
+    from veil.bench import _direct
+
+    seen: list[str] = []
+    rows = [Scenario("a", "A", "a", "1 KB", _direct), Scenario("b", "B", "b", "1 KB", _direct)]
+    result = run_bench(rows, rounds=2, duration=0.3, connections=2, tool="builtin",
+                       progress=lambda msg: seen.append(msg.split(":")[0] + msg.split(":")[1]))
+    assert not result.failed
+    assert seen == ["A a round 1/2", "B b round 1/2", "A a round 2/2", "B b round 2/2"]
+    assert result.meta["order"].startswith("interleaved")

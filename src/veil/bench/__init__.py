@@ -2,8 +2,8 @@
 
 A **scenario** is one table row: `setup(ctx)` starts what it needs (registering the stops on
 `ctx.stack`) and returns a `Target` (URL, request headers, the servers whose CPU is counted).
-`run_bench` runs each scenario's rounds back to back, then stops its servers; one fast upstream
-(`servers.start_fast_upstream`) is shared by all rows.
+`run_bench` starts every row's servers, then runs the rounds interleaved (round 1 of every row, then
+round 2, ...), then stops them; one fast upstream (`servers.start_fast_upstream`) is shared by all rows.
 
 The veil rows (3-5) are built by a **veil scenario factory**: given a `VeilCase` (which variant, the
 upstream URL, a work directory, two free ports, the subject ids the upstream serves) it writes
@@ -185,32 +185,27 @@ class _CpuWindow:
         return None if self.before is None else cpu_seconds(self.pids) - self.before
 
 
-def _run_rounds(scenario: Scenario, ctx: BenchContext, spec_of: Callable[[Target], LoadSpec],
-                rounds: int, tool: str, progress: Callable[[str], None] | None) -> list[RoundStats]:
+def _one_round(scenario: Scenario, target: Target, spec: LoadSpec, tool: str) -> RoundStats:
     from veil.bench import loadgen, servers
 
-    assert scenario.setup is not None
-    target = scenario.setup(ctx)
-    out = []
-    for i in range(rounds):
-        window = _CpuWindow(target.measured)
-        res = loadgen.run_load(spec_of(target), tool, window.start)
-        cpu = window.seconds()
-        dead = [s.name for s in target.measured if not s.alive()]
-        if dead:
-            raise servers.ServerError(f"{', '.join(dead)} died during the run")
-        out.append(RoundStats(res.rps, res.p50_ms, res.p99_ms,
-                              cpu / res.requests * 1e6 if cpu is not None and res.requests else None,
-                              res.requests, res.non_2xx, res.errors))
-        if progress:
-            progress(f"{scenario.label} {scenario.title}: round {i + 1}/{rounds}: {res.rps:,.0f} req/s")
-    return out
+    window = _CpuWindow(target.measured)
+    res = loadgen.run_load(spec, tool, window.start)
+    cpu = window.seconds()
+    dead = [s.name for s in target.measured if not s.alive()]
+    if dead:
+        raise servers.ServerError(f"{', '.join(dead)} died during the run")
+    return RoundStats(res.rps, res.p50_ms, res.p99_ms,
+                      cpu / res.requests * 1e6 if cpu is not None and res.requests else None,
+                      res.requests, res.non_2xx, res.errors)
 
 
 def run_bench(scenarios: Sequence[Scenario], rounds: int = 3, duration: float = 5.0, connections: int = 16,
               *, tool: str = "auto", warmup: float | None = None,
               progress: Callable[[str], None] | None = None) -> BenchResult:
-    """Run every scenario's rounds; a row that fails records its error and the others still run."""
+    """Start every scenario's servers, then run the rounds interleaved: round 1 of every row, then
+    round 2, ... so that drift on a shared machine touches all rows alike and the ratios compare
+    rows measured minutes, not a whole run, apart. A row that fails records its error and the
+    others still run."""
     from veil.bench import loadgen, servers
 
     if rounds < 1 or duration <= 0 or connections < 1:
@@ -219,15 +214,14 @@ def run_bench(scenarios: Sequence[Scenario], rounds: int = 3, duration: float = 
     warm = min(1.0, 0.2 * duration) if warmup is None else warmup
     meta = {"rounds": rounds, "duration": duration, "connections": connections, "warmup": warm,
             "tool": chosen, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "machine": platform.machine(), "cpu_counts": "process(es) under test, not the upstream"}
+            "machine": platform.machine(), "cpu_counts": "process(es) under test, not the upstream",
+            "order": "interleaved: each round runs every row once"}
     result = BenchResult([], meta)
-
-    def spec_of(target: Target) -> LoadSpec:
-        return loadgen.LoadSpec(target.url, duration, connections, target.headers, warm)
-
     profile_id = str(servers.fast_profile()["id"])
     list_ids = tuple(servers.fast_list_ids())
-    with tempfile.TemporaryDirectory(prefix="veil-bench-") as tmp, servers.start_fast_upstream() as upstream:
+    with tempfile.TemporaryDirectory(prefix="veil-bench-") as tmp, servers.start_fast_upstream() as upstream, \
+            ExitStack() as running:
+        live: list[tuple[RowResult, Scenario, Target]] = []
         for sc in scenarios:
             row = RowResult(sc.key, sc.label, sc.title, sc.body, skipped=sc.skipped)
             result.rows.append(row)
@@ -235,11 +229,23 @@ def run_bench(scenarios: Sequence[Scenario], rounds: int = 3, duration: float = 
                 row.skipped = row.skipped or "not available"
                 continue
             ctx = BenchContext(Path(tmp), upstream, profile_id, list_ids)
+            running.enter_context(ctx.stack)
             try:
-                with ctx.stack:
-                    row.rounds = _run_rounds(sc, ctx, spec_of, rounds, chosen, progress)
+                live.append((row, sc, sc.setup(ctx)))
             except (VeilError, OSError) as exc:
                 row.error = _one_line(exc)
+        for i in range(rounds):
+            for row, sc, target in live:
+                if row.error is not None:
+                    continue
+                spec = loadgen.LoadSpec(target.url, duration, connections, target.headers, warm)
+                try:
+                    row.rounds.append(_one_round(sc, target, spec, chosen))
+                except (VeilError, OSError) as exc:
+                    row.error = _one_line(exc)
+                    continue
+                if progress:
+                    progress(f"{sc.label} {sc.title}: round {i + 1}/{rounds}: {row.rounds[-1].rps:,.0f} req/s")
     if any(r.key == "passthrough_httpx" and r.ok for r in result.rows) and not _has_sniffio():
         result.notes.append("sniffio is not installed: httpcore retries `import sniffio` on every lock, "
                             "which costs httpx several failed imports per request")
