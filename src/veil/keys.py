@@ -13,6 +13,7 @@ import hmac
 import os
 import secrets
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,26 @@ def hmac_sha256(key: bytes, msg: bytes) -> bytes:
 def keyed_hash(key: bytes, value: str, *, context: str) -> str:
     """HMAC-SHA256 of value under key, domain-separated by context; 32 hex chars (128 bits)."""
     return hmac_sha256(key, context.encode() + b"\x00" + value.encode("utf-8", "surrogatepass")).hex()[:32]
+
+
+def keyed_hashes(key: bytes, values: Iterable[str], *, context: str) -> list[str]:
+    """`keyed_hash` of many values (the subjects of a list response): the key and the context are
+    absorbed into the inner hash state once."""
+    keyed_hash(key, "", context=context)  # makes sure the key's pads are cached
+    pads = _pads.get(key)
+    if pads is None:  # the pad cache is full: one at a time
+        return [keyed_hash(key, v, context=context) for v in values]
+    inner0 = pads[0].copy()
+    inner0.update(context.encode() + b"\x00")
+    outer0 = pads[1]
+    out: list[str] = []
+    for v in values:
+        inner = inner0.copy()
+        inner.update(v.encode("utf-8", "surrogatepass"))
+        outer = outer0.copy()
+        outer.update(inner.digest())
+        out.append(outer.hexdigest()[:32])
+    return out
 
 
 @dataclass(frozen=True)

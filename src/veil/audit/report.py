@@ -11,14 +11,14 @@ filter (or allowed / redacted / filtered) and whose `subject` or `subjects` list
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from veil.audit.verify import VerifyResult, verify
-from veil.keys import KeyRing, keyed_hash
+from veil.keys import KeyRing, keyed_hash, keyed_hashes
 
 SUBJECT_CONTEXT = "veil-subject"
 DISCLOSING = frozenset({"allow", "allowed", "redact", "redacted", "filter", "filtered"})
@@ -27,6 +27,11 @@ DISCLOSING = frozenset({"allow", "allowed", "redact", "redacted", "filter", "fil
 def pseudonym(ring: KeyRing, subject_id: str) -> str:
     """The subject's pseudonym under the ring's current key: what the proxy writes in `subject`."""
     return keyed_hash(ring.current, subject_id, context=SUBJECT_CONTEXT)
+
+
+def pseudonym_list(ring: KeyRing, subject_ids: Iterable[str]) -> list[str]:
+    """`pseudonym` of each subject id, in order (a list response's subjects)."""
+    return keyed_hashes(ring.current, subject_ids, context=SUBJECT_CONTEXT)
 
 
 def pseudonyms(ring: KeyRing, subject_id: str) -> frozenset[str]:

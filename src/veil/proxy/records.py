@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from veil import metrics
-from veil.audit.report import pseudonym
+from veil.audit.report import pseudonym, pseudonym_list
 from veil.keys import KeyRing
 from veil.policy.compile import CompiledPolicy, CompiledRule
 from veil.policy.decision import Admitted
@@ -115,7 +115,7 @@ class Recorder:
             "policy": policy.version, "rules": summary.locations,
         }
         if subjects:
-            rec["subjects"] = [pseudonym(ring, s) for s in subjects]
+            rec["subjects"] = pseudonym_list(ring, subjects)
         if filtered:
             rec["filtered"] = filtered
         return rec
