@@ -94,8 +94,8 @@ class AuditLog:
         if mode not in FSYNC_MODES:
             raise VeilError(f"audit fsync must be one of {', '.join(FSYNC_MODES)}", code="audit_config_invalid")
         if flush_interval < 0 or checkpoint_every < 1 or max_bytes < 1 or fsync_interval <= 0:
-            raise VeilError("audit flush_interval must be >= 0, checkpoint_every and max_bytes >= 1",
-                            code="audit_config_invalid")
+            raise VeilError("audit flush_interval must be >= 0, checkpoint_every and max_bytes >= 1, "
+                            "fsync_interval > 0", code="audit_config_invalid")
         self.path = active_path(Path(path), chain_id)
         self.head_file = head_path(self.path)
         self.chain_id = chain_id
