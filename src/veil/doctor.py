@@ -42,7 +42,7 @@ def is_loopback(host: str) -> bool:
 
 def inspect(config: Config) -> list[Finding]:
     found: list[Finding] = []
-    for check in (_admin, _mode, _tls, _workers, _keys, _file_modes, _upstreams, _policy):
+    for check in (_admin, _mode, _audit, _tls, _workers, _keys, _file_modes, _upstreams, _policy):
         found.extend(check(config))
     return found
 
@@ -69,6 +69,13 @@ def _mode(c: Config) -> Iterator[Finding]:
         yield Finding("report_only_in_production", "mode",
                       "mode is report-only in production: nothing is redacted or blocked",
                       "set mode: enforce once the decision log shows the policy is right")
+
+
+def _audit(c: Config) -> Iterator[Finding]:
+    if c.environment == "production" and c.audit_fsync == "never":
+        yield Finding("audit_never_synced", "audit.fsync",
+                      "the decision log is never fsynced: a crash of the machine can lose any amount of it",
+                      "set audit.fsync: interval (the default; loses at most fsync_interval_ms) or always")
 
 
 def _tls(c: Config) -> Iterator[Finding]:

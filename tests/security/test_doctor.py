@@ -96,6 +96,17 @@ def test_report_only_in_production(tmp_path: Path) -> None:
     assert codes(cfg) == set()
 
 
+def test_an_unsynced_decision_log_in_production(tmp_path: Path) -> None:
+    cfg = clean(tmp_path)
+    for mode in ("interval", "always"):
+        cfg["audit"]["fsync"] = mode
+        assert codes(cfg) == set()
+    cfg["audit"]["fsync"] = "never"
+    assert codes(cfg) == {("audit_never_synced", "audit.fsync")}
+    cfg["environment"] = "staging"
+    assert codes(cfg) == set()
+
+
 def test_permissive_key_files_and_data(tmp_path: Path) -> None:
     cfg = clean(tmp_path)
     Path(cfg["keys"]["audit"][5:]).chmod(0o644)
