@@ -103,6 +103,19 @@ def test_any_key_matches_object_keys_only() -> None:
     assert rep.removed == {"home.fax": 1, "list": 1, "s": 1}
 
 
+def test_a_kept_field_is_scrubbed_of_dropped_categories_at_any_depth() -> None:
+    doc = {"a": {"card": 1, "x": [{"card": 2, "k": 3}, "s"], "n": 4}, "b": 5}
+    out, rep = run([keep("a"), drop("**.card", 7)], doc)
+    assert out == {"a": {"x": [{"k": 3}, "s"], "n": 4}}
+    assert rep.dropped == {("a.card", 7): 1, ("a.x[*].card", 7): 1}
+    # a drop of every element (or key) below is not a plain scrub: nothing of it may survive
+    doc = {"a": {"card": 1, "x": [{"k": 3}, "s"], "n": 4}}
+    out, _ = run([keep("a"), drop("**.card", 7), drop("**[*]", 8)], doc)
+    assert out == {"a": {"x": [], "n": 4}}
+    out, rep = run([keep("a"), drop("**.card", 7), drop("**.*", 8)], {"a": {"card": 1, "n": 4}})
+    assert out == {} and rep.dropped == {("a", 8): 1}
+
+
 def test_deep_matches_any_depth_through_objects_and_arrays() -> None:
     doc = {"ssn": 1, "a": {"ssn": 2, "b": [{"ssn": 3, "k": 1}]}, "keep": 4}
     out, rep = run([keep("**"), drop("**.ssn", 9)], doc)

@@ -193,6 +193,8 @@ def category_rule_sets(draw: st.DrawFn) -> list[FieldRule]:
         out.append(FieldRule(draw(paths), Action.TRANSFORM, tr.mask(), rule_id=len(out)))
     for name in draw(st.lists(st.sampled_from(KEYS), min_size=1, max_size=2, unique=True)):
         out.append(FieldRule((Deep(), Key(name)), Action.DROP, rule_id=len(out)))
+    if draw(st.booleans()):  # a drop of every element or every key below: no longer a plain scrub
+        out.append(FieldRule((Deep(), draw(st.sampled_from([Each(), AnyKey()]))), Action.DROP, rule_id=len(out)))
     return out
 
 

@@ -320,7 +320,10 @@ def _scrubs(st: State) -> bool:
         return False
     other, elem = st.child(OTHER), st.elem()
     # A state reached through an accepting keep differs from its children only by that spent keep.
-    return (other.covered and elem.covered and other.positions == st.positions == elem.positions
+    # Unnamed keys and array elements must lead to this same (visited, not dropped) state: a `**.*` or
+    # `**[*]` drop would not.
+    return (other.kind == VISIT and elem.kind == VISIT and other.covered and elem.covered
+            and other.positions == st.positions == elem.positions
             and all(st.child(k).kind == DROPPED for k in st.named))
 
 
