@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -153,11 +153,12 @@ def consent_reason(
         why = _tcf_reason(purpose, tcf, vendor)
         if why is not None:
             return why
+    oldest = now - purpose.max_age if purpose.max_age is not None else None
     for key in rule.consent_keys:
         state = states.get(key, MISSING_STATE)
         if state.status is Status.WITHDRAWN:
             return "consent_withdrawn"
-        why = _store_reason(purpose, state, now)
+        why = _store_reason(purpose, state, now, oldest)
         if why is None:
             continue
         if reads_tcf and key == purpose.consent_key:
@@ -170,14 +171,48 @@ def consent_reason(
     return None
 
 
-def _store_reason(purpose: CompiledPurpose, state: ConsentState, now: datetime) -> str | None:
+def consent_reasons(
+    rule: CompiledRule,
+    subjects: Iterable[str],
+    states: Mapping[tuple[str, str], ConsentState],
+    now: datetime,
+    *,
+    gpc: bool = False,
+    vendor: int | None = None,
+) -> dict[str, str | None]:
+    """`consent_reason` for each subject of a list response (one batched store lookup, no TCF string),
+    with what is the same for every subject worked out once."""
+    purpose = rule.purpose
+    keys = rule.consent_keys
+    if ("tcf" in purpose.sources and purpose.needs_consent) or (gpc and (purpose.gpc_honor or rule.respect_gpc)):
+        return {s: consent_reason(rule, {k: states[(s, k)] for k in keys if (s, k) in states}, now, gpc=gpc,
+                                  vendor=vendor) for s in subjects}
+    oldest = now - purpose.max_age if purpose.max_age is not None else None
+    out: dict[str, str | None] = {}
+    for s in subjects:
+        why = None
+        for key in keys:
+            state = states.get((s, key), MISSING_STATE)
+            if state.status is Status.WITHDRAWN:
+                why = "consent_withdrawn"
+                break
+            why = _store_reason(purpose, state, now, oldest)
+            if why is not None:
+                break
+        out[s] = why
+    return out
+
+
+def _store_reason(purpose: CompiledPurpose, state: ConsentState, now: datetime, oldest: datetime | None
+                  ) -> str | None:
+    """`oldest`: now less the purpose's max age (None: no max age)."""
     if state.status is Status.EXPIRED:
         return "consent_expired"
     if state.status is not Status.GIVEN:
         return "consent_missing"
     if state.expires_at is not None and state.expires_at <= now:
         return "consent_expired"
-    if purpose.max_age is not None and state.at is not None and now - state.at > purpose.max_age:
+    if oldest is not None and state.at is not None and state.at < oldest:
         return "consent_expired"
     if purpose.min_notice is not None and (state.notice_version or 0) < purpose.min_notice:
         return "consent_stale"

@@ -26,7 +26,7 @@ from veil.consent import signals
 from veil.consent.store import ConsentState
 from veil.errors import ConsentUnavailable, VeilError
 from veil.policy.compile import CompiledPolicy, CompiledRoute
-from veil.policy.decision import Admitted, Blocked, admit, consent_reason
+from veil.policy.decision import Admitted, Blocked, admit, consent_reason, consent_reasons
 from veil.proxy.asgi import lifespan, request_body, send_response
 from veil.proxy.enforce import EnforceError, check_depth, decode_content, find_list, parse_json, subject_of
 from veil.proxy.headers import HOP_BY_HOP, OVERRIDE, VARY, forward_headers, response_headers
@@ -340,20 +340,11 @@ class ProxyApp:
                 states = await self.rt.store.current(wanted, rule.consent_keys)
             except (ConsentUnavailable, VeilError, OSError):
                 return doc, [], 0, "consent_unavailable"
-        gpc = "gpc" in facts
-        now = _now()
+        verdicts = consent_reasons(rule, wanted, states, _now(), gpc="gpc" in facts, vendor=ad.caller.vendor)
         keep: list[Any] = []
         kept_ids: list[str] = []
-        verdicts: dict[str, str | None] = {}
         for item, sid in zip(items, ids, strict=True):
-            if sid is None:
-                continue
-            why = verdicts.get(sid, "?")
-            if why == "?":
-                per = {k: states[(sid, k)] for k in rule.consent_keys if (sid, k) in states}
-                why = consent_reason(rule, per, now, gpc=gpc, vendor=ad.caller.vendor)
-                verdicts[sid] = why
-            if why is None:
+            if sid is not None and verdicts[sid] is None:
                 keep.append(item)
                 kept_ids.append(sid)
         filtered = len(items) - len(keep)

@@ -1,0 +1,39 @@
+"""consent_reasons (a list response's subjects at once) agrees with consent_reason one by one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from veil.consent.store import ConsentState, Status
+from veil.policy import load_policy
+from veil.policy.decision import consent_reason, consent_reasons
+
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = load_policy([ROOT / "policies"])
+RULES = [r for route in POLICY.routes for r in route.rules.values()]
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+SUBJECTS = ["s1", "s2", "s3", "s4"]
+KEYS = sorted({k for r in RULES for k in r.consent_keys})
+
+times = st.integers(-800, 400).map(lambda d: NOW + timedelta(days=d))
+states = st.builds(
+    ConsentState, st.sampled_from(KEYS), st.sampled_from(list(Status)), st.none() | times,
+    st.none() | st.integers(0, 5), st.none() | times,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(RULES), st.dictionaries(st.tuples(st.sampled_from(SUBJECTS), st.sampled_from(KEYS)), states),
+       st.booleans(), st.none() | st.integers(1, 900))
+def test_consent_reasons_equal_consent_reason_per_subject(
+    rule: object, found: dict[tuple[str, str], ConsentState], gpc: bool, vendor: int | None
+) -> None:
+    found = {(s, k): ConsentState(k, v.status, v.at, v.notice_version, v.expires_at) for (s, k), v in found.items()}
+    got = consent_reasons(rule, SUBJECTS, found, NOW, gpc=gpc, vendor=vendor)  # type: ignore[arg-type]
+    want = {s: consent_reason(rule, {k: found[(s, k)] for k in rule.consent_keys if (s, k) in found},  # type: ignore[attr-defined]
+                              NOW, gpc=gpc, vendor=vendor) for s in SUBJECTS}
+    assert got == want
