@@ -191,6 +191,37 @@ def start_veil(directory: Path, upstream_url: str, *, policy_src: Path = POLICIE
     return Veil(f"http://127.0.0.1:{pport}", admin, directory, config_path, proc, tokens, policy_dir)
 
 
+REASON_POLICY = Path(__file__).parent / "reason_policy"
+
+
+def start_reason_veil(directory: Path, upstream_url: str) -> Veil:
+    """A veil with the shipped callers, categories and purposes, and the routes of reason_policy/."""
+    policy_dir = directory / "policies"
+    policy_dir.mkdir(parents=True)
+    for name in ("callers.veil", "categories.veil", "purposes.veil"):
+        shutil.copy(POLICIES / name, policy_dir / name)
+    for f in REASON_POLICY.glob("*.veil"):
+        shutil.copy(f, policy_dir / f.name)
+    return start_veil(directory, upstream_url)
+
+
+@pytest.fixture(scope="module")
+def sv(tmp_path_factory: pytest.TempPathFactory, demo_upstream: Upstream) -> Iterator[Veil]:
+    """One veil per test module with the shipped policy set."""
+    v = start_veil(tmp_path_factory.mktemp("shipped") / "veil", demo_upstream.url)
+    yield v
+    v.stop()
+
+
+@pytest.fixture(scope="module")
+def rv(tmp_path_factory: pytest.TempPathFactory, demo_upstream: Upstream) -> Iterator[Veil]:
+    """One veil per test module with the reason_policy routes (block, subject query.X, respect gpc,
+    require consent)."""
+    v = start_reason_veil(tmp_path_factory.mktemp("rules") / "veil", demo_upstream.url)
+    yield v
+    v.stop()
+
+
 @pytest.fixture
 def veil_factory(tmp_path: Path, demo_upstream: Upstream) -> Iterator[Callable[..., Veil]]:
     started: list[Veil] = []

@@ -6,22 +6,18 @@ until a test asserts it (or it is listed as unreachable, with the reason)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import POLICIES, Upstream, Veil, start_veil
+from tests.e2e.conftest import Veil
 from veil.consent.sqlite import SqliteConsentStore
 from veil.consent.store import Action, ConsentEvent, SubjectHasher
 from veil.keys import KeyRing, load_secret
 from veil.policy.decision import REASONS
 
-REASON_POLICY = Path(__file__).parent / "reason_policy"
 REC = "personalize.recommendations"
 ADS = "advertising.targeted"
 SHIP = "orders.fulfillment"
@@ -65,18 +61,7 @@ COVERED_HERE = {
 }
 
 
-# ------------------------------------------------------------------ helpers (test_signals imports these)
-def start_reason_veil(directory: Path, upstream_url: str) -> Veil:
-    """A veil with the shipped callers, categories and purposes, and the routes of reason_policy/."""
-    policy_dir = directory / "policies"
-    policy_dir.mkdir(parents=True)
-    for name in ("callers.veil", "categories.veil", "purposes.veil"):
-        shutil.copy(POLICIES / name, policy_dir / name)
-    for f in REASON_POLICY.glob("*.veil"):
-        shutil.copy(f, policy_dir / f.name)
-    return start_veil(directory, upstream_url)
-
-
+# ------------------------------------------------------------------ helpers (other modules import these)
 def assert_problem(r: httpx.Response, status: int, reason: str, *secrets: str) -> dict[str, object]:
     """A block: the status, problem+json with the reason and the decision id, and nothing else."""
     assert r.status_code == status, (r.status_code, r.text)
@@ -113,23 +98,6 @@ def write_consent(v: Veil, subject: str, key: str, at: datetime, *, notice_versi
             await store.close()
 
     asyncio.run(go())
-
-
-# ------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def sv(tmp_path_factory: pytest.TempPathFactory, demo_upstream: Upstream) -> Iterator[Veil]:
-    """The shipped policy set."""
-    v = start_veil(tmp_path_factory.mktemp("reasons") / "shipped", demo_upstream.url)
-    yield v
-    v.stop()
-
-
-@pytest.fixture(scope="module")
-def rv(tmp_path_factory: pytest.TempPathFactory, demo_upstream: Upstream) -> Iterator[Veil]:
-    """The reason_policy routes (block, subject query.X, respect gpc, require consent)."""
-    v = start_reason_veil(tmp_path_factory.mktemp("reasons") / "rules", demo_upstream.url)
-    yield v
-    v.stop()
 
 
 # ------------------------------------------------------------------ the list is complete

@@ -63,94 +63,95 @@ def errors(v: Veil) -> float:
 
 
 @pytest.fixture(scope="module")
-def rv(tmp_path_factory: pytest.TempPathFactory, demo_upstream: Upstream) -> Iterator[Veil]:
+def reload_veil(tmp_path_factory: pytest.TempPathFactory, demo_upstream: Upstream) -> Iterator[Veil]:
     v = start_veil(tmp_path_factory.mktemp("reload") / "veil", demo_upstream.url)
     yield v
     v.stop()
 
 
 @pytest.fixture
-def routes(rv: Veil) -> Iterator[Path]:
+def routes(reload_veil: Veil) -> Iterator[Path]:
     """The veil's routes file; the original policy set is restored (and active) after the test."""
-    path = rv.policy_dir / "routes.veil"
+    path = reload_veil.policy_dir / "routes.veil"
     yield path
     for f in POLICIES.glob("*.veil"):
-        replace(rv.policy_dir / f.name, f.read_text())
-    r = reload(rv)
+        replace(reload_veil.policy_dir / f.name, f.read_text())
+    r = reload(reload_veil)
     assert r.status_code == 200, r.text
 
 
-def test_edit_is_picked_up_by_the_watcher(rv: Veil, routes: Path) -> None:
-    before = ship(rv)
+def test_edit_is_picked_up_by_the_watcher(reload_veil: Veil, routes: Path) -> None:
+    before = ship(reload_veil)
     assert before.status_code == 200 and before.json()["phone"].count("*") == len(before.json()["phone"]) - 4
     routes.write_text(routes.read_text().replace(MASK_4, MASK_2))  # in place, as `echo >>` would
-    took = wait_for(lambda: ship(rv).headers["veil-policy"] != before.headers["veil-policy"],
+    took = wait_for(lambda: ship(reload_veil).headers["veil-policy"] != before.headers["veil-policy"],
                     timeout=4.0, what="the edited policy")
-    after = ship(rv)
+    after = ship(reload_veil)
     assert after.status_code == 200
     assert after.json()["phone"].count("*") == len(after.json()["phone"]) - 2
     assert took < 3.0, f"picked up after {took:.2f}s"
     print(f"\nwatcher: edit picked up after {took:.2f}s")
-    ready = rv.client.get(f"{rv.admin}/readyz").json()
+    ready = reload_veil.client.get(f"{reload_veil.admin}/readyz").json()
     assert ready["policy_version"] == after.headers["veil-policy"] and ready["policy_error"] is None
-    scrape = rv.metrics()
+    scrape = reload_veil.metrics()
     assert sample(scrape, "veil_policy_info", version=after.headers["veil-policy"]) == 1
     assert sample(scrape, "veil_policy_info", version=before.headers["veil-policy"]) == 0
 
 
 @pytest.mark.parametrize("damage", ["garbage", "half_written", "purposes_deleted", "routes_deleted"])
-def test_bad_policy_keeps_the_last_good_one(rv: Veil, routes: Path, damage: str) -> None:
-    good = ship(rv)
+def test_bad_policy_keeps_the_last_good_one(reload_veil: Veil, routes: Path, damage: str) -> None:
+    good = ship(reload_veil)
     assert good.status_code == 200
     version = good.headers["veil-policy"]
-    errors_before = errors(rv)
+    errors_before = errors(reload_veil)
     text = routes.read_text()
     if damage == "garbage":
         routes.write_bytes(b"\x00\xffroute GET {{{ not a policy")
     elif damage == "half_written":
         routes.write_text(text[: len(text) // 2])
     elif damage == "purposes_deleted":
-        (rv.policy_dir / "purposes.veil").unlink()
+        (reload_veil.policy_dir / "purposes.veil").unlink()
     else:
         routes.unlink()
-    r = reload(rv)
+    r = reload(reload_veil)
     assert r.status_code == 422, r.text
     assert r.json()["ok"] is False and r.json()["version"] == version and r.json()["error"]
-    assert errors(rv) >= errors_before + 1
-    ready = rv.client.get(f"{rv.admin}/readyz")
+    assert errors(reload_veil) >= errors_before + 1
+    ready = reload_veil.client.get(f"{reload_veil.admin}/readyz")
     assert ready.status_code == 200  # still serving: the last good policy is active
     assert ready.json()["policy_error"] and ready.json()["policy_version"] == version
-    still = ship(rv)
+    still = ship(reload_veil)
     assert still.status_code == 200 and still.headers["veil-policy"] == version
     assert still.content == good.content
     if damage == "garbage":
         time.sleep(1.2)  # the watcher's next pass (1 s) sees nothing new to try: no flapping
-        assert ship(rv).headers["veil-policy"] == version
+        assert ship(reload_veil).headers["veil-policy"] == version
 
 
-def test_sighup_and_post_reload(rv: Veil) -> None:
-    ok = sample(rv.metrics(), "veil_policy_reloads_total", result="ok")
-    rv.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: sample(rv.metrics(), "veil_policy_reloads_total", result="ok") == ok + 1,
+def test_sighup_and_post_reload(reload_veil: Veil) -> None:
+    ok = sample(reload_veil.metrics(), "veil_policy_reloads_total", result="ok")
+    reload_veil.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: sample(reload_veil.metrics(), "veil_policy_reloads_total", result="ok") == ok + 1,
              timeout=5.0, what="a reload after SIGHUP")
-    assert rv.proc.poll() is None
-    r = reload(rv)
+    assert reload_veil.proc.poll() is None
+    r = reload(reload_veil)
     assert r.status_code == 200 and r.json()["ok"] is True
-    assert r.json()["version"] == ship(rv).headers["veil-policy"]
-    assert sample(rv.metrics(), "veil_policy_reloads_total", result="ok") == ok + 2
-    no_token = rv.client.post(f"{rv.admin}/reload")
+    assert r.json()["version"] == ship(reload_veil).headers["veil-policy"]
+    assert sample(reload_veil.metrics(), "veil_policy_reloads_total", result="ok") == ok + 2
+    no_token = reload_veil.client.post(f"{reload_veil.admin}/reload")
     assert no_token.status_code == 401
-    wrong = rv.client.post(f"{rv.admin}/reload", headers={"Authorization": f"Bearer {rv.tokens['consent']}"})
+    consent_token = {"Authorization": f"Bearer {reload_veil.tokens['consent']}"}
+    wrong = reload_veil.client.post(f"{reload_veil.admin}/reload", headers=consent_token)
     assert wrong.status_code == 403
 
 
-async def test_reload_under_load_fails_no_request(rv: Veil, routes: Path) -> None:
+async def test_reload_under_load_fails_no_request(reload_veil: Veil, routes: Path) -> None:
     texts = [routes.read_text(), routes.read_text().replace(MASK_4, MASK_2)]
     expected: dict[str, bytes] = {}  # policy version → the body it produces
     for text in texts:
         replace(routes, text)
-        assert reload(rv).status_code == 200
-        r = ship(rv)
+        assert reload(reload_veil).status_code == 200
+        r = ship(reload_veil)
         assert r.status_code == 200
         expected[r.headers["veil-policy"]] = r.content
     assert len(expected) == 2 and len(set(expected.values())) == 2
@@ -168,7 +169,7 @@ async def test_reload_under_load_fails_no_request(rv: Veil, routes: Path) -> Non
         async def requests() -> None:
             nonlocal done
             while not stop.is_set():
-                r = await client.get(rv.url + CUSTOMER, headers=headers)
+                r = await client.get(reload_veil.url + CUSTOMER, headers=headers)
                 version = r.headers.get("veil-policy", "")
                 if r.status_code != 200 or expected.get(version) != r.content:
                     bad.append(f"{r.status_code} {version} {r.text[:200]}")
@@ -180,8 +181,8 @@ async def test_reload_under_load_fails_no_request(rv: Veil, routes: Path) -> Non
             try:
                 while (time.monotonic() - start < 5.0 or reloads < 10) and time.monotonic() - start < 20.0:
                     replace(routes, texts[reloads % 2])
-                    r = await client.post(f"{rv.admin}/reload",
-                                          headers={"Authorization": f"Bearer {rv.tokens['reload']}"})
+                    r = await client.post(f"{reload_veil.admin}/reload",
+                                          headers={"Authorization": f"Bearer {reload_veil.tokens['reload']}"})
                     if r.status_code != 200:
                         bad.append(f"reload {r.status_code} {r.text[:200]}")
                     reloads += 1

@@ -8,15 +8,14 @@ import gzip
 import json
 import re
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from tests.e2e.conftest import KEYS, Upstream, Veil, start_veil
-from tests.e2e.test_reasons import assert_problem, start_reason_veil
+from tests.e2e.conftest import KEYS, Veil
+from tests.e2e.test_reasons import assert_problem
 from veil.consent.tcf import decode
 
 REC = "personalize.recommendations"
@@ -46,20 +45,6 @@ TC_TRUNCATED = TC_GRANTS[:40]
 
 def cookie(tc: str) -> dict[str, str]:
     return {"Cookie": f"theme=dark; euconsent-v2={tc}; other=1"}
-
-
-@pytest.fixture(scope="module")
-def sv(tmp_path_factory: pytest.TempPathFactory, demo_upstream: Upstream) -> Iterator[Veil]:
-    v = start_veil(tmp_path_factory.mktemp("signals") / "shipped", demo_upstream.url)
-    yield v
-    v.stop()
-
-
-@pytest.fixture(scope="module")
-def rv(tmp_path_factory: pytest.TempPathFactory, demo_upstream: Upstream) -> Iterator[Veil]:
-    v = start_reason_veil(tmp_path_factory.mktemp("signals") / "rules", demo_upstream.url)
-    yield v
-    v.stop()
 
 
 def ads(v: Veil, subject: str, headers: dict[str, str] | list[tuple[str, str]] | None = None
