@@ -16,7 +16,6 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from veil.errors import VeilError
 
@@ -101,7 +100,20 @@ def write_private_file(path: Path, content: str | bytes) -> None:
 
 
 _BLOCK = 64  # SHA-256 block size
-_pads: dict[bytes, tuple[Any, Any]] = {}
+_Pads = tuple["hashlib._Hash", "hashlib._Hash"]
+_pads: dict[bytes, _Pads] = {}
+
+
+def _pads_of(key: bytes) -> _Pads:
+    """The SHA-256 states after absorbing key ^ ipad and key ^ opad (RFC 2104), cached per key."""
+    pads = _pads.get(key)
+    if pads is None:
+        k = hashlib.sha256(key).digest() if len(key) > _BLOCK else key
+        k = k.ljust(_BLOCK, b"\0")
+        pads = (hashlib.sha256(bytes(b ^ 0x36 for b in k)), hashlib.sha256(bytes(b ^ 0x5C for b in k)))
+        if len(_pads) < 64:  # keys are few (a ring per purpose); never unbounded
+            _pads[key] = pads
+    return pads
 
 
 def hmac_sha256(key: bytes, msg: bytes) -> bytes:
@@ -111,16 +123,10 @@ def hmac_sha256(key: bytes, msg: bytes) -> bytes:
     OpenSSL 3, `hmac.digest` sets up a MAC context per call; here the keyed inner and outer SHA-256
     states are computed once per key and copied per message (measured 3.9 → 1.7 µs per MAC).
     """
-    pads = _pads.get(key)
-    if pads is None:
-        k = hashlib.sha256(key).digest() if len(key) > _BLOCK else key
-        k = k.ljust(_BLOCK, b"\0")
-        pads = (hashlib.sha256(bytes(b ^ 0x36 for b in k)), hashlib.sha256(bytes(b ^ 0x5C for b in k)))
-        if len(_pads) < 64:  # keys are few (a ring per purpose); never unbounded
-            _pads[key] = pads
-    inner = pads[0].copy()
+    inner_pad, outer_pad = _pads_of(key)
+    inner = inner_pad.copy()
     inner.update(msg)
-    outer = pads[1].copy()
+    outer = outer_pad.copy()
     outer.update(inner.digest())
     return outer.digest()
 
@@ -133,13 +139,9 @@ def keyed_hash(key: bytes, value: str, *, context: str) -> str:
 def keyed_hashes(key: bytes, values: Iterable[str], *, context: str) -> list[str]:
     """`keyed_hash` of many values (the subjects of a list response): the key and the context are
     absorbed into the inner hash state once."""
-    keyed_hash(key, "", context=context)  # makes sure the key's pads are cached
-    pads = _pads.get(key)
-    if pads is None:  # the pad cache is full: one at a time
-        return [keyed_hash(key, v, context=context) for v in values]
-    inner0 = pads[0].copy()
+    inner_pad, outer0 = _pads_of(key)
+    inner0 = inner_pad.copy()
     inner0.update(context.encode() + b"\x00")
-    outer0 = pads[1]
     out: list[str] = []
     for v in values:
         inner = inner0.copy()
