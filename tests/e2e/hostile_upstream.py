@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 PROFILE = {"id": "c-1", "name": "Ada", "email": "ada@example.com", "ssn": "123-45-6789"}
 J = "application/json"
+PAD = b'"pad":"' + b"x" * 20_000 + b'"'
 _CACHE: dict[str, bytes] = {}
 
 
@@ -64,6 +65,20 @@ def case_bytes(case: str) -> bytes | None:
         "notmodified": lambda: _resp(304, b"", ctype=None),
         "error500": lambda: _resp(500, json.dumps({"error": "boom", "email": "ada@example.com"}).encode()),
         "headerleak": lambda: _resp(200, p, extra=[("X-Customer-Email", "ada@example.com")]),
+        # Bodies large enough to be read lazily (veil.redact.lazy): the result must not change.
+        "dupkeys_large": lambda: _resp(200, b'{"id":"c-1","email":"first@example.com","email":"second@example.com",'
+                                            + PAD + b"}"),
+        "escaped_large": lambda: _resp(200, b'{"id":"c-1","\\u0065mail":"esc@example.com","\\u0073sn":"123-45-6789",'
+                                            + PAD + b"}"),
+        "bigint_large": lambda: _resp(200, b'{"id":"c-1","n":18446744073709551616,' + PAD + b"}"),
+        "deep_obj_large": lambda: _resp(200, b'{"id":"c-1",' + PAD + b',"name":' + b'{"a":' * 300 + b"1" + b"}" * 301),
+        "deep_unkept_large": lambda: _resp(200, b'{"id":"c-1",' + PAD + b',"junk":' + b'{"a":' * 300 + b"1"
+                                                + b"}" * 301),
+        "toparray_large": lambda: _resp(200, json.dumps([PROFILE] * 300).encode()),
+        # A list route with per-item subjects: an item whose subject key repeats is read as orjson reads it.
+        "items_dups": lambda: _resp(200, b'{"items":[' + b",".join(
+            [b'{"id":"c-2","id":"","email":"two@example.com"}', b'{"id":"","id":"c-3","email":"three@example.com"}']
+            + [json.dumps({**PROFILE, "id": f"c-{i}"}).encode() for i in range(10, 300)]) + b"]}"),
     }
     make = table.get(case)
     if make is None:

@@ -37,3 +37,46 @@ def test_depth_added_by_a_transform_is_counted() -> None:
     with pytest.raises(EnforceError):  # 1 bracket in the input, but 4 levels leave
         check_depth(out, 3, body, plan.added_depth)
     check_depth(out, 4, body, plan.added_depth)
+
+
+# ---------------------------------------------------------------- lazy list documents
+def test_plain_list_makes_the_path_plain_and_keeps_items_lazy() -> None:
+    from veil.proxy.enforce import plain_list, subject_of
+    from veil.redact import lazy
+    from veil.redact.paths import parse_path
+
+    doc, items = plain_list(lazy.parse(b'{"page":{"items":[{"id":"a","x":{"y":1}},{"id":7}]},"n":2}'),
+                            parse_path("page.items[*]"))
+    assert type(doc) is dict and type(doc["page"]) is dict and type(items) is list
+    assert doc["page"]["items"] is items and all(lazy.is_lazy(i) for i in items)
+    assert [subject_of(i, parse_path("id")) for i in items] == ["a", "7"]
+    assert lazy.materialize(doc) == orjson.loads(b'{"page":{"items":[{"id":"a","x":{"y":1}},{"id":7}]},"n":2}')
+    root, top = plain_list(lazy.parse(b'[{"id":"a"}]'), parse_path("[*]"))
+    assert root is top and len(top) == 1
+
+
+def test_plain_list_adds_nothing_where_the_list_is_missing() -> None:
+    from veil.proxy.enforce import plain_list
+    from veil.redact import lazy
+    from veil.redact.paths import parse_path
+
+    for body in (b'{"n":1}', b'{"items":{"a":1}}', b'{"items":null}', b"[1]"):
+        doc, items = plain_list(lazy.parse(body), parse_path("items[*]"))
+        assert items is None and lazy.materialize(doc) == orjson.loads(body)
+
+
+def test_duplicate_keys_on_the_list_path_or_the_subject_path_are_not_lazy() -> None:
+    from veil.proxy.enforce import duplicate_keys_on, plain_list
+    from veil.redact import lazy
+    from veil.redact.lazy import NotLazy
+    from veil.redact.paths import parse_path
+
+    with pytest.raises(NotLazy):
+        plain_list(lazy.parse(b'{"items":[],"items":[{"id":"a"}]}'), parse_path("items[*]"))
+    _, items = plain_list(lazy.parse(b'{"items":[{"id":"","id":"b"},{"who":{"id":"a","id":"b"}},{"id":"c"}]}'),
+                          parse_path("items[*]"))
+    assert items is not None
+    assert duplicate_keys_on(items[0], parse_path("id"))
+    assert duplicate_keys_on(items[1], parse_path("who.id"))
+    assert not duplicate_keys_on(items[2], parse_path("id"))
+    assert not duplicate_keys_on({"id": "a"}, parse_path("id"))  # plain objects cannot repeat keys

@@ -28,13 +28,24 @@ from veil.errors import ConsentUnavailable, VeilError
 from veil.policy.compile import CompiledPolicy, CompiledRoute
 from veil.policy.decision import Admitted, Blocked, admit, consent_reason, consent_reasons
 from veil.proxy.asgi import lifespan, request_body, send_response
-from veil.proxy.enforce import EnforceError, check_depth, decode_content, find_list, parse_json, subject_of
+from veil.proxy.enforce import (
+    LAZY_MIN_BYTES,
+    EnforceError,
+    check_depth,
+    decode_content,
+    duplicate_keys_on,
+    find_list,
+    parse_json,
+    plain_list,
+    subject_of,
+)
 from veil.proxy.headers import HOP_BY_HOP, OVERRIDE, VARY, forward_headers, response_headers
 from veil.proxy.normalize import PathInvalid, normalize_path
 from veil.proxy.problem import problem_body
 from veil.proxy.records import Recorder, Summary, count
 from veil.proxy.runtime import Runtime
 from veil.proxy.upstream import UpstreamError, UpstreamResponse
+from veil.redact.lazy import NotLazy, is_lazy
 
 log = logging.getLogger("veil.proxy")
 
@@ -273,13 +284,19 @@ class ProxyApp:
             body = decode_content(resp.body, hdrs.get("content-encoding"), self.config.max_body_bytes)
             if (not body.strip() and resp.status == 204) or (not body and resp.status in (200, 204)):
                 return ev
-            doc = parse_json(hdrs.get("content-type"), body)
-            if ad.route.each is not None:
-                doc, ev.subjects, ev.filtered, why = await self._filter_items(ad, doc, scope, facts)
-                if why is not None:
-                    return _Evaluation(why)
             plan = ad.rule.plan
-            ev.doc, ev.report = plan.apply(doc)
+            ctype = hdrs.get("content-type")
+            # A large body the plan mostly filters is read lazily: only what the plan reads becomes
+            # Python objects (veil.redact.lazy). Anything the lazy reading cannot match exactly
+            # (duplicate keys, numbers simdjson refuses) is redone on an orjson parse.
+            doc = parse_json(ctype, body, lazy=len(body) >= LAZY_MIN_BYTES and plan.lazy_ok(ad.route.each))
+            try:
+                await self._apply(ad, doc, scope, facts, ev)
+            except NotLazy:
+                ev = _Evaluation("ok")
+                await self._apply(ad, parse_json(ctype, body), scope, facts, ev)
+            if ev.reason != "ok":
+                return ev
             # What would leave is checked (removed parts are never read); a body with few brackets
             # cannot nest deeper than the limit, so most profiles skip the walk.
             check_depth(ev.doc, self.config.max_json_depth, body, plan.added_depth)
@@ -289,6 +306,17 @@ class ProxyApp:
         except (RecursionError, TypeError, VeilError):
             return _Evaluation("body_invalid", detail=_NOT_ENFORCEABLE)
         return ev
+
+    async def _apply(self, ad: Admitted, doc: Any, scope: Scope, facts: dict[str, str], ev: _Evaluation) -> None:
+        """Per-item consent (list routes), then the field plan: fills `ev` (its reason when blocked)."""
+        lazy = is_lazy(doc)
+        if ad.route.each is not None:
+            doc, ev.subjects, ev.filtered, why = await self._filter_items(ad, doc, scope, facts, lazy)
+            if why is not None:
+                ev.reason = why
+                return
+        plan = ad.rule.plan
+        ev.doc, ev.report = plan.apply_lazy(doc) if lazy else plan.apply(doc)
 
     async def _enforce(self, send: Any, scope: Scope, policy: CompiledPolicy, ad: Admitted,
                        resp: UpstreamResponse, decision_id: str, t0: float, up_time: float,
@@ -323,12 +351,14 @@ class ProxyApp:
         metrics.overhead(ad.route.template).observe(time.perf_counter() - t0 - up_time)
         await send_response(send, resp.status, out_headers, out_body, head=scope["method"] == "HEAD")
 
-    async def _filter_items(self, ad: Admitted, doc: Any, scope: Scope, facts: dict[str, str]
+    async def _filter_items(self, ad: Admitted, doc: Any, scope: Scope, facts: dict[str, str], lazy: bool = False
                             ) -> tuple[Any, list[str], int, str | None]:
-        """Per-item consent: one batched lookup; items without consent (or without a subject) removed."""
+        """Per-item consent: one batched lookup; items without consent (or without a subject) removed.
+        Raises NotLazy when a removed lazy item may hold a subject other than the one read (kept items
+        are checked by the field plan)."""
         assert ad.route.each is not None
         list_path, subject_path = ad.route.each
-        items = find_list(doc, list_path)
+        doc, items = plain_list(doc, list_path) if lazy else (doc, find_list(doc, list_path))
         if items is None:
             return doc, [], 0, None
         rule = ad.rule
@@ -347,6 +377,8 @@ class ProxyApp:
             if sid is not None and verdicts[sid] is None:
                 keep.append(item)
                 kept_ids.append(sid)
+            elif lazy and duplicate_keys_on(item, subject_path):
+                raise NotLazy("an item has duplicate keys")
         filtered = len(items) - len(keep)
         items[:] = keep
         return doc, kept_ids, filtered, None

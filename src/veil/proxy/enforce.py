@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from veil.redact import lazy as lazy_json
+from veil.redact.lazy import NotLazy
 from veil.redact.paths import Each, FieldPath, Key
 
 
@@ -55,7 +57,14 @@ def is_json_type(content_type: str | None) -> bool:
     return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
 
 
-def parse_json(content_type: str | None, body: bytes) -> Any:
+# Bodies from this size up are read lazily when the plan allows it (see veil.redact.lazy); below it,
+# an orjson parse of the whole body is cheaper than simdjson's proxies.
+LAZY_MIN_BYTES = 16 * 1024
+
+
+def parse_json(content_type: str | None, body: bytes, *, lazy: bool = False) -> Any:
+    """The parsed body; with `lazy`, a lazy document (veil.redact.lazy) where simdjson reads the body
+    (an orjson parse otherwise: it decides what simdjson refuses)."""
     if not is_json_type(content_type):
         raise EnforceError("content_type_unsupported", "the upstream body is not JSON")
     assert content_type is not None
@@ -63,6 +72,11 @@ def parse_json(content_type: str | None, body: bytes) -> Any:
         name, _, value = param.partition("=")
         if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
             raise EnforceError("body_invalid", "JSON must be UTF-8")
+    if lazy:
+        try:
+            return lazy_json.parse(body)
+        except NotLazy:
+            pass
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -117,10 +131,52 @@ def find_list(doc: Any, list_path: FieldPath) -> list[Any] | None:
     return node
 
 
-def subject_of(item: Any, subject_path: FieldPath) -> str | None:
-    node = item
+def plain_list(doc: Any, list_path: FieldPath) -> tuple[Any, list[Any] | None]:
+    """`find_list` for a lazy document: the objects down to the array and the array itself are made
+    plain (their values stay lazy), so the list can be filtered in place. Returns the (new) root and
+    the list, or None as find_list. NotLazy when one of those objects has duplicate keys."""
+    if not list_path or not isinstance(list_path[-1], Each) or not all(isinstance(s, Key) for s in list_path[:-1]):
+        return doc, None
+    root = node = _plain(doc)
+    for seg in list_path[:-1]:
+        assert isinstance(seg, Key)
+        if not isinstance(node, dict) or seg.name not in node:
+            return root, None
+        child = node[seg.name] = _plain(node[seg.name])
+        node = child
+    return root, node if isinstance(node, list) else None
+
+
+def _plain(v: Any) -> Any:
+    """A lazy object or array one level plain (the Python dict or list of its lazy children)."""
+    t = type(v)
+    if t is lazy_json.Object:  # not v.items(): it makes every value plain, the whole subtree
+        keys = tuple(v)
+        if lazy_json.has_duplicate_keys(keys):
+            raise NotLazy("an object on the list path has duplicate keys")
+        return {k: v[k] for k in keys}
+    if t is lazy_json.Array:
+        return list(v)
+    return v
+
+
+def duplicate_keys_on(item: Any, subject_path: FieldPath) -> bool:
+    """Whether a lazy object on the way to an item's subject has duplicate keys (the subject read
+    from it may not be the one orjson would read)."""
+    node: Any = item
     for seg in subject_path:
-        if not isinstance(seg, Key) or not isinstance(node, dict):
+        if type(node) is not lazy_json.Object:
+            return False
+        if lazy_json.has_duplicate_keys(tuple(node)):
+            return True
+        node = node.get(seg.name) if isinstance(seg, Key) else None
+    return False
+
+
+def subject_of(item: Any, subject_path: FieldPath) -> str | None:
+    node: Any = item
+    for seg in subject_path:
+        if not isinstance(seg, Key) or not isinstance(node, lazy_json.DICT):
             return None
         node = node.get(seg.name)
     if isinstance(node, str) and node:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from veil.redact import lazy as lz
 from veil.redact.paths import AnyKey, Deep, Each, FieldPath, Key
 from veil.redact.transforms import Transform, TransformTypeError
 
@@ -190,9 +191,20 @@ Slot = Any  # WHOLE (str) | event-key tuple (node is removed/dropped) | Fn
 
 
 class Builder:
-    def __init__(self, auto: Automaton) -> None:
+    """Closures for one automaton. A `lazy` builder's closures also take lazy nodes (simdjson proxies,
+    see veil.redact.lazy): filtered objects are read in place, whatever they keep or transform is
+    materialized, and any other object is materialized whole and handed to the eager closure."""
+
+    def __init__(self, auto: Automaton, lazy: bool = False) -> None:
         self.auto = auto
         self.count = 0
+        self.lazy = lazy
+        self._eager: Builder | None = None
+
+    def eager(self) -> Builder:
+        if self._eager is None:
+            self._eager = Builder(self.auto)
+        return self._eager
 
     def slot(self, st: State, t: Tmpl, stack: frozenset[State] = frozenset()) -> Slot:
         kind = st.kind
@@ -205,15 +217,15 @@ class Builder:
             return ("d", t, st.rule.rule_id)
         if kind == TRANSFORMED:
             assert st.rule is not None and st.rule.transform is not None
-            return _transform_fn(st.rule.transform, t, st.rule.rule_id)
+            return _transform_fn(st.rule.transform, t, st.rule.rule_id, self.lazy)
         if st in stack:
-            return self._lazy(st, t)
+            return self._deferred(st, t)
         return self._visit(st, t, stack | {st})
 
-    def _lazy(self, st: State, t: Tmpl) -> Fn:
+    def _deferred(self, st: State, t: Tmpl) -> Fn:
         cell: list[Fn | None] = [None]
 
-        def lazy(v: Any, ev: dict[Any, Any]) -> Any:
+        def deferred(v: Any, ev: dict[Any, Any]) -> Any:
             f = cell[0]
             if f is None:
                 f = self._visit(st, t, frozenset({st}))
@@ -221,18 +233,20 @@ class Builder:
                     cell[0] = f
             return f(v, ev)
 
-        return lazy
+        return deferred
 
     def _visit(self, st: State, t: Tmpl, stack: frozenset[State]) -> Fn:
         """One closure per node: the object handler itself when objects may survive (one call per
         node on the hot path); `nondict` handles arrays, covered scalars and removal."""
+        if self.lazy and (_scrubs(st) or (st.obj_ok and not filters(st))):
+            return _materializing(self.eager().slot(st, t, frozenset()))
         if _scrubs(st):
             self.count += 1
             return _scrub_fn(st, t)
         nondict = self.nondict(st, t, stack)
         if not st.obj_ok:
             return nondict
-        if _filters(st):
+        if filters(st):
             return _FilterGen(self).function(st, t, stack, nondict)
         return self._obj(st, t, stack, nondict)
 
@@ -242,12 +256,13 @@ class Builder:
         arr = self._arr(st, t, stack) if st.arr_ok else None
         covered = st.covered
         rkey = ("r", t)
+        lst, dct = (lz.LIST, lz.DICT) if self.lazy else (list, dict)
 
         def nondict(v: Any, ev: dict[Any, Any]) -> Any:
-            if isinstance(v, list):
+            if isinstance(v, lst):
                 if arr is not None:
                     return arr(v, ev)
-            elif covered and not isinstance(v, dict):
+            elif covered and not isinstance(v, dct):
                 return v
             ev[rkey] = ev.get(rkey, 0) + 1
             return GONE
@@ -257,7 +272,7 @@ class Builder:
     def _arr(self, st: State, t: Tmpl, stack: frozenset[State]) -> Fn:
         s = self.slot(st.elem(), (*t, 0), stack)
         if s is WHOLE:
-            return _identity
+            return _materialize if self.lazy else _identity
         if isinstance(s, tuple):
             key = s
 
@@ -275,6 +290,7 @@ class Builder:
         return each
 
     def _obj(self, st: State, t: Tmpl, stack: frozenset[State], nondict: Fn) -> Fn:
+        assert not self.lazy, "a lazy builder hands unfiltered objects to the eager one"
         slots = {k: self.slot(st.child(k), (*t, k), stack) for k in st.named}
         fns = tuple((k, s) for k, s in slots.items() if callable(s))
         gone = {k: s for k, s in slots.items() if isinstance(s, tuple)}
@@ -361,7 +377,7 @@ def _scrub_fn(st: State, t: Tmpl) -> Fn:
     return scrub
 
 
-def _filters(st: State) -> bool:
+def filters(st: State) -> bool:
     """Objects at this state are filtered: keys no rule names are removed (or dropped)."""
     return st.kind == VISIT and st.obj_ok and st.child(OTHER).kind in (REMOVED, DROPPED)
 
@@ -394,7 +410,8 @@ class _FilterGen:
 
     def __init__(self, builder: Builder) -> None:
         self.b = builder
-        self.ns: dict[str, Any] = {"GONE": GONE, "TransformTypeError": TransformTypeError, "SCALARS": _SCALARS}
+        self.ns: dict[str, Any] = {"GONE": GONE, "TransformTypeError": TransformTypeError, "SCALARS": _SCALARS,
+                                   "DICT": lz.DICT if builder.lazy else dict, "MAT": lz.materialize}
         self.lines: list[str] = []
         self.n = 0
 
@@ -406,7 +423,7 @@ class _FilterGen:
 
     def function(self, st: State, t: Tmpl, stack: frozenset[State], nondict: Fn) -> Fn:
         nd = self.bind(nondict)
-        self.lines += ["def filter_obj(d0, ev):", "    if not isinstance(d0, dict):"]
+        self.lines += ["def filter_obj(d0, ev):", "    if not isinstance(d0, DICT):"]
         self.lines.append(f"        return {nd}(d0, ev)")
         self.body(st, t, stack, 0, "    ")
         self.lines.append("    return o0")
@@ -429,25 +446,34 @@ class _FilterGen:
             allowed.add(k)
             emit(f"{ind}if {key} in {src}:")
             inner = ind + "    "
+            lazy = self.b.lazy  # a lazy node read here is materialized: kept and transformed values are plain
             if cs.kind == WHOLE:
-                emit(f"{inner}{out}[{key}] = {src}[{key}]")
+                if lazy:
+                    emit(f"{inner}r = {src}[{key}]")
+                    emit(f"{inner}{out}[{key}] = r if type(r) in SCALARS else MAT(r)")
+                else:
+                    emit(f"{inner}{out}[{key}] = {src}[{key}]")
             elif cs.kind == TRANSFORMED:
                 assert cs.rule is not None and cs.rule.transform is not None
                 tr = self.bind(cs.rule.transform)
                 tk, ek = self.bind(("t", ct, cs.rule.rule_id)), self.bind(("e", ct, cs.rule.rule_id))
+                arg = f"{src}[{key}]"
+                if lazy:
+                    emit(f"{inner}r = {arg}")
+                    arg = "(r if type(r) in SCALARS else MAT(r))"
                 emit(f"{inner}try:")
-                emit(f"{inner}    {out}[{key}] = {tr}({src}[{key}])")
+                emit(f"{inner}    {out}[{key}] = {tr}({arg})")
                 emit(f"{inner}    ev[{tk}] = ev.get({tk}, 0) + 1")
                 emit(f"{inner}except TransformTypeError:")
                 emit(f"{inner}    {out}[{key}] = None")
                 emit(f"{inner}    ev[{ek}] = ev.get({ek}, 0) + 1")
-            elif _filters(cs) and cs not in stack and depth < self.MAX_INLINE_DEPTH:
+            elif filters(cs) and cs not in stack and depth < self.MAX_INLINE_DEPTH:
                 self.b.count += 1
                 sub = stack | {cs}
                 nd = self.bind(self.b.nondict(cs, ct, sub))
                 v, o = f"v{depth + 1}", f"o{depth + 1}"
                 emit(f"{inner}{v} = {src}[{key}]")
-                emit(f"{inner}if isinstance({v}, dict):")
+                emit(f"{inner}if isinstance({v}, DICT):")
                 self.body(cs, ct, sub, depth + 1, inner + "    ")
                 emit(f"{inner}    {out}[{key}] = {o}")
                 emit(f"{inner}else:")
@@ -476,7 +502,20 @@ def _identity(v: Any, ev: dict[Any, Any]) -> Any:
     return v
 
 
-def _transform_fn(tr: Transform, t: Tmpl, rule_id: int) -> Fn:
+def _materialize(v: Any, ev: dict[Any, Any]) -> Any:
+    return lz.materialize(v)
+
+
+def _materializing(f: Fn) -> Fn:
+    """A lazy node made plain, then handed to an eager closure."""
+
+    def plain(v: Any, ev: dict[Any, Any]) -> Any:
+        return f(lz.materialize(v), ev)
+
+    return plain
+
+
+def _transform_fn(tr: Transform, t: Tmpl, rule_id: int, lazy: bool = False) -> Fn:
     tkey = ("t", t, rule_id)
     ekey = ("e", t, rule_id)
 
@@ -489,7 +528,7 @@ def _transform_fn(tr: Transform, t: Tmpl, rule_id: int) -> Fn:
         ev[tkey] = ev.get(tkey, 0) + 1
         return r
 
-    return transform
+    return _materializing(transform) if lazy else transform
 
 
 def _inplace_obj(

@@ -25,6 +25,7 @@ from typing import Any
 
 from veil.errors import PathError, VeilError
 from veil.redact import _compile as c
+from veil.redact.lazy import NotLazy, has_duplicate_keys, materialize
 from veil.redact.paths import AnyKey, Deep, Each, FieldPath, Key, positions, step, template
 from veil.redact.transforms import Transform
 
@@ -119,6 +120,8 @@ class FieldPlan:
         self._root: c.Slot = self._builder.slot(self._builder.auto.root, ())
         self._keys: dict[tuple[Any, ...], tuple[int, Any]] = {}
         self._reports: dict[tuple[Any, ...], Report] = {}
+        self._lazy_root: c.Slot | None = None
+        self._lazy_ok: dict[Any, bool] = {}
 
     # ---- apply ---------------------------------------------------------------------------------
 
@@ -139,6 +142,62 @@ class FieldPlan:
         except RecursionError as exc:
             raise DocumentTooDeep("document is nested too deeply to redact") from exc
         return out, self._report(ev, suppressed)
+
+    def lazy_ok(self, each: tuple[FieldPath, FieldPath] | None = None) -> bool:
+        """Whether `apply_lazy` pays off and is exact for this plan: no guards, a filtered root, and
+        for a list route (`each`: the list path and the item's subject path) filtered items and
+        filtered objects down to the subject, so that every object read by key has its key set seen
+        (duplicate keys then fall back to an orjson parse) and the list filter's reads agree."""
+        hit = self._lazy_ok.get(each)
+        if hit is None:
+            hit = self._lazy_ok[each] = self._lazy_fits(each)
+        return hit
+
+    def _lazy_fits(self, each: tuple[FieldPath, FieldPath] | None) -> bool:
+        st = self._builder.auto.root
+        if self.guards or not c.filters(st):
+            return False
+        if each is None:
+            return True
+        list_path, subject_path = each
+        for seg in list_path:
+            if isinstance(seg, Key):
+                st = st.child(seg.name)
+            elif isinstance(seg, Each):
+                st = st.elem()
+            else:
+                return False
+        for seg in subject_path[:-1]:
+            if not (c.filters(st) and isinstance(seg, Key)):
+                return False
+            st = st.child(seg.name)
+        return c.filters(st)
+
+    def apply_lazy(self, doc: Any) -> tuple[Any, Report]:
+        """`apply` for a lazy document (veil.redact.lazy): the same output and report, built from the
+        parts the plan reads. Raises NotLazy when the document has an object with duplicate keys (an
+        orjson parse keeps the last, a lazy lookup the first): the caller applies to an orjson parse.
+        Only for plans with `lazy_ok()`."""
+        root = self._lazy_root
+        if root is None:
+            root = self._lazy_root = c.Builder(self._builder.auto, lazy=True).slot(self._builder.auto.root, ())
+        ev: dict[Any, Any] = {}
+        try:
+            if root is c.WHOLE:
+                out = materialize(doc)
+            elif isinstance(root, tuple):
+                ev[root] = 1
+                out = None
+            else:
+                out = root(doc, ev)
+                if out is c.GONE:
+                    out = None
+        except RecursionError as exc:
+            raise DocumentTooDeep("document is nested too deeply to redact") from exc
+        for key, n in ev.items():
+            if isinstance(key, c.Shape) and any(has_duplicate_keys(sig) for sig in n):
+                raise NotLazy("an object has duplicate keys")
+        return out, self._report(ev, 0)
 
     def _run_guards(self, doc: Any) -> int:
         n = 0

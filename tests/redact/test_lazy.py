@@ -1,0 +1,110 @@
+"""Lazy documents: `apply_lazy` on a simdjson reading equals `apply` on an orjson parse, or says it
+cannot (NotLazy) so the caller parses with orjson."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.redact.test_properties import ANY, KEYS, SETTINGS, documents, rule_sets, scalars
+from veil.redact import Action, FieldRule, Guard, compile_plan, lazy, parse_path
+from veil.redact import transforms as tr
+from veil.redact.lazy import NotLazy
+
+
+def both(rules: list[FieldRule], body: bytes) -> tuple[Any, Any]:
+    plan = compile_plan(rules)
+    return plan.apply(orjson.loads(body)), plan.apply_lazy(lazy.parse(body))
+
+
+@SETTINGS
+@given(documents, rule_sets(ANY))
+def test_lazy_apply_equals_apply(doc: Any, rules: list[FieldRule]) -> None:
+    body = orjson.dumps(doc)
+    eager, lazy_ = both(rules, body)
+    assert lazy_ == eager  # output and report
+    orjson.dumps(lazy_[0])  # plain Python throughout: no proxy leaks into what is sent
+
+
+def _text(node: Any) -> str:
+    """JSON text for a tree whose objects are lists of pairs (so keys may repeat)."""
+    if isinstance(node, tuple):
+        return "{" + ",".join(orjson.dumps(k).decode() + ":" + _text(v) for k, v in node[0]) + "}"
+    if isinstance(node, list):
+        return "[" + ",".join(_text(x) for x in node) + "]"
+    return orjson.dumps(node).decode()
+
+
+dup_documents = st.recursive(
+    scalars,
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=4),
+        st.lists(st.tuples(st.sampled_from(KEYS), kids), max_size=5).map(lambda pairs: (pairs,)),
+    ),
+    max_leaves=12,
+)
+
+
+@SETTINGS
+@given(dup_documents, rule_sets(ANY))
+def test_duplicate_keys_give_the_orjson_result_or_not_lazy(tree: Any, rules: list[FieldRule]) -> None:
+    body = _text(tree).encode()
+    plan = compile_plan(rules)
+    eager = plan.apply(orjson.loads(body))
+    try:
+        got = plan.apply_lazy(lazy.parse(body))
+    except NotLazy:
+        return
+    assert got == eager
+
+
+def test_duplicate_key_in_a_filtered_object_is_not_lazy() -> None:
+    rules = [FieldRule(parse_path("id"), Action.KEEP, rule_id=0),
+             FieldRule(parse_path("email"), Action.TRANSFORM, tr.hash(bytes(32)), rule_id=1)]
+    body = b'{"id":"c-1","email":"first@example.com","email":"second@example.com","x":1}'
+    with pytest.raises(NotLazy):
+        compile_plan(rules).apply_lazy(lazy.parse(body))
+
+
+def test_kept_whole_subtree_with_duplicates_reads_like_orjson() -> None:
+    rules = [FieldRule(parse_path("a"), Action.KEEP, rule_id=0)]
+    body = b'{"a":{"k":1,"k":2,"j":[{"z":1,"z":3}]},"b":1}'
+    eager, lazy_ = both(rules, body)
+    assert lazy_ == eager and lazy_[0] == {"a": {"k": 2, "j": [{"z": 3}]}}
+
+
+@pytest.mark.parametrize("body", [
+    b"18446744073709551616", b'{"n":-9223372036854775809}', b'{"n":1' + b"0" * 30 + b"}",  # orjson: floats
+    b'[1,2,]', b'{"a":1} x', b"nan", b'"\\ud800"', b'"\xff"', b"",
+])
+def test_what_simdjson_refuses_is_not_lazy(body: bytes) -> None:
+    with pytest.raises(NotLazy):
+        lazy.parse(body)
+
+
+def test_materialize_is_the_orjson_value() -> None:
+    body = b'{"a":[1,2.5,{"b":null,"c":true}],"d":"\\u00e9\\n","e":-0.0,"f":18446744073709551615}'
+    assert lazy.materialize(lazy.parse(body)) == orjson.loads(body)
+    assert lazy.is_lazy(lazy.parse(body)) and not lazy.is_lazy(lazy.parse(b"1"))
+
+
+def test_lazy_ok() -> None:
+    keep = FieldRule(parse_path("items[*].id"), Action.KEEP, rule_id=0)
+    each = (parse_path("items[*]"), parse_path("id"))
+    assert compile_plan([keep]).lazy_ok() and compile_plan([keep]).lazy_ok(each)
+    # guards read counts from the plain document
+    guard = Guard(parse_path("items"), parse_path("n"), 10, 1)
+    assert not compile_plan([keep], [guard]).lazy_ok()
+    # an unfiltered root (unknown keys kept) would be materialized whole: no gain
+    assert not compile_plan([FieldRule(parse_path("**"), Action.KEEP, rule_id=0)]).lazy_ok()
+    # kept whole items: the subject would be read from an object whose key set the plan never sees
+    whole = FieldRule(parse_path("items[*]"), Action.KEEP, rule_id=0)
+    assert compile_plan([whole]).lazy_ok() and not compile_plan([whole]).lazy_ok(each)
+    deep_each = (parse_path("items[*]"), parse_path("who.id"))
+    assert not compile_plan([keep]).lazy_ok(deep_each)  # `who` is removed: never read by the plan
+    keep_who = FieldRule(parse_path("items[*].who.id"), Action.KEEP, rule_id=1)
+    assert compile_plan([keep, keep_who]).lazy_ok(deep_each)
