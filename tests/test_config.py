@@ -41,6 +41,12 @@ def test_audit_fsync_modes(tmp_path: Path, value: Any, mode: str) -> None:
     assert parse_config({**GOOD, "audit": audit}, file="veil.yaml", base=tmp_path).audit_fsync == mode
 
 
+@pytest.mark.parametrize(("value", "expected"), [("absent", 16384), (None, None), (1, 1), (65536, 65536)])
+def test_lazy_json_min_bytes(tmp_path: Path, value: Any, expected: int | None) -> None:
+    limits = {} if value == "absent" else {"lazy_json_min_bytes": value}
+    assert parse_config({**GOOD, "limits": limits}, file="veil.yaml", base=tmp_path).lazy_json_min_bytes == expected
+
+
 @pytest.mark.parametrize("patch,key", [
     ({"mode": "monitor"}, "mode"),
     ({"upstreams": {}}, "upstreams"),
@@ -55,6 +61,8 @@ def test_audit_fsync_modes(tmp_path: Path, value: Any, mode: str) -> None:
     ({"audit": {"fsync": "yes"}}, "audit.fsync"),
     ({"audit": {"fsync_interval_ms": 0}}, "audit.fsync_interval_ms"),
     ({"workers": True}, "workers"),
+    ({"limits": {"lazy_json_min_bytes": 0}}, "limits.lazy_json_min_bytes"),
+    ({"limits": {"lazy_json_min_bytes": "16k"}}, "limits.lazy_json_min_bytes"),
     ({"tcf": {"cookie": 5}}, "tcf.cookie"),
     ({"colour": "blue"}, "colour"),
 ])

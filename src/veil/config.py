@@ -78,6 +78,7 @@ class Config:
     admin_tokens: dict[str, KeySpec] = field(default_factory=dict)  # scope → token spec
     max_body_bytes: int = 10 * 1024 * 1024
     max_json_depth: int = 64
+    lazy_json_min_bytes: int | None = 16 * 1024  # bodies this large are read lazily (veil.redact.lazy); None: never
     tcf_header: str | None = None
     tcf_cookie: str | None = "euconsent-v2"
     tls: TLS | None = None
@@ -278,7 +279,8 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
     tokens = {s: r.keyspec(v, f"admin.tokens.{s}") for s, v in tokens_raw.items()}
 
     limits = r.mapping(top.get("limits"), "limits")
-    r.known(limits, "limits", ("max_body_bytes", "max_json_depth", "auth_failures_per_minute"))
+    r.known(limits, "limits", ("max_body_bytes", "max_json_depth", "lazy_json_min_bytes", "auth_failures_per_minute"))
+    lazy_min = limits.get("lazy_json_min_bytes", Config.lazy_json_min_bytes)
     tcf = r.mapping(top.get("tcf"), "tcf")
     r.known(tcf, "tcf", ("header", "cookie"))
 
@@ -301,6 +303,7 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
         admin_tokens=tokens,
         max_body_bytes=r.int_(limits.get("max_body_bytes", Config.max_body_bytes), "limits.max_body_bytes"),
         max_json_depth=r.int_(limits.get("max_json_depth", 64), "limits.max_json_depth"),
+        lazy_json_min_bytes=None if lazy_min is None else r.int_(lazy_min, "limits.lazy_json_min_bytes"),
         auth_fail_limit=r.int_(limits.get("auth_failures_per_minute", 20), "limits.auth_failures_per_minute"),
         tcf_header=r.optional_str(tcf, "header", "tcf.header", None),
         tcf_cookie=r.optional_str(tcf, "cookie", "tcf.cookie", "euconsent-v2"),

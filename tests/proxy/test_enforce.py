@@ -80,3 +80,19 @@ def test_duplicate_keys_on_the_list_path_or_the_subject_path_are_not_lazy() -> N
     assert duplicate_keys_on(items[1], parse_path("who.id"))
     assert not duplicate_keys_on(items[2], parse_path("id"))
     assert not duplicate_keys_on({"id": "a"}, parse_path("id"))  # plain objects cannot repeat keys
+
+
+def test_subjects_of_reads_as_subject_of() -> None:
+    from veil.proxy.enforce import subject_of, subjects_of
+    from veil.redact import lazy
+    from veil.redact.paths import parse_path
+
+    items = [{"id": "a"}, {"id": ""}, {"id": 7}, {"id": True}, {"id": 1.5}, {"id": None}, {}, [1], "s",
+             {"id": {"x": 1}}, {"who": {"id": "w"}}, {"id": -3}]
+    lazy_items = list(lazy.parse(orjson.dumps(items)))
+    for path in ("id", "who.id", "[*]"):
+        p = parse_path(path)
+        want = [subject_of(i, p) for i in items]
+        assert subjects_of(items, p) == want == subjects_of(lazy_items, p)
+    assert subjects_of(items, parse_path("id")) == ["a", None, "7", None, None, None, None, None, None, None, None,
+                                                     "-3"]

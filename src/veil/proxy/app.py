@@ -29,7 +29,6 @@ from veil.policy.compile import CompiledPolicy, CompiledRoute
 from veil.policy.decision import Admitted, Blocked, admit, consent_reason, consent_reasons
 from veil.proxy.asgi import lifespan, request_body, send_response
 from veil.proxy.enforce import (
-    LAZY_MIN_BYTES,
     EnforceError,
     check_depth,
     decode_content,
@@ -37,7 +36,7 @@ from veil.proxy.enforce import (
     find_list,
     parse_json,
     plain_list,
-    subject_of,
+    subjects_of,
 )
 from veil.proxy.headers import HOP_BY_HOP, OVERRIDE, VARY, forward_headers, response_headers
 from veil.proxy.normalize import PathInvalid, normalize_path
@@ -289,7 +288,9 @@ class ProxyApp:
             # A large body the plan mostly filters is read lazily: only what the plan reads becomes
             # Python objects (veil.redact.lazy). Anything the lazy reading cannot match exactly
             # (duplicate keys, numbers simdjson refuses) is redone on an orjson parse.
-            doc = parse_json(ctype, body, lazy=len(body) >= LAZY_MIN_BYTES and plan.lazy_ok(ad.route.each))
+            lazy_min = self.config.lazy_json_min_bytes
+            doc = parse_json(ctype, body, lazy=lazy_min is not None and len(body) >= lazy_min
+                             and plan.lazy_ok(ad.route.each))
             try:
                 await self._apply(ad, doc, scope, facts, ev)
             except NotLazy:
@@ -362,8 +363,8 @@ class ProxyApp:
         if items is None:
             return doc, [], 0, None
         rule = ad.rule
-        ids = [subject_of(item, subject_path) for item in items]
-        wanted = sorted({i for i in ids if i is not None})
+        ids = subjects_of(items, subject_path)
+        wanted = list(dict.fromkeys(i for i in ids if i is not None))
         states: dict[tuple[str, str], ConsentState] = {}
         if rule.consent_keys and wanted:
             try:
