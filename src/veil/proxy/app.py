@@ -28,16 +28,7 @@ from veil.errors import ConsentUnavailable, VeilError
 from veil.policy.compile import CompiledPolicy, CompiledRoute
 from veil.policy.decision import Admitted, Blocked, admit, consent_reason, consent_reasons
 from veil.proxy.asgi import lifespan, request_body, send_response
-from veil.proxy.enforce import (
-    EnforceError,
-    check_depth,
-    decode_content,
-    duplicate_keys_on,
-    find_list,
-    parse_json,
-    plain_list,
-    subjects_of,
-)
+from veil.proxy.enforce import EnforceError, check_depth, decode_content, keep_items, list_items, parse_json
 from veil.proxy.headers import HOP_BY_HOP, OVERRIDE, VARY, forward_headers, response_headers
 from veil.proxy.normalize import PathInvalid, normalize_path
 from veil.proxy.problem import problem_body
@@ -355,15 +346,12 @@ class ProxyApp:
     async def _filter_items(self, ad: Admitted, doc: Any, scope: Scope, facts: dict[str, str], lazy: bool = False
                             ) -> tuple[Any, list[str], int, str | None]:
         """Per-item consent: one batched lookup; items without consent (or without a subject) removed.
-        Raises NotLazy when a removed lazy item may hold a subject other than the one read (kept items
-        are checked by the field plan)."""
+        NotLazy (from keep_items) sends a lazy document back to an orjson parse."""
         assert ad.route.each is not None
-        list_path, subject_path = ad.route.each
-        doc, items = plain_list(doc, list_path) if lazy else (doc, find_list(doc, list_path))
+        doc, items, ids = list_items(doc, ad.route.each, lazy)
         if items is None:
             return doc, [], 0, None
         rule = ad.rule
-        ids = subjects_of(items, subject_path)
         wanted = list(dict.fromkeys(i for i in ids if i is not None))
         states: dict[tuple[str, str], ConsentState] = {}
         if rule.consent_keys and wanted:
@@ -372,16 +360,7 @@ class ProxyApp:
             except (ConsentUnavailable, VeilError, OSError):
                 return doc, [], 0, "consent_unavailable"
         verdicts = consent_reasons(rule, wanted, states, _now(), gpc="gpc" in facts, vendor=ad.caller.vendor)
-        keep: list[Any] = []
-        kept_ids: list[str] = []
-        for item, sid in zip(items, ids, strict=True):
-            if sid is not None and verdicts[sid] is None:
-                keep.append(item)
-                kept_ids.append(sid)
-            elif lazy and duplicate_keys_on(item, subject_path):
-                raise NotLazy("an item has duplicate keys")
-        filtered = len(items) - len(keep)
-        items[:] = keep
+        kept_ids, filtered = keep_items(items, ids, verdicts, ad.route.each[1], lazy)
         return doc, kept_ids, filtered, None
 
     async def _report_only_response(self, send: Any, scope: Scope, policy: CompiledPolicy,

@@ -7,6 +7,7 @@ Anything veil cannot enforce raises EnforceError with a reason code: the proxy t
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -196,3 +197,30 @@ def _subject_value(v: Any) -> str | None:
     if isinstance(v, int) and not isinstance(v, bool):
         return str(v)
     return None
+
+
+def list_items(doc: Any, each: tuple[FieldPath, FieldPath], lazy: bool = False
+               ) -> tuple[Any, list[Any] | None, list[str | None]]:
+    """A list route's items and their subjects: (the root, the items array or None, subject per item).
+    With `lazy`, the path down to the array is made plain first (plain_list)."""
+    list_path, subject_path = each
+    doc, items = plain_list(doc, list_path) if lazy else (doc, find_list(doc, list_path))
+    return doc, items, ([] if items is None else subjects_of(items, subject_path))
+
+
+def keep_items(items: list[Any], ids: list[str | None], verdicts: Mapping[str, str | None],
+               subject_path: FieldPath, lazy: bool = False) -> tuple[list[str], int]:
+    """Remove, in place, the items without a subject or whose subject's verdict is a reason; returns
+    the kept items' subjects and how many were removed. For a lazy document, NotLazy when a removed
+    item may hold a subject other than the one read (kept items are checked by the field plan)."""
+    keep: list[Any] = []
+    kept_ids: list[str] = []
+    for item, sid in zip(items, ids, strict=True):
+        if sid is not None and verdicts[sid] is None:
+            keep.append(item)
+            kept_ids.append(sid)
+        elif lazy and duplicate_keys_on(item, subject_path):
+            raise NotLazy("an item has duplicate keys")
+    filtered = len(items) - len(keep)
+    items[:] = keep
+    return kept_ids, filtered

@@ -145,9 +145,10 @@ class FieldPlan:
 
     def lazy_ok(self, each: tuple[FieldPath, FieldPath] | None = None) -> bool:
         """Whether `apply_lazy` pays off and is exact for this plan: no guards, a filtered root, and
-        for a list route (`each`: the list path and the item's subject path) filtered items and
-        filtered objects down to the subject, so that every object read by key has its key set seen
-        (duplicate keys then fall back to an orjson parse) and the list filter's reads agree."""
+        for a list route (`each`: the list path and the item's subject path) a list the plan walks
+        (nothing on the way dropped, transformed or kept whole), filtered items and filtered objects
+        down to the subject, so that every object the list filter reads by key has its key set seen
+        by the plan (duplicate keys then fall back to an orjson parse)."""
         hit = self._lazy_ok.get(each)
         if hit is None:
             hit = self._lazy_ok[each] = self._lazy_fits(each)
@@ -160,10 +161,10 @@ class FieldPlan:
         if each is None:
             return True
         list_path, subject_path = each
-        for seg in list_path:
-            if isinstance(seg, Key):
+        for seg in list_path:  # every container down to the items is walked by the plan (not dropped)
+            if isinstance(seg, Key) and st.kind == c.VISIT and st.obj_ok:
                 st = st.child(seg.name)
-            elif isinstance(seg, Each):
+            elif isinstance(seg, Each) and st.kind == c.VISIT and st.arr_ok:
                 st = st.elem()
             else:
                 return False
