@@ -238,7 +238,7 @@ class Builder:
     def _visit(self, st: State, t: Tmpl, stack: frozenset[State]) -> Fn:
         """One closure per node: the object handler itself when objects may survive (one call per
         node on the hot path); `nondict` handles arrays, covered scalars and removal."""
-        if self.lazy and (_scrubs(st) or (st.obj_ok and not filters(st))):
+        if self.lazy and not walks_lazily(st):
             return _materializing(self.eager().slot(st, t, frozenset()))
         if _scrubs(st):
             self.count += 1
@@ -375,6 +375,12 @@ def _scrub_fn(st: State, t: Tmpl) -> Fn:
         return v
 
     return scrub
+
+
+def walks_lazily(st: State) -> bool:
+    """A visited state a lazy builder reads in place: filtered objects and arrays. Other objects
+    (unknown keys kept or looked into) and scrubbed subtrees are materialized for an eager closure."""
+    return st.kind == VISIT and not _scrubs(st) and (filters(st) or not st.obj_ok)
 
 
 def filters(st: State) -> bool:

@@ -161,10 +161,12 @@ class FieldPlan:
         if each is None:
             return True
         list_path, subject_path = each
-        for seg in list_path:  # every container down to the items is walked by the plan (not dropped)
-            if isinstance(seg, Key) and st.kind == c.VISIT and st.obj_ok:
+        # Every container down to the items is walked by the lazy plan itself: not dropped, transformed
+        # or kept whole, and not handed to an eager closure (which would read the items plain).
+        for seg in list_path:
+            if isinstance(seg, Key) and c.filters(st):
                 st = st.child(seg.name)
-            elif isinstance(seg, Each) and st.kind == c.VISIT and st.arr_ok:
+            elif isinstance(seg, Each) and st.arr_ok and c.walks_lazily(st):
                 st = st.elem()
             else:
                 return False

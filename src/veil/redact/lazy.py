@@ -6,7 +6,7 @@ A lazy node is a `simdjson.Object` or `simdjson.Array` proxy that reads the pars
 Two differences from an orjson parse are handled by falling back to it (`NotLazy`):
 
 - documents simdjson refuses (integers beyond 64 bits, which orjson reads as floats; anything else
-  it rejects, orjson decides);
+  it rejects, orjson decides) and the one kind it accepts that orjson refuses (a byte order mark);
 - duplicate keys: a proxy lookup finds the first occurrence, orjson keeps the last. Every object a
   lazy plan reads by key is a filtered object whose key set is recorded, so `FieldPlan.apply_lazy`
   sees duplicates and the caller redoes the work on an orjson parse.
@@ -32,7 +32,10 @@ class NotLazy(Exception):
 
 
 def parse(body: bytes) -> Any:
-    """A lazy document (or a plain scalar). NotLazy when simdjson refuses the body."""
+    """A lazy document (or a plain scalar). NotLazy when simdjson refuses the body, or would accept
+    what orjson refuses (a leading UTF-8 byte order mark)."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        raise NotLazy("a byte order mark")
     try:
         return simdjson.Parser().parse(body)
     except (ValueError, RuntimeError) as exc:  # includes UnicodeDecodeError
