@@ -202,3 +202,29 @@ def test_items_the_plan_never_walks_are_not_read_lazily(rules: list[FieldRule], 
     # and were they read lazily, the subjects would differ from an orjson parse (first vs last id)
     eager, lazy_ = (_flow(body, rules, parsed, {"s1", "s2"}, flag) for flag in (False, True))
     assert eager[2] != lazy_[2]
+
+
+@pytest.mark.parametrize("key", ["a\x00b", "\ud800", "x\udfff"])
+def test_keys_a_proxy_cannot_look_up_keep_the_plan_eager(key: str) -> None:
+    """simdjson reads lookup keys as NUL-terminated UTF-8: `"a\\u0000b"` would find `a`."""
+    rules = [FieldRule(parse_path("id"), Action.KEEP, rule_id=0), FieldRule((Key(key),), Action.KEEP, rule_id=1)]
+    assert not lazy.lazy_key(key) and not compile_plan(rules).lazy_ok()
+    each = (parse_path("items[*]"), (Key(key),))
+    assert not compile_plan([FieldRule(parse_path("items[*].id"), Action.KEEP, rule_id=0)]).lazy_ok(each)
+    body = orjson.dumps({"id": "c-1", "a": "SECRET"})
+    if "\x00" in key:  # what the check prevents
+        assert plan_output_lazily(rules, body) != compile_plan(rules).apply(orjson.loads(body))[0]
+
+
+def plan_output_lazily(rules: list[FieldRule], body: bytes) -> Any:
+    return compile_plan(rules).apply_lazy(lazy.parse(body))[0]
+
+
+def test_a_top_level_array_is_read_lazily() -> None:
+    rules = [FieldRule(parse_path("[*].id"), Action.KEEP, rule_id=0),
+             FieldRule(parse_path("[*].email"), Action.TRANSFORM, tr.hash(bytes(32)), rule_id=1)]
+    plan = compile_plan(rules)
+    each = (parse_path("[*]"), parse_path("id"))
+    assert plan.lazy_ok() and plan.lazy_ok(each)
+    body = orjson.dumps([{"id": f"c-{i}", "email": f"{i}@example.com", "ssn": "x"} for i in range(50)])
+    assert plan.apply_lazy(lazy.parse(body)) == plan.apply(orjson.loads(body))

@@ -284,7 +284,11 @@ class ProxyApp:
                              and plan.lazy_ok(ad.route.each))
             try:
                 await self._apply(ad, doc, scope, facts, ev)
+                retry = False
             except NotLazy:
+                retry = True
+            if retry:  # outside the handler: its traceback would keep the lazy document alive meanwhile
+                doc = None
                 ev = _Evaluation("ok")
                 await self._apply(ad, parse_json(ctype, body), scope, facts, ev)
             if ev.reason != "ok":

@@ -25,7 +25,7 @@ from typing import Any
 
 from veil.errors import PathError, VeilError
 from veil.redact import _compile as c
-from veil.redact.lazy import NotLazy, has_duplicate_keys, materialize
+from veil.redact.lazy import NotLazy, has_duplicate_keys, lazy_key, materialize
 from veil.redact.paths import AnyKey, Deep, Each, FieldPath, Key, positions, step, template
 from veil.redact.transforms import Transform
 
@@ -144,7 +144,8 @@ class FieldPlan:
         return out, self._report(ev, suppressed)
 
     def lazy_ok(self, each: tuple[FieldPath, FieldPath] | None = None) -> bool:
-        """Whether `apply_lazy` pays off and is exact for this plan: no guards, a filtered root, and
+        """Whether `apply_lazy` pays off and is exact for this plan: no guards, a root read in place
+        (a filtered object or an array), keys a proxy can look up (`lazy_key`), and
         for a list route (`each`: the list path and the item's subject path) a list the plan walks
         (nothing on the way dropped, transformed or kept whole), filtered items and filtered objects
         down to the subject, so that every object the list filter reads by key has its key set seen
@@ -156,7 +157,12 @@ class FieldPlan:
 
     def _lazy_fits(self, each: tuple[FieldPath, FieldPath] | None) -> bool:
         st = self._builder.auto.root
-        if self.guards or not c.filters(st):
+        if self.guards or not c.walks_lazily(st):
+            return False
+        names = [seg.name for spec in self._specs for seg in spec.path if isinstance(seg, Key)]
+        if each is not None:
+            names += [seg.name for path in each for seg in path if isinstance(seg, Key)]
+        if not all(lazy_key(n) for n in names):
             return False
         if each is None:
             return True

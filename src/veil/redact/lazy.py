@@ -59,6 +59,18 @@ def materialize(v: Any) -> Any:
     return v
 
 
+def lazy_key(name: str) -> bool:
+    """Whether a proxy looks `name` up exactly: simdjson takes lookup keys as C strings (a NUL ends
+    them early) in UTF-8 (a lone surrogate cannot be encoded). Plans naming other keys stay eager."""
+    if "\x00" in name:
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def is_lazy(doc: Any) -> bool:
     return type(doc) is Object or type(doc) is Array
 
