@@ -18,7 +18,7 @@ rules above — slow, obviously right, and used by the tests to check `apply`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -127,21 +127,8 @@ class FieldPlan:
 
     def apply(self, doc: Any) -> tuple[Any, Report]:
         ev: dict[Any, Any] = {}
-        try:
-            suppressed = self._run_guards(doc) if self.guards else 0
-            root = self._root
-            if root is c.WHOLE:
-                out = doc
-            elif isinstance(root, tuple):
-                ev[root] = 1
-                out = None
-            else:
-                out = root(doc, ev)
-                if out is c.GONE:
-                    out = None
-        except RecursionError as exc:
-            raise DocumentTooDeep("document is nested too deeply to redact") from exc
-        return out, self._report(ev, suppressed)
+        suppressed = self._run_guards(doc) if self.guards else 0  # iterative: no recursion limit
+        return _run(self._root, doc, ev, _same), self._report(ev, suppressed)
 
     def lazy_ok(self, each: tuple[FieldPath, FieldPath] | None = None) -> bool:
         """Whether `apply_lazy` pays off and is exact for this plan: no guards, a root read in place
@@ -191,18 +178,7 @@ class FieldPlan:
         if root is None:
             root = self._lazy_root = c.Builder(self._builder.auto, lazy=True).slot(self._builder.auto.root, ())
         ev: dict[Any, Any] = {}
-        try:
-            if root is c.WHOLE:
-                out = materialize(doc)
-            elif isinstance(root, tuple):
-                ev[root] = 1
-                out = None
-            else:
-                out = root(doc, ev)
-                if out is c.GONE:
-                    out = None
-        except RecursionError as exc:
-            raise DocumentTooDeep("document is nested too deeply to redact") from exc
+        out = _run(root, doc, ev, materialize)
         for key, n in ev.items():
             if isinstance(key, c.Shape) and any(has_duplicate_keys(sig) for sig in n):
                 raise NotLazy("an object has duplicate keys")
@@ -345,6 +321,24 @@ class FieldPlan:
                     if at not in marked and not _count_ok(x, names, g.k):
                         marked[at] = g.rule_id
         return marked
+
+
+def _run(root: c.Slot, doc: Any, ev: dict[Any, Any], whole: Callable[[Any], Any]) -> Any:
+    """A plan's root slot applied to `doc` (`whole`: what a root kept whole becomes); None when removed."""
+    if root is c.WHOLE:
+        return whole(doc)
+    if isinstance(root, tuple):
+        ev[root] = 1
+        return None
+    try:
+        out = root(doc, ev)
+    except RecursionError as exc:
+        raise DocumentTooDeep("document is nested too deeply to redact") from exc
+    return None if out is c.GONE else out
+
+
+def _same(doc: Any) -> Any:
+    return doc
 
 
 def _find_arrays(
