@@ -182,12 +182,7 @@ def subjects_of(items: list[Any], subject_path: FieldPath) -> list[str | None]:
     """`subject_of` for each item (a subject one key down, the usual case, read without the walk)."""
     if len(subject_path) == 1 and isinstance(subject_path[0], Key):
         name, dicts = subject_path[0].name, lazy_json.DICT
-        out: list[str | None] = []
-        for item in items:
-            v = item.get(name) if isinstance(item, dicts) else None
-            t = type(v)
-            out.append(v if t is str and v else str(v) if t is int else _subject_value(v))
-        return out
+        return [_subject_value(item.get(name)) if isinstance(item, dicts) else None for item in items]
     return [subject_of(item, subject_path) for item in items]
 
 

@@ -38,8 +38,8 @@ def parse(body: bytes) -> Any:
         raise NotLazy("a byte order mark")
     try:
         return simdjson.Parser().parse(body)
-    except (ValueError, RuntimeError) as exc:  # includes UnicodeDecodeError
-        raise NotLazy(str(exc)) from None
+    except (ValueError, RuntimeError):  # includes UnicodeDecodeError; its text may quote the body
+        raise NotLazy("simdjson refused the body") from None
 
 
 def materialize(v: Any) -> Any:
