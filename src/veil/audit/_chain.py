@@ -7,13 +7,20 @@ One chain (chain id `main`, configured path `audit/decisions.log`) lives in:
     audit/decisions.log.2      while a higher one exists, so sorting by number is chain order
     audit/decisions.log.head   {"chain", "seq", "mac", "file", "time"} of the last record written,
                                atomically replaced at most every 50 ms and on rotation and close
+    audit/decisions.log.pruned a signed marker: the segments up to seq N were removed (retention, or
+                               shipped to the store); the chain resumes at N+1 with prev = its mac
+    audit/decisions.log.ship   the shipper's cursor (veil.audit.ship): how far the store has the chain
 
 A record is one line of JSON. Its `mac` is HMAC-SHA256(key[kid], canonical(record without mac)), where
 canonical = orjson with sorted keys; `prev` is the previous record's mac ("" for the first record).
+
+A marker (a prune marker, the store's ship head) is a JSON object signed the same way: `kid` and `mac`
+= HMAC-SHA256(key[kid], canonical(marker without mac)); `seal` makes one, `unseal` checks one.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 from collections.abc import Mapping
@@ -23,10 +30,10 @@ from typing import Any
 
 import orjson
 
-from veil.keys import hmac_sha256
+from veil.keys import KeyRing, hmac_sha256
 
 ENVELOPE = ("seq", "prev", "kid", "mac")
-OWN_KINDS = frozenset({"start", "checkpoint"})
+OWN_KINDS = frozenset({"start", "checkpoint", "unrecorded"})
 WILDCARD_KID = "*"  # a ring entry with this id verifies records whose kid is not in the ring
 
 _CHAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -48,6 +55,14 @@ def active_path(path: Path, chain_id: str) -> Path:
 
 def head_path(active: Path) -> Path:
     return active.with_name(active.name + ".head")
+
+
+def pruned_path(active: Path) -> Path:
+    return active.with_name(active.name + ".pruned")
+
+
+def cursor_path(active: Path) -> Path:
+    return active.with_name(active.name + ".ship")
 
 
 def segment_path(active: Path, n: int) -> Path:
@@ -100,6 +115,38 @@ def sign(key: bytes, body: bytes) -> str:
     return hmac_sha256(key, body).hex()
 
 
+def seal(ring: KeyRing, marker: Mapping[str, Any]) -> dict[str, Any]:
+    """The marker with `kid` and `mac` (under the ring's current key) added."""
+    body = {k: v for k, v in marker.items() if k not in ("kid", "mac")}
+    body["kid"] = ring.current_id
+    body["mac"] = sign(ring.current, canonical(body))
+    return body
+
+
+def unseal(ring: KeyRing, marker: Any) -> bool:
+    """True when `marker` is a JSON object whose mac verifies under the ring key its kid names."""
+    if not isinstance(marker, Mapping) or not isinstance(marker.get("kid"), str) \
+            or not isinstance(marker.get("mac"), str):
+        return False
+    key = ring.get(marker["kid"]) or ring.get(WILDCARD_KID)
+    if key is None:
+        return False
+    body = {k: v for k, v in marker.items() if k != "mac"}
+    return hmac.compare_digest(sign(key, canonical(body)), marker["mac"])
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A small JSON object file (a marker, a cursor); None when absent. ValueError when not valid."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    data = orjson.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -120,7 +167,8 @@ def read_head(path: Path) -> dict[str, Any] | None:
 
 
 def write_head(path: Path, data: Mapping[str, Any], *, sync: bool = True) -> None:
-    """Replace the head file atomically: write a temporary file, fsync it, rename it over."""
+    """Replace the head file (or a marker, a cursor) atomically: write a temporary file, fsync it,
+    rename it over."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

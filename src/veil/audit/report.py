@@ -11,7 +11,7 @@ filter (or allowed / redacted / filtered) and whose `subject` or `subjects` list
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +48,8 @@ class Disclosure:
     decision: str
     route: str
     id: str
+    # (category, form) where the record says how each category left: "clear" or "transformed"
+    forms: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,32 +108,62 @@ def report(
 
     Records after the first verification problem are not read: `verification` says where it stopped.
     """
-    wanted = frozenset([subject_pseudonym] if isinstance(subject_pseudonym, str) else subject_pseudonym)
+    wanted = wanted_set(subject_pseudonym)
     found: list[Disclosure] = []
 
-    def visit(rec: dict[str, Any], file: Path, line: int) -> None:
-        if rec.get("kind", "decision") != "decision" or rec.get("decision") not in DISCLOSING:
-            return
-        names = rec.get("subjects")
-        subjects = set(names) if isinstance(names, list) and all(isinstance(s, str) for s in names) else set()
-        if isinstance(rec.get("subject"), str):
-            subjects.add(rec["subject"])
-        if subjects.isdisjoint(wanted):
-            return
-        cats = rec.get("categories")
-        found.append(Disclosure(
-            time=_time(rec.get("time")),
-            caller=str(rec.get("caller", "")),
-            purpose=str(rec.get("purpose", "")),
-            categories=tuple(sorted(str(c) for c in cats)) if isinstance(cats, list) else (),
-            decision=str(rec["decision"]),
-            route=str(rec.get("route", "")),
-            id=str(rec.get("id", "")),
-        ))
+    def visit(rec: dict[str, Any], file: Path | str, line: int) -> None:
+        d = disclosure_of(rec, wanted)
+        if d is not None:
+            found.append(d)
 
     result = verify(paths, ring, require_head=require_head, visit=visit)
     found.sort(key=lambda d: d.time)
     return SubjectReport(tuple(sorted(wanted)), result, found)
+
+
+def wanted_set(subject_pseudonym: str | Collection[str]) -> frozenset[str]:
+    return frozenset([subject_pseudonym] if isinstance(subject_pseudonym, str) else subject_pseudonym)
+
+
+def subjects_of(rec: Mapping[str, Any]) -> set[str]:
+    """The pseudonyms a record names (`subject` and the `subjects` of a list response)."""
+    names = rec.get("subjects")
+    subjects = {s for s in names if isinstance(s, str)} if isinstance(names, list) else set()
+    if isinstance(rec.get("subject"), str):
+        subjects.add(rec["subject"])
+    return subjects
+
+
+def disclosure_of(rec: Mapping[str, Any], wanted: frozenset[str]) -> Disclosure | None:
+    """The report row for one decision-log record, None when it is not a disclosure of a wanted
+    subject's data. The one reading of records for the report: the file-based and the store-based
+    report both call it."""
+    if rec.get("kind", "decision") != "decision" or rec.get("decision") not in DISCLOSING:
+        return None
+    if subjects_of(rec).isdisjoint(wanted):
+        return None
+    cats = rec.get("categories")
+    return Disclosure(
+        time=_time(rec.get("time")),
+        caller=str(rec.get("caller", "")),
+        purpose=str(rec.get("purpose", "")),
+        categories=tuple(sorted(str(c) for c in cats)) if isinstance(cats, list) else (),
+        decision=str(rec["decision"]),
+        route=str(rec.get("route", "")),
+        id=str(rec.get("id", "")),
+        forms=_forms(rec.get("disclosed")),
+    )
+
+
+def _forms(disclosed: Any) -> tuple[tuple[str, str], ...]:
+    """(category, form) pairs from a record's `disclosed`: {category: form} or [{category, form}]."""
+    pairs: list[tuple[str, str]] = []
+    if isinstance(disclosed, Mapping):
+        pairs = [(str(c), str(f)) for c, f in disclosed.items() if isinstance(f, str)]
+    elif isinstance(disclosed, list):
+        pairs = [(str(d["category"]), str(d["form"])) for d in disclosed
+                 if isinstance(d, Mapping) and "category" in d and isinstance(d.get("form"), str)]
+    return tuple(sorted(set(pairs)))
 
 
 def _time(value: Any) -> str:

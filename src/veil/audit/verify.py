@@ -11,6 +11,11 @@ Problems, each reported at the first bad line (file, 1-based line):
     chain_break    the MAC is valid but `prev` is not the previous record's mac (spliced in with a key)
     truncated      the head file (or, without one, the lack of a final checkpoint) says records are missing
                    at the end; reported at the line after the last one
+    marker_invalid a prune marker (records removed by retention) fails its MAC
+
+A chain whose oldest segments were removed (retention, or after shipping to the store) has a signed
+prune marker: verification starts after the seq it names and says so in the result's notes.
+The chain rules live in `ChainCheck`, which `veil.audit.store_verify` feeds from the store.
 
 A path may be a log file (its whole chain is verified: rotated segments and active file), a directory
 (every chain in it) or a glob. Chains are verified independently; the first failing one is reported.
@@ -21,7 +26,7 @@ from __future__ import annotations
 import glob as globmod
 import hmac
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,15 +40,18 @@ from veil.audit._chain import (
     chain_files,
     chains_in_dir,
     head_path,
+    pruned_path,
     read_head,
+    read_json,
     sign,
+    unseal,
 )
 from veil.errors import VeilError
 from veil.keys import KeyRing
 
 LOOKAHEAD = 64  # lines searched for a missing seq before calling it a gap rather than a reorder
 
-Visitor = Callable[[dict[str, Any], Path, int], None]
+Visitor = Callable[[dict[str, Any], Path | str, int], None]
 
 
 @dataclass(frozen=True)
@@ -52,21 +60,27 @@ class VerifyResult:
     records: int
     files: int
     chains: int = 0
-    first_bad: tuple[Path, int] | None = None
+    first_bad: tuple[Path | str, int] | None = None
     problem: str | None = None
     message: str = ""
+    notes: tuple[str, ...] = ()  # what verification found and accepted (records pruned under a marker)
 
     def render(self) -> str:
         if self.ok:
-            return f"ok: {self.records} records in {self.files} files"
+            return f"ok: {self.records} records in {self.files} files" + "".join(f"; {n}" for n in self.notes)
         where = f"{self.first_bad[0]}:{self.first_bad[1]}" if self.first_bad else "?"
         return f"FAILED at {where}: {self.problem}: {self.message}"
 
 
-class _Bad(Exception):
-    def __init__(self, problem: str, file: Path, line: int, message: str) -> None:
+class ChainProblem(Exception):
+    """A chain rule broken at `where` (a file, or a chain in the store) and `line` (its line, or seq)."""
+
+    def __init__(self, problem: str, where: Path | str, line: int, message: str) -> None:
         super().__init__(message)
-        self.problem, self.file, self.line, self.message = problem, file, line, message
+        self.problem, self.file, self.line, self.message = problem, where, line, message
+
+
+_Bad = ChainProblem
 
 
 def find_chains(paths: Sequence[str | Path]) -> list[Path]:
@@ -105,16 +119,17 @@ def verify(
     (archived logs); by default a missing head file counts as `truncated`.
     """
     records = files = 0
+    notes: list[str] = []
     actives = find_chains(paths)
     for active in actives:
         chain = chain_files(active)
         files += len(chain)
         try:
-            records += _verify_chain(active, chain, ring, require_head, visit)
-        except _Bad as bad:
+            records += _verify_chain(active, chain, ring, require_head, visit, notes)
+        except ChainProblem as bad:
             return VerifyResult(False, records, files, len(actives), (bad.file, bad.line), bad.problem,
-                                bad.message)
-    return VerifyResult(True, records, files, len(actives))
+                                bad.message, tuple(notes))
+    return VerifyResult(True, records, files, len(actives), notes=tuple(notes))
 
 
 class _Lines:
@@ -146,7 +161,7 @@ class _Lines:
         return list(self._buf)[:n]
 
 
-def _parse(raw: bytes, path: Path, line: int) -> dict[str, Any]:
+def _parse(raw: bytes | str, path: Path | str, line: int) -> dict[str, Any]:
     try:
         rec = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -162,7 +177,8 @@ def _parse(raw: bytes, path: Path, line: int) -> dict[str, Any]:
     return rec
 
 
-def _seq_of(raw: bytes) -> int | None:
+def seq_of(raw: bytes | str) -> int | None:
+    """The seq of a raw record, None when it has none (for lookahead: never raises)."""
     try:
         rec = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -175,52 +191,137 @@ def _key(ring: KeyRing, kid: str) -> bytes | None:
     return ring.get(kid) or ring.get(WILDCARD_KID)
 
 
+def check_mac(ring: KeyRing, rec: dict[str, Any], where: Path | str, line: int) -> None:
+    """The record's MAC under the key its kid names; raises ChainProblem (unknown_key, mac_mismatch)."""
+    kid, mac = rec["kid"], rec["mac"]
+    key = _key(ring, kid)
+    if key is None:
+        raise _Bad("unknown_key", where, line, f"no key with id {kid!r} in the ring")
+    body = {k: v for k, v in rec.items() if k != "mac"}
+    if not hmac.compare_digest(sign(key, canonical(body)), mac):
+        raise _Bad("mac_mismatch", where, line, f"record seq {rec['seq']} fails its MAC (modified, or wrong key)")
+
+
+class ChainCheck:
+    """The chain rules, written once: fed the raw records of one chain in order (from files, or from
+    the store), it checks every MAC, link, seq and checkpoint, and at the end the head.
+
+    `start_seq`/`start_mac`: where a pruned chain resumes (from a signed prune marker): the first
+    record must be start_seq + 1 and link to start_mac. Records at or below start_seq before it (a
+    segment whose removal was interrupted) are skipped. `head`: {"seq", "mac"} the chain must reach
+    (a head file, the store's signed ship head); `head_name` names it in messages.
+    """
+
+    def __init__(self, ring: KeyRing, *, start_seq: int = 0, start_mac: str = "",
+                 head: Mapping[str, Any] | None = None, head_name: str = "the head",
+                 visit: Callable[[dict[str, Any], Path | str, int], None] | None = None) -> None:
+        self.ring, self.head, self.head_name, self.visit = ring, head, head_name, visit
+        self.start_seq = start_seq
+        self.last_seq, self.last_mac = start_seq, start_mac
+        self.last_kind: Any = None
+        self.last_rec: dict[str, Any] | None = None
+        self.last_pos: tuple[Path | str, int] | None = None
+        self.count = 0
+        self.skipped = 0  # records at or below start_seq, ignored
+        self.unrecorded = 0  # decisions the writer could not record (its `unrecorded` records say so)
+
+    def feed(self, raw: bytes | str, where: Path | str, line: int,
+             ahead: Callable[[], list[int]] = lambda: []) -> dict[str, Any]:
+        """Check one raw record; `ahead()` gives the seqs of the records after it (for reorder
+        detection, asked only on a gap). Returns the parsed record; raises ChainProblem."""
+        rec = _parse(raw, where, line)
+        seq, mac = rec["seq"], rec["mac"]
+        if seq <= self.start_seq and self.count == 0:
+            self.skipped += 1
+            return rec
+        check_mac(self.ring, rec, where, line)
+        expected = self.last_seq + 1
+        if seq > expected:
+            if expected in ahead():
+                raise _Bad("reordered", where, line, f"seq {seq} where {expected} was expected; it comes later")
+            missing = f"record {expected} is" if seq == expected + 1 else f"records {expected}..{seq - 1} are"
+            raise _Bad("seq_gap", where, line, f"{missing} missing before seq {seq}")
+        if seq < expected:
+            raise _Bad("seq_repeat", where, line, f"seq {seq} again after {self.last_seq}")
+        if rec["prev"] != self.last_mac:
+            raise _Bad("chain_break", where, line, f"record seq {seq} does not link to seq {self.last_seq}")
+        kind = rec.get("kind")
+        if kind == "checkpoint" and (rec.get("count") != seq - 1 or rec.get("head") != self.last_mac):
+            raise _Bad("chain_break", where, line, "checkpoint does not match the chain before it")
+        head = self.head
+        if head is not None and seq == head["seq"] and not hmac.compare_digest(mac, head["mac"]):
+            raise _Bad("chain_break", where, line, f"record seq {seq} is not the one in {self.head_name}")
+        if kind == "unrecorded" and isinstance(rec.get("count"), int):
+            self.unrecorded += rec["count"]
+        self.last_seq, self.last_mac, self.last_kind, self.last_pos = seq, mac, kind, (where, line)
+        self.last_rec = rec
+        self.count += 1
+        if self.visit is not None:
+            self.visit(rec, where, line)
+        return rec
+
+    def finish(self, end: tuple[Path | str, int], *, require_head: bool = True) -> int:
+        """After the last record: the chain must reach its head (without a head, with require_head
+        False, it must end in a checkpoint). `end` is where a missing record would have been.
+        Returns the number of records checked."""
+        head = self.head
+        if head is not None:
+            if head["seq"] > self.last_seq:
+                raise _Bad("truncated", *end, f"{self.head_name} says seq {head['seq']}, the chain ends at "
+                                              f"{self.last_seq}")
+        elif require_head:
+            raise _Bad("truncated", *end, f"no {self.head_name}: cannot rule out records cut off the end")
+        elif self.last_kind != "checkpoint" and not (self.count == 0 and self.start_seq > 0):
+            raise _Bad("truncated", *end, "the chain does not end in a checkpoint")
+        return self.count
+
+
+def read_prune_marker(path: Path, ring: KeyRing) -> dict[str, Any] | None:
+    """A chain's signed prune marker (local file), None when there is none; ChainProblem when it is
+    unreadable or its MAC fails (a forged marker would hide removed records)."""
+    try:
+        marker = read_json(path)
+    except (ValueError, OSError) as exc:
+        raise _Bad("malformed", path, 1, f"unreadable prune marker ({exc})") from None
+    if marker is None:
+        return None
+    if not unseal(ring, marker) or not isinstance(marker.get("through_seq"), int) \
+            or not isinstance(marker.get("through_mac"), str):
+        raise _Bad("marker_invalid", path, 1, "the prune marker fails its MAC or is incomplete")
+    return marker
+
+
+def pruned_note(label: str, marker: Mapping[str, Any]) -> str:
+    """How a verification states what a prune marker says was removed."""
+    when = marker.get("before") or marker.get("at")
+    why = marker.get("reason", "pruned")
+    return f"{label}: records up to seq {marker['through_seq']} removed ({why}{f', before {when}' if when else ''})"
+
+
 def _verify_chain(
-    active: Path, files: list[Path], ring: KeyRing, require_head: bool, visit: Visitor | None
+    active: Path, files: list[Path], ring: KeyRing, require_head: bool, visit: Visitor | None,
+    notes: list[str],
 ) -> int:
     hpath = head_path(active)
     try:
         head = read_head(hpath)
     except (ValueError, OSError) as exc:
         raise _Bad("malformed", hpath, 1, f"unreadable head file ({exc})") from None
-    last_seq, last_mac, last_kind = 0, "", None
-    last_pos: tuple[Path, int] = (files[0] if files else active, 0)
-    count = 0
+    marker = read_prune_marker(pruned_path(active), ring)
+    start_seq, start_mac = (marker["through_seq"], marker["through_mac"]) if marker else (0, "")
+    check = ChainCheck(ring, start_seq=start_seq, start_mac=start_mac, head=head, head_name=hpath.name,
+                       visit=visit)
     lines = _Lines(files)
+
+    def ahead() -> list[int]:
+        return [s for _, _, r in lines.peek(LOOKAHEAD) if (s := seq_of(r)) is not None]
+
     for path, n, raw in lines:
-        rec = _parse(raw, path, n)
-        seq, kid, mac = rec["seq"], rec["kid"], rec["mac"]
-        key = _key(ring, kid)
-        if key is None:
-            raise _Bad("unknown_key", path, n, f"no key with id {kid!r} in the ring")
-        body = {k: v for k, v in rec.items() if k != "mac"}
-        if not hmac.compare_digest(sign(key, canonical(body)), mac):
-            raise _Bad("mac_mismatch", path, n, f"record seq {seq} fails its MAC (modified, or wrong key)")
-        expected = last_seq + 1
-        if seq > expected:
-            ahead = [s for _, _, r in lines.peek(LOOKAHEAD) if (s := _seq_of(r)) is not None]
-            if expected in ahead:
-                raise _Bad("reordered", path, n, f"seq {seq} where {expected} was expected; it comes later")
-            missing = f"record {expected} is" if seq == expected + 1 else f"records {expected}..{seq - 1} are"
-            raise _Bad("seq_gap", path, n, f"{missing} missing before seq {seq}")
-        if seq < expected:
-            raise _Bad("seq_repeat", path, n, f"seq {seq} again after {last_seq}")
-        if rec["prev"] != last_mac:
-            raise _Bad("chain_break", path, n, f"record seq {seq} does not link to seq {last_seq}")
-        if rec.get("kind") == "checkpoint" and (rec.get("count") != seq - 1 or rec.get("head") != last_mac):
-            raise _Bad("chain_break", path, n, "checkpoint does not match the chain before it")
-        if head is not None and seq == head["seq"] and not hmac.compare_digest(mac, head["mac"]):
-            raise _Bad("chain_break", path, n, f"record seq {seq} is not the one in {hpath.name}")
-        last_seq, last_mac, last_kind, last_pos = seq, mac, rec.get("kind"), (path, n)
-        count += 1
-        if visit is not None:
-            visit(rec, path, n)
-    end = (last_pos[0], last_pos[1] + 1)
-    if head is not None:
-        if head["seq"] > last_seq:
-            raise _Bad("truncated", *end, f"{hpath.name} says seq {head['seq']}, the log ends at {last_seq}")
-    elif require_head:
-        raise _Bad("truncated", *end, f"no head file {hpath.name}: cannot rule out records cut off the end")
-    elif last_kind != "checkpoint":
-        raise _Bad("truncated", *end, "the chain does not end in a checkpoint")
+        check.feed(raw, path, n, ahead)
+    last = check.last_pos or (files[0] if files else active, 0)
+    count = check.finish((last[0], last[1] + 1), require_head=require_head)
+    if marker is not None:
+        notes.append(pruned_note(active.name, marker))
+    if check.unrecorded:
+        notes.append(f"{active.name}: {check.unrecorded} decisions were not recorded (backlog over its bound)")
     return count
