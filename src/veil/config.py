@@ -7,6 +7,7 @@ a list of `{id, secret}` for rotation: the first is current, the rest still veri
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,22 @@ class TLS:
 
 
 @dataclass(frozen=True)
+class AuditShip:
+    """`audit.ship`: copy the decision log to a PostgreSQL store (veil.audit.ship)."""
+
+    url: str
+    replica: str | None = None  # None: the host name (the pod name in Kubernetes)
+    shipper: str = "veil"  # veil: this process ships its chain; sidecar: `veil audit ship` beside it does
+    batch_records: int = 1000
+    max_backlog_bytes: int = 256 * 1024 * 1024  # unshipped bytes on local disk, per chain (worker)
+    on_full: str = "refuse"  # refuse: fail closed (audit_backlog_full); serve: keep serving, count
+    partition: str = "month"  # the store's partition width (day, week, month), fixed when it is created
+    keep_local_days: float = 0.0  # shipped segments stay on local disk this long
+    timeout: float = 10.0  # seconds for one store operation
+    drain_timeout: float = 5.0  # at shutdown, how long to keep shipping what is left
+
+
+@dataclass(frozen=True)
 class KeySpec:
     """Key references (not the key bytes): resolved by `resolve()` at start-up."""
 
@@ -74,6 +91,9 @@ class Config:
     audit_checkpoint_every: int = 1000
     audit_fsync: str = "interval"  # always | interval | never (see veil.audit.log)
     audit_fsync_interval_ms: float = 100.0
+    audit_retention_days: float | None = None  # None: the longest retention of the policy's purposes
+    audit_max_retention_days: float = 25 * 30.4375  # caps the automatic retention
+    audit_ship: AuditShip | None = None
     keys: dict[str, KeySpec] = field(default_factory=dict)
     admin_tokens: dict[str, KeySpec] = field(default_factory=dict)  # scope → token spec
     max_body_bytes: int = 10 * 1024 * 1024
@@ -178,6 +198,26 @@ class _Reader:
             raise self.fail(key, "secrets are never inline: use env:NAME or file:PATH")
         return text
 
+    def duration_days(self, value: Any, key: str, *, zero: bool = False) -> float:
+        """A duration: "13 months", "400 days", "2 weeks", "1 year" (or 0 where zero is allowed)."""
+        if zero and value in (0, "0"):
+            return 0.0
+        from veil.policy.ast import duration_days  # the policy language's units, one definition
+
+        days = duration_days(str(value))
+        if days is None:
+            raise self.fail(key, 'must be a duration like "13 months", "400 days", "2 weeks" or "1 year"')
+        return days
+
+    def size(self, value: Any, key: str) -> int:
+        """Bytes: an integer, or "256 MiB", "1 GB", "512 KiB"."""
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        m = _SIZE.fullmatch(str(value).strip())
+        if not m or float(m.group(1)) <= 0:
+            raise self.fail(key, 'must be a size in bytes, or like "256 MiB" or "1 GB"')
+        return int(float(m.group(1)) * _UNITS[(m.group(2) or "B").lower()])
+
     def tls(self, value: Any, key: str) -> TLS | None:
         if value is None:
             return None
@@ -189,6 +229,43 @@ class _Reader:
             self.str_(m.get("key"), f"{key}.key"),
             self.str_(ca, f"{key}.client_ca") if ca is not None else None,
         )
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+SHIP_KEYS = ("url", "replica", "shipper", "batch_records", "max_backlog", "on_full", "partition", "keep_local",
+             "timeout", "drain_timeout")
+
+
+def _audit_ship(r: _Reader, value: Any) -> AuditShip | None:
+    if value is None:
+        return None
+    k = "audit.ship"
+    m = r.mapping(value, k)
+    r.known(m, k, SHIP_KEYS)
+    url = r.str_(m.get("url"), f"{k}.url")
+    if url.split(":", 1)[0] not in ("postgresql", "postgres"):
+        raise r.fail(f"{k}.url", "must be a postgresql:// URL")
+    choices = {"shipper": ("veil", "sidecar"), "on_full": ("refuse", "serve"), "partition": ("month", "week", "day")}
+    picked = {}
+    for name, allowed in choices.items():
+        picked[name] = m.get(name, allowed[0])
+        if picked[name] not in allowed:
+            raise r.fail(f"{k}.{name}", f"must be one of {', '.join(allowed)}")
+    d = AuditShip(url)
+    return AuditShip(
+        url=url,
+        replica=r.optional_str(m, "replica", f"{k}.replica", None),
+        shipper=picked["shipper"],
+        batch_records=r.int_(m.get("batch_records", d.batch_records), f"{k}.batch_records"),
+        max_backlog_bytes=r.size(m.get("max_backlog", d.max_backlog_bytes), f"{k}.max_backlog"),
+        on_full=picked["on_full"],
+        partition=picked["partition"],
+        keep_local_days=r.duration_days(m.get("keep_local", 0), f"{k}.keep_local", zero=True),
+        timeout=r.num(m.get("timeout", d.timeout), f"{k}.timeout"),
+        drain_timeout=r.num(m.get("drain_timeout", d.drain_timeout), f"{k}.drain_timeout"),
+    )
 
 
 TOP_KEYS = (
@@ -258,7 +335,10 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
         consent_url = "sqlite:///" + str(p if p.is_absolute() else base / p)
 
     audit = r.mapping(top.get("audit"), "audit")
-    r.known(audit, "audit", ("path", "flush_ms", "checkpoint_every", "fsync", "fsync_interval_ms"))
+    r.known(audit, "audit", ("path", "flush_ms", "checkpoint_every", "fsync", "fsync_interval_ms", "retention",
+                             "max_retention", "ship"))
+    retention = audit.get("retention", "auto")
+    audit_retention = None if retention == "auto" else r.duration_days(retention, "audit.retention")
     audit_fsync = audit.get("fsync", Config.audit_fsync)
     if isinstance(audit_fsync, bool):  # true/false: the values before `interval` existed
         audit_fsync = "always" if audit_fsync else "never"
@@ -299,6 +379,9 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
         audit_checkpoint_every=r.int_(audit.get("checkpoint_every", 1000), "audit.checkpoint_every"),
         audit_fsync=audit_fsync,
         audit_fsync_interval_ms=r.num(audit.get("fsync_interval_ms", 100.0), "audit.fsync_interval_ms"),
+        audit_retention_days=audit_retention,
+        audit_max_retention_days=r.duration_days(audit.get("max_retention", "25 months"), "audit.max_retention"),
+        audit_ship=_audit_ship(r, audit.get("ship")),
         keys=keys,
         admin_tokens=tokens,
         max_body_bytes=r.int_(limits.get("max_body_bytes", Config.max_body_bytes), "limits.max_body_bytes"),

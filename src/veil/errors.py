@@ -130,3 +130,9 @@ class ConsentUnavailable(VeilError):
 
 class AuditWriteError(VeilError):
     code = "audit_unavailable"
+
+
+class AuditBacklogFull(AuditWriteError):
+    """The decision log's unshipped backlog is over its bound and `audit.ship.on_full` is `refuse`."""
+
+    code = "audit_backlog_full"

@@ -82,6 +82,52 @@ audit_write_errors_total = Counter(
 audit_up = Gauge(
     "veil_audit_up", "1 when the decision log is writable.", registry=REGISTRY, multiprocess_mode="min",
 )
+# Shipping the decision log to the store (veil.audit.ship). Gauges are summed (or maxed) over the
+# chains this process ships; across worker processes by the multiprocess mode.
+audit_ship_lag_records = Gauge(
+    "veil_audit_ship_lag_records", "Decision-log records written locally and not yet in the store.",
+    registry=REGISTRY, multiprocess_mode="livesum",
+)
+audit_ship_lag_seconds = Gauge(
+    "veil_audit_ship_lag_seconds", "Age of the oldest decision-log record not yet in the store (0: none).",
+    registry=REGISTRY, multiprocess_mode="livemax",
+)
+audit_ship_backlog_bytes = Gauge(
+    "veil_audit_ship_backlog_bytes", "Bytes of local decision log not yet shipped to the store.",
+    registry=REGISTRY, multiprocess_mode="livesum",
+)
+audit_ship_backlog_limit_bytes = Gauge(
+    "veil_audit_ship_backlog_limit_bytes", "The configured bound on unshipped bytes (audit.ship.max_backlog).",
+    registry=REGISTRY, multiprocess_mode="livesum",
+)
+audit_ship_backlog_full = Gauge(
+    "veil_audit_ship_backlog_full", "1 while the unshipped backlog is over its bound (audit.ship.on_full applies).",
+    registry=REGISTRY, multiprocess_mode="livemax",
+)
+audit_ship_records_total = Counter(
+    "veil_audit_ship_records_total", "Decision-log records shipped to the store.", registry=REGISTRY,
+)
+audit_ship_batches_total = Counter(
+    "veil_audit_ship_batches_total", "Batches of decision-log records committed to the store.", registry=REGISTRY,
+)
+audit_ship_errors_total = Counter(
+    "veil_audit_ship_errors_total", "Failed shipping attempts by reason.", ["reason"], registry=REGISTRY,
+)
+audit_ship_last_success = Gauge(
+    "veil_audit_ship_last_success_timestamp_seconds",
+    "When the store last had every record this process had written (a batch committed, or nothing to ship).",
+    registry=REGISTRY, multiprocess_mode="livemin",
+)
+audit_unrecorded_total = Counter(
+    "veil_audit_unrecorded_total",
+    "Decisions served but not recorded because the unshipped backlog was full (audit.ship.on_full: serve).",
+    registry=REGISTRY,
+)
+audit_pruned_total = Counter(
+    "veil_audit_pruned_total", "Decision-log records removed by retention or after shipping, by where.",
+    ["where"], registry=REGISTRY,
+)
+
 auth_failures_total = Counter(
     "veil_auth_failures_total", "Failed caller or admin authentications.", ["listener", "reason"],
     registry=REGISTRY,

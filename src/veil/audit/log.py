@@ -21,6 +21,11 @@ with `count` (records before it) and `head` (the mac of the record before it).
 
 When writing fails the append raises AuditWriteError, the metric `veil_audit_up` drops to 0 and the
 chain does not advance; the next batch retries (reopening the file, cutting off any partial write).
+
+`hold(mode)` / `release()`: while the unshipped backlog is over its bound (veil.audit.ship), appends
+either raise AuditBacklogFull (`refuse`) or are counted and not written (`serve`); on release the
+writer records how many decisions went unrecorded, and between which times, in an own `unrecorded`
+record, so the chain itself says what is missing.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from veil.audit._chain import (
     valid_chain_id,
     write_head,
 )
-from veil.errors import AuditWriteError, VeilError
+from veil.errors import AuditBacklogFull, AuditWriteError, VeilError
 from veil.keys import KeyRing, private_dir
 
 log = logging.getLogger("veil.audit")
@@ -65,6 +70,7 @@ HEAD_INTERVAL = 0.05  # seconds between head-file replacements (each costs a wri
 # hand-off can stall the event loop for a scheduling slice (measured as p99 spikes).
 HEAD_SYNC_INTERVAL = 1.0
 FSYNC_MODES = ("always", "interval", "never")
+HOLD_MODES = ("refuse", "serve")
 
 _Pending = tuple[dict[str, Any], "asyncio.Future[None]"]
 
@@ -125,6 +131,9 @@ class AuditLog:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._healthy = False
+        self._hold: str | None = None  # refuse | serve while the unshipped backlog is over its bound
+        self._unrecorded = 0
+        self._unrecorded_since = ""
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -137,6 +146,45 @@ class AuditLog:
     def seq(self) -> int:
         """The seq of the last record written."""
         return self._seq
+
+    @property
+    def durable_seq(self) -> int:
+        """The seq up to which records are on disk as durably as `fsync` promises (with `interval`,
+        the last background sync): what a shipper may copy without a crash ever taking it back."""
+        return self._synced_seq if self.fsync_mode == "interval" else self._seq
+
+    @property
+    def held(self) -> str | None:
+        return self._hold
+
+    def hold(self, mode: str) -> None:
+        """Stop writing appended records: `refuse` raises AuditBacklogFull, `serve` counts them."""
+        if mode not in HOLD_MODES:
+            raise VeilError(f"hold mode must be one of {', '.join(HOLD_MODES)}", code="audit_config_invalid")
+        if self._hold is None:
+            self._unrecorded_since = now_iso()
+        self._hold = mode
+
+    def release(self) -> None:
+        """Write again; records an `unrecorded` record when appends were counted and not written."""
+        if self._hold is None:
+            return
+        self._hold = None
+        count, self._unrecorded = self._unrecorded, 0
+        if not count or self._task is None or self._closing:
+            self._unrecorded += count
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        rec = {"kind": "unrecorded", "count": count, "since": self._unrecorded_since, "until": now_iso(),
+               "reason": "backlog_full"}
+
+        def done(f: asyncio.Future[None]) -> None:
+            if f.exception() is not None:  # not written: the count goes into the next one
+                self._unrecorded += count
+
+        fut.add_done_callback(done)
+        self._pending.append((rec, fut))
+        self._wakeup.set()
 
     async def start(self) -> None:
         if self._task is not None:
@@ -165,6 +213,12 @@ class AuditLog:
         kind = record.get("kind")
         if isinstance(kind, str) and kind in OWN_KINDS:
             raise AuditRecordInvalid(f"audit record kind {record['kind']!r} is reserved")
+        if self._hold is not None:
+            if self._hold == "refuse":
+                raise AuditBacklogFull("the decision log's unshipped backlog is over its bound")
+            self._unrecorded += 1
+            metrics.audit_unrecorded_total.inc()
+            return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((dict(record), fut))
         self._wakeup.set()
@@ -174,6 +228,9 @@ class AuditLog:
         """Write everything pending, then a closing checkpoint. Idempotent."""
         if self._task is None or self._closing:
             return
+        if self._unrecorded:  # held in `serve` mode until now: the chain says how many went unrecorded
+            self._hold = self._hold or "serve"
+            self.release()
         self._closing = True
         self._wakeup.set()
         await self._task
@@ -186,6 +243,7 @@ class AuditLog:
         except OSError as exc:
             self._failed()
             raise self._error(exc) from exc
+        self._synced_seq = self._seq  # the closing checkpoint is written with the head (synced unless `never`)
 
     # -- event loop side ------------------------------------------------------------------------
 

@@ -161,7 +161,8 @@ class _Lines:
         return list(self._buf)[:n]
 
 
-def _parse(raw: bytes | str, path: Path | str, line: int) -> dict[str, Any]:
+def parse_record(raw: bytes | str, path: Path | str, line: int) -> dict[str, Any]:
+    """A raw record parsed and checked for its envelope (seq, prev, kid, mac); ChainProblem if not."""
     try:
         rec = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -229,7 +230,7 @@ class ChainCheck:
              ahead: Callable[[], list[int]] = lambda: []) -> dict[str, Any]:
         """Check one raw record; `ahead()` gives the seqs of the records after it (for reorder
         detection, asked only on a gap). Returns the parsed record; raises ChainProblem."""
-        rec = _parse(raw, where, line)
+        rec = parse_record(raw, where, line)
         seq, mac = rec["seq"], rec["mac"]
         if seq <= self.start_seq and self.count == 0:
             self.skipped += 1
@@ -293,9 +294,13 @@ def read_prune_marker(path: Path, ring: KeyRing) -> dict[str, Any] | None:
 
 def pruned_note(label: str, marker: Mapping[str, Any]) -> str:
     """How a verification states what a prune marker says was removed."""
-    when = marker.get("before") or marker.get("at")
-    why = marker.get("reason", "pruned")
-    return f"{label}: records up to seq {marker['through_seq']} removed ({why}{f', before {when}' if when else ''})"
+    why = str(marker.get("reason", "pruned"))
+    if marker.get("before"):
+        why += f", older than {marker['before']}"
+    if marker.get("at"):
+        why += f", at {marker['at']}"
+    count = f"{marker['records']} records" if isinstance(marker.get("records"), int) else "records"
+    return f"{label}: {count} up to seq {marker['through_seq']} removed ({why})"
 
 
 def _verify_chain(

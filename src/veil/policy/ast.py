@@ -43,6 +43,15 @@ class Duration:
         return f"{self.amount} {self.unit}"
 
 
+def duration_days(text: str) -> float | None:
+    """Days in a duration as written ("13 months", what `str(Duration)` gives); None when not one."""
+    amount, _, unit = text.strip().partition(" ")
+    if not amount.isdigit():
+        return None
+    days = float(Duration(int(amount), unit.strip()).days)
+    return days if days > 0 else None
+
+
 @dataclass(frozen=True)
 class Attr:
     """One purpose attribute: name plus its value(s)."""

@@ -54,6 +54,7 @@ REASONS: dict[str, tuple[int, str]] = {
     "encoding_unsupported": (502, "The upstream content encoding cannot be enforced"),
     "range_not_allowed": (416, "Byte ranges are not served on enforced routes"),
     "audit_unavailable": (503, "The decision log cannot be written"),
+    "audit_backlog_full": (503, "The decision log cannot be shipped and its local backlog is full"),
     "policy_unavailable": (503, "No valid policy is loaded"),
     "rate_limited": (429, "Too many failed authentications"),
     "headers_too_large": (431, "Request headers are too large"),

@@ -156,6 +156,9 @@ class ProxyApp:
             if not report_only:
                 await self._block(send, scope, policy, outcome, decision_id, t0)
                 return
+        if self.rt.audit_refusal is not None and not report_only:  # issue 18: decision-log backlog over its bound
+            await self._block(send, scope, policy, self._as_blocked(outcome, self.rt.audit_refusal), decision_id, t0)
+            return
         gpc = signals.gpc_from_headers(gpc_values)
         subject: str | None = None
         consent_facts: dict[str, str] = {}

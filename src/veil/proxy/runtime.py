@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from veil import metrics
+from veil.audit.control import ShipControl
 from veil.audit.log import AuditLog
 from veil.config import Config
 from veil.consent.open import open_store
@@ -68,6 +69,7 @@ class Runtime:
     audit_ring: KeyRing = field(init=False)
     limiter: AuthLimiter = field(init=False)
     store_ok: bool = True
+    shipping: ShipControl = field(init=False)  # the decision log's shipping, backlog bound and retention
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -84,6 +86,7 @@ class Runtime:
             flush_interval=c.audit_flush_ms, checkpoint_every=c.audit_checkpoint_every, fsync=c.audit_fsync,
             fsync_interval=c.audit_fsync_interval_ms,
         )
+        self.shipping = ShipControl(c, self.audit, self.audit_ring, self.chain_id, retentions=self._retentions)
 
     async def start(self) -> None:
         c = self.config
@@ -95,6 +98,7 @@ class Runtime:
             await self.audit.start()
         except VeilError as exc:
             log.error("decision log not writable at start: %s", exc)
+        self._tasks += self.shipping.start()
         if c.policy_watch:
             self._tasks.append(asyncio.create_task(self.policy.watch()))
         self._tasks.append(asyncio.create_task(self._probe_store()))
@@ -124,7 +128,17 @@ class Runtime:
         metrics.tally.flush()
         await self.upstreams.close()
         await self.audit.close()
+        await self.shipping.close()  # ships what is left (audit.ship.drain_timeout), after the closing checkpoint
         await self.store.close()
+
+    def _retentions(self) -> list[str | None]:
+        policy = self.policy.current
+        return [p.retention for p in policy.purposes.values()] if policy else []
+
+    @property
+    def audit_refusal(self) -> str | None:
+        """A reason code while new disclosures are refused (the decision log's backlog is full)."""
+        return self.shipping.refusal
 
     def readiness(self) -> dict[str, object]:
         policy = self.policy.current
@@ -132,6 +146,7 @@ class Runtime:
             "policy": policy is not None,
             "consent_store": self.store_ok,
             "decision_log": self.audit.healthy,
+            **self.shipping.readiness(),  # {"decision_log_backlog": bool} when audit.ship is configured
         }
         return {
             "ready": all(checks.values()),
