@@ -342,6 +342,9 @@ class AuditLog:
         start: dict[str, Any] = {
             "kind": "start", "chain": self.chain_id, "time": now_iso(), "pid": os.getpid(),
             "version": __version__, "resumed_from": self._seq,
+            # unique even for two replicas started in the same millisecond as the same pid (1, in a
+            # container) under one key: a new chain's first record is its identity in the store
+            "nonce": os.urandom(8).hex(),
         }
         if torn:
             start["discarded_bytes"] = torn
