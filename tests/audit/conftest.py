@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from tests.consent.conftest import PG_URL, pg_schema  # noqa: F401  (fixture)
@@ -48,3 +49,28 @@ async def write_log(path: Path, ring: KeyRing, n: int, *, chain_id: str = "main"
         await log.append(decision(i))
     await log.close()
     return log
+
+
+class SQL:
+    def __init__(self, url: str, schema: str) -> None:
+        self.url, self.s = url.split("?")[0], f'"{schema}"'
+
+    async def __call__(self, sql: str, *args: Any) -> Any:
+        conn = await asyncpg.connect(self.url)
+        try:
+            return await conn.fetch(sql.replace("{s}", self.s), *args)
+        finally:
+            await conn.close()
+
+    async def line(self, replica: str, seq: int) -> str:
+        rows = await self("SELECT r.line FROM {s}.audit_records r JOIN {s}.audit_chains c USING (chain_no) "
+                          "WHERE c.replica = $1 AND r.seq = $2", replica, seq)
+        return str(rows[0]["line"])
+
+    async def chain_no(self, replica: str) -> int:
+        return int((await self("SELECT chain_no FROM {s}.audit_chains WHERE replica = $1", replica))[0]["chain_no"])
+
+
+@pytest.fixture
+def sql(store_url: str, pg_schema: str) -> SQL:  # noqa: F811
+    return SQL(store_url, pg_schema)

@@ -9,8 +9,8 @@ import asyncpg
 import orjson
 import pytest
 
+from tests.audit.conftest import SQL
 from tests.audit.test_ship import ship_all
-from tests.audit.test_store_verify import SQL, sql  # noqa: F401  (fixture)
 from veil.audit import AuditLog, pseudonym, report
 from veil.audit.ship import Shipper, StoreLink
 from veil.audit.store import AuditStore

@@ -8,13 +8,11 @@ import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import asyncpg
 import orjson
 import pytest
 
-from tests.audit.conftest import decision
+from tests.audit.conftest import SQL, decision
 from tests.audit.test_ship import ship_all
 from veil.audit import AuditLog
 from veil.audit.ship import Shipper, StoreLink
@@ -51,31 +49,6 @@ async def fleet(tmp_path: Path, ring: KeyRing, store: AuditStore, store_url: str
     await ship_replica(tmp_path, store_url, ring, "r1", [MAR] * 20)
     await ship_replica(tmp_path, store_url, ring, "r2", [MAR] * 10)
     yield store
-
-
-class SQL:
-    def __init__(self, url: str, schema: str) -> None:
-        self.url, self.s = url.split("?")[0], f'"{schema}"'
-
-    async def __call__(self, sql: str, *args: Any) -> Any:
-        conn = await asyncpg.connect(self.url)
-        try:
-            return await conn.fetch(sql.replace("{s}", self.s), *args)
-        finally:
-            await conn.close()
-
-    async def line(self, replica: str, seq: int) -> str:
-        rows = await self("SELECT r.line FROM {s}.audit_records r JOIN {s}.audit_chains c USING (chain_no) "
-                          "WHERE c.replica = $1 AND r.seq = $2", replica, seq)
-        return str(rows[0]["line"])
-
-    async def chain_no(self, replica: str) -> int:
-        return int((await self("SELECT chain_no FROM {s}.audit_chains WHERE replica = $1", replica))[0]["chain_no"])
-
-
-@pytest.fixture
-def sql(store_url: str, pg_schema: str) -> SQL:
-    return SQL(store_url, pg_schema)
 
 
 def failed(result: StoreVerifyResult) -> list[tuple[str, str | None, int | None]]:
