@@ -24,7 +24,7 @@ from veil import metrics
 from veil.audit.log import AuditLog
 from veil.audit.retention import prune_local, retention_days
 from veil.audit.ship import Cursor, Shipper, StoreLink, backlog_from_cursor, replica_name
-from veil.audit.store import StoreUnavailable
+from veil.audit.store import AuditStore, StoreUnavailable
 from veil.config import Config
 from veil.keys import KeyRing
 
@@ -129,10 +129,13 @@ class ShipControl:
         the store's partitions."""
         days = self.retention()
         keep = self.ship.keep_local_days if self.ship else 0.0
-        removed = await asyncio.to_thread(prune_local, self.audit.path, self.ring, shipped_seq=self.shipped_seq(),
-                                          keep_local_days=keep, retention=days, now=now)
+        removed = 0
+        if self.ship is None or self.ship.shipper == "veil":  # a sidecar shipper removes what it shipped
+            removed = await asyncio.to_thread(prune_local, self.audit.path, self.ring, shipped_seq=self.shipped_seq(),
+                                              keep_local_days=keep, retention=days, now=now)
         markers: list[dict[str, Any]] = []
-        if self.link is not None and (now is not None or time.monotonic() - self._store_pruned_at >= STORE_RETENTION):
+        if self.shipper is not None and self.link is not None and (
+                now is not None or time.monotonic() - self._store_pruned_at >= STORE_RETENTION):
             self._store_pruned_at = time.monotonic()
             store = await self.link.get()
             markers = await store.prune((now or datetime.now(UTC)) - timedelta(days=days), self.ring)
@@ -152,6 +155,15 @@ class ShipControl:
                 log.warning("decision-log store retention skipped: %s", exc)
             except OSError as exc:
                 log.warning("decision-log retention skipped: %s", exc.strerror or exc)
+
+    async def store(self) -> AuditStore:
+        """The store, for reading (the per-subject report): the shipper's, or one opened for it."""
+        if self.ship is None:
+            raise StoreUnavailable("audit.ship is not configured", "unconfigured")
+        if self.link is None:
+            self.link = StoreLink(self.ship.url, timeout=self.ship.timeout, partition=self.ship.partition,
+                                  migrate=False)
+        return await self.link.get()
 
     # -- shutdown ----------------------------------------------------------------------------------
 

@@ -62,6 +62,7 @@ class Recipient:
     count: int
     first: str
     last: str
+    forms: tuple[tuple[str, str], ...] = ()  # (category, form) over all its disclosures
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,8 @@ class SubjectReport:
         for (caller, purpose), items in sorted(groups.items()):
             cats = sorted({c for d in items for c in d.categories})
             times = sorted(d.time for d in items)
-            out.append(Recipient(caller, purpose, tuple(cats), len(items), times[0], times[-1]))
+            forms = tuple(sorted({f for d in items for f in d.forms}))
+            out.append(Recipient(caller, purpose, tuple(cats), len(items), times[0], times[-1], forms))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,7 +92,7 @@ class SubjectReport:
             "verification": {
                 "ok": v.ok, "records": v.records, "files": v.files, "problem": v.problem,
                 "first_bad": [str(v.first_bad[0]), v.first_bad[1]] if v.first_bad else None,
-                "message": v.message,
+                "message": v.message, "notes": list(v.notes),
             },
             "recipients": [asdict(r) for r in self.recipients],
             "disclosures": [asdict(d) for d in self.disclosures],

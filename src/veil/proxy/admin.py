@@ -158,16 +158,35 @@ def build_admin_app(rt: Runtime) -> Starlette:
         subject = request.query_params.get("subject")
         if not subject:
             return _problem(400, "request_invalid", "query parameter subject is required")
+        fmt = request.query_params.get("format", "json")
+        source = request.query_params.get("source", "store" if rt.config.audit_ship else "local")
+        if fmt not in ("json", "html") or source not in ("store", "local") or (
+                source == "store" and rt.config.audit_ship is None):
+            return _problem(400, "request_invalid", "format must be json or html; source store (needs audit.ship) "
+                                                    "or local")
         from veil.audit.report import report
 
-        audit_dir = Path(rt.config.audit_path).parent
+        wanted = pseudonyms(rt.pseudonym_ring, subject)
         try:
-            # reading and verifying the log is file work: off the event loop that serves the proxy
-            rep = await asyncio.to_thread(report, [audit_dir], rt.audit_ring, pseudonyms(rt.pseudonym_ring, subject),
-                                          require_head=False)
+            if source == "store":  # the whole fleet's log (issue 18), through the subject index
+                from veil.audit.store_report import store_report
+
+                rep = await store_report(await rt.shipping.store(), rt.audit_ring, wanted)
+            else:
+                audit_dir = Path(rt.config.audit_path).parent
+                # reading and verifying the log is file work: off the event loop that serves the proxy
+                rep = await asyncio.to_thread(report, [audit_dir], rt.audit_ring, wanted, require_head=False)
         except VeilError as exc:
-            return _problem(500, exc.code, "the decision log cannot be read")
+            return _problem(503 if source == "store" else 500, exc.code, "the decision log cannot be read")
         await admin_audit(request, "audit.report", "audit", subject)
+        if fmt == "html":
+            from veil.audit.report_html import render_report_html
+
+            policy = rt.policy.current
+            page = render_report_html(rep, purposes=policy.purposes if policy else None,
+                                      generated=datetime.now(UTC).isoformat(timespec="seconds"))
+            return Response(page, media_type="text/html; charset=utf-8",
+                            headers={"cache-control": "private, no-store"})
         return _json(rep.to_dict())
 
     async def reload(request: Request) -> Response:
