@@ -275,3 +275,25 @@ def test_fsync_modes_are_checked(tmp_path: Path, ring: KeyRing) -> None:
     assert AuditLog(tmp_path / "a.log", ring, fsync=False).fsync_mode == "never"
     with pytest.raises(Exception, match="fsync"):
         AuditLog(tmp_path / "a.log", ring, fsync="sometimes")
+
+
+@pytest.mark.parametrize("mode", ["always", "interval", "never"])
+async def test_the_head_catches_up_after_the_last_write_of_a_burst(tmp_path: Path, mode: str) -> None:
+    """A sidecar shipper ships what the head file says: after a burst the head must reach the last
+    record without waiting for the next write."""
+    from veil.audit._chain import read_head
+    from veil.audit.log import HEAD_SYNC_INTERVAL
+
+    ring = KeyRing.single(bytes.fromhex(generate_key()), "k1")
+    log = AuditLog(tmp_path / "decisions.log", ring, flush_interval=0, fsync=mode, fsync_interval=20)
+    await log.start()
+    for i in range(20):
+        await log.append({"id": f"d{i}"})
+    for _ in range(int(HEAD_SYNC_INTERVAL * 40) + 40):
+        head = read_head(log.head_file)
+        if head and head["seq"] == log.seq:
+            break
+        await asyncio.sleep(0.05)
+    head = read_head(log.head_file)
+    assert head is not None and head["seq"] == log.seq == 21
+    await log.close()

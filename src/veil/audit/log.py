@@ -114,6 +114,8 @@ class AuditLog:
         self._durable = mode != "never"  # fdatasync on start, rotation and close
         self._sync_every = fsync_interval / 1000.0
         self._synced_seq = 0  # interval mode: the last seq a background sync made durable
+        self._synced_tail: tuple[int, str, str] = (0, "", "")  # (seq, mac, file) of that sync
+        self._tail: tuple[int, str, str] = (0, "", "")  # (seq, mac, file) of the last record written
         self._head_lock = threading.Lock()  # the head file is replaced by the writer and the syncer
         self._head_seq = -1
         self._syncer: asyncio.Task[None] | None = None
@@ -195,10 +197,12 @@ class AuditLog:
             self._failed()
             raise self._error(exc) from exc
         self._succeeded()
-        self._synced_seq = self._seq
+        self._synced_seq, self._synced_tail = self._seq, self._tail
         self._task = asyncio.create_task(self._run(), name=f"veil-audit-{self.chain_id}")
         if self.fsync_mode == "interval":
             self._syncer = asyncio.create_task(self._sync_loop(), name=f"veil-audit-sync-{self.chain_id}")
+        else:
+            self._syncer = asyncio.create_task(self._head_loop(), name=f"veil-audit-head-{self.chain_id}")
 
     async def append(self, record: Mapping[str, Any]) -> None:
         """Write one record; returns once it is written (and with fsync `always`, synced). Raises
@@ -293,7 +297,17 @@ class AuditLog:
         """`interval` mode: make what was written durable every `fsync_interval`, then move the head."""
         while True:
             await asyncio.sleep(self._sync_every)
-            if self._fd is None or self._seq == self._synced_seq:
+            if self._fd is None:
+                continue
+            if self._seq == self._synced_seq:
+                # the last writes of a burst are synced, the head may still be behind: move it too
+                seq, mac, name = self._synced_tail
+                if self._head_seq < seq and time.monotonic() - self._head_at >= HEAD_SYNC_INTERVAL:
+                    try:
+                        await asyncio.to_thread(self._put_head, seq, mac, name, sync=True)
+                    except OSError as exc:
+                        log.error("decision log head not written: %s", exc.strerror or type(exc).__name__)
+                    self._head_at = time.monotonic()
                 continue
             seq, mac, name = self._seq, self._prev, self.path.name
             now = time.monotonic()
@@ -301,7 +315,7 @@ class AuditLog:
             fd = os.dup(self._fd)  # the writer may rotate and close its own descriptor meanwhile
             try:
                 await asyncio.to_thread(self._sync_to, fd, seq, mac, name, head)
-                self._synced_seq = seq
+                self._synced_seq, self._synced_tail = seq, (seq, mac, name)
                 if head:
                     self._head_at = now
             except OSError as exc:
@@ -309,6 +323,19 @@ class AuditLog:
                 self._failed()
             finally:
                 os.close(fd)
+
+    async def _head_loop(self) -> None:
+        """`always`/`never`: the writer moves the head at most every HEAD_INTERVAL as it writes; after
+        the last write of a burst this moves it the rest of the way (a sidecar shipper follows it)."""
+        while True:
+            await asyncio.sleep(2 * HEAD_INTERVAL)
+            seq, mac, name = self._tail
+            if seq > self._head_seq and time.monotonic() - self._head_at >= HEAD_INTERVAL:
+                try:
+                    await asyncio.to_thread(self._put_head, seq, mac, name, sync=self._sync)
+                except OSError as exc:
+                    log.error("decision log head not written: %s", exc.strerror or type(exc).__name__)
+                self._head_at = time.monotonic()
 
     def _sync_to(self, fd: int, seq: int, mac: str, name: str, head: bool) -> None:
         os.fdatasync(fd)
@@ -453,6 +480,7 @@ class AuditLog:
             raise
         self._size += sum(len(line) for line in lines)
         self._seq, self._prev = seq, mac
+        self._tail = (seq, mac, self.path.name)  # one reference: read whole by the head loop
         if force_head:
             self._put_head(seq, mac, self.path.name, sync=self._durable)
         elif self.fsync_mode != "interval":  # (interval: the syncer moves the head after each sync)

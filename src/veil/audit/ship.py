@@ -255,8 +255,8 @@ class Shipper:
     async def step(self) -> int:
         """One attempt: resume if needed, read a batch, ship it. Returns the records shipped."""
         upto = self.durable_seq()
+        self._lag(upto)
         if self.chain is None and not await self._resume():
-            self.lag_records = self.written_seq(upto)
             return 0
         assert self.chain is not None
         if self._pending is None:
@@ -278,8 +278,7 @@ class Shipper:
                 return 0
             self._pending = (records, rows)
         records, rows = self._pending
-        self.lag_records = max(0, self.written_seq(upto) - self.chain.shipped_seq)
-        self.lag_seconds = max(0.0, (datetime.now(UTC) - rows[0][2]).total_seconds())
+        self._lag(upto)
         store = await self.link.get()
         self.chain = await store.ship(self.chain, rows, self.ring, self.replica)
         self._pending = None
@@ -328,21 +327,30 @@ class Shipper:
                          sorted(subjects) if subjects else None, r.line.decode("utf-8")))
         return rows
 
+    def _lag(self, upto: int) -> None:
+        """Lag in records (from what the writer wrote) and seconds (the oldest record not in the store:
+        the pending batch's first; without one, since the last success), published at once."""
+        self.lag_records = max(0, self.written_seq(upto) - self.shipped_seq)
+        if self._pending is not None:
+            self.lag_seconds = max(0.0, (datetime.now(UTC) - self._pending[1][0][2]).total_seconds())
+        elif self.lag_records:
+            self.lag_seconds = max(self.lag_seconds, time.time() - self.last_success)
+        SHIPPERS.publish()
+
     def _caught_up(self, upto: int) -> None:
         if self._cursor_dirty:
             self._write_cursor(force=True)
         self.last_success = time.time()
         self.lag_records = max(0, self.written_seq(upto) - self.shipped_seq)
         self.lag_seconds = 0.0
-        metrics.audit_ship_last_success.set(min(s.last_success for s in SHIPPERS.live()))
+        SHIPPERS.publish()
 
     def _failed(self, reason: str, message: str) -> None:
         metrics.audit_ship_errors_total.labels(reason).inc()
         if self.last_error != message:
             log.error("shipping %s: %s", self.active.name, message)
         self.last_error = message
-        if self._pending is not None:
-            self.lag_seconds = max(0.0, (datetime.now(UTC) - self._pending[1][0][2]).total_seconds())
+        self._lag(self.durable_seq())
 
     def _write_cursor(self, force: bool = False) -> None:
         """Every CURSOR_EVERY while shipping; at once when caught up or closing (if it moved)."""

@@ -170,6 +170,10 @@ def _ship(config: Config, args: argparse.Namespace) -> int:
         ok = asyncio.run(Sidecar(config).once())
         print("all shipped" if ok else "not everything was shipped (see the log)")
         return 0 if ok else 1
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
     listen = None
     if args.metrics:
         host, sep, port = args.metrics.rpartition(":")
