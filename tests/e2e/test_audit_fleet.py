@@ -191,7 +191,7 @@ def test_over_the_bound_it_refuses_and_recovers(fleet: Fleet, relay: Relay, pg_s
     body = refused.json()
     assert (refused.status_code, body["reason"]) == (503, "audit_backlog_full")
     assert refused.headers["content-type"] == "application/problem+json" and "c-0000" not in refused.text
-    assert 10 < len(served) < 40  # about 16 KB of records
+    assert 10 < len(served) < 30  # about 16 KB of records (about 750 bytes each), at most one batch more
     rz = v.client.get(v.admin + "/readyz")
     assert rz.status_code == 503 and rz.json()["checks"]["decision_log_backlog"] is False
     assert metric(v, "veil_audit_ship_backlog_full") == 1

@@ -7,7 +7,8 @@ in-process shipper, or from the cursor file a sidecar shipper keeps) are compare
 `refuse` fails closed (disclosures are refused with reason `audit_backlog_full`, readiness fails),
 `serve` keeps serving and counts decisions not recorded (`veil_audit_unrecorded_total`, and an
 `unrecorded` record in the chain once writing resumes). Writing resumes below 90% of the bound.
-So the bound can be overshot by at most BACKLOG_CHECK seconds of traffic.
+Between two measurements the writer adds what it writes to the last one (`AuditLog.bound`) and holds
+itself after the batch that crosses the bound: the bound is exceeded by at most one write batch.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class ShipControl:
         if ship is None:
             return tasks
         metrics.audit_ship_backlog_limit_bytes.set(ship.max_backlog_bytes)
+        self.audit.on_hold = self._full
         if ship.shipper == "veil":
             self.link = StoreLink(ship.url, timeout=ship.timeout, partition=ship.partition)
             self.shipper = Shipper(
@@ -74,26 +76,39 @@ class ShipControl:
         return backlog_from_cursor(self.audit.path)
 
     def check_backlog(self) -> int:
-        """Compare the backlog with its bound; hold or release the log. Returns the backlog."""
+        """Measure the backlog, compare it with its bound; hold or release the log. Between two
+        measurements the writer itself adds what it writes (`AuditLog.bound`). Returns the backlog."""
         ship = self.ship
         assert ship is not None
         backlog = self.backlog()
         limit = ship.max_backlog_bytes
-        if not self.full and backlog >= limit:
-            self.full = True
+        if not self.full and (backlog >= limit or self.audit.held is not None):
             self.audit.hold(ship.on_full)
-            self.refusal = "audit_backlog_full" if ship.on_full == "refuse" else None
-            log.error("decision log: %d unshipped bytes, over the bound of %d: %s", backlog, limit,
-                      "refusing disclosures" if ship.on_full == "refuse" else "serving without recording")
+            self._full(backlog)
         elif self.full and backlog < limit * RESUME_BELOW:
             self.full = False
             self.refusal = None
             self.audit.release()
             log.warning("decision log: backlog %d bytes, under the bound again: recording resumes", backlog)
+        if not self.full:
+            self.audit.bound(backlog, limit, ship.on_full)
         metrics.audit_ship_backlog_full.set(1 if self.full else 0)
         if self.shipper is not None:
             metrics.audit_ship_backlog_bytes.set(backlog)
         return backlog
+
+    def _full(self, backlog: int | None = None) -> None:
+        """The log is held (by check_backlog, or by the writer itself after a batch: its on_hold)."""
+        ship = self.ship
+        assert ship is not None
+        if self.full:
+            return
+        self.full = True
+        self.refusal = "audit_backlog_full" if ship.on_full == "refuse" else None
+        metrics.audit_ship_backlog_full.set(1)
+        log.error("decision log: the unshipped backlog%s is over its bound of %d bytes: %s",
+                  f" ({backlog} bytes)" if backlog is not None else "", ship.max_backlog_bytes,
+                  "refusing disclosures" if ship.on_full == "refuse" else "serving without recording")
 
     async def _watch(self) -> None:
         while True:

@@ -36,7 +36,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +134,9 @@ class AuditLog:
         self._closing = False
         self._healthy = False
         self._hold: str | None = None  # refuse | serve while the unshipped backlog is over its bound
+        self._written_total = 0  # bytes written by this writer (all files)
+        self._bound: tuple[int, int, int, str] | None = None  # (measured backlog, _written_total then, limit, mode)
+        self.on_hold: Callable[[], None] | None = None  # called when the writer holds itself (over the bound)
         self._unrecorded = 0
         self._unrecorded_since = ""
 
@@ -166,6 +169,12 @@ class AuditLog:
         if self._hold is None:
             self._unrecorded_since = now_iso()
         self._hold = mode
+
+    def bound(self, measured: int, limit: int, mode: str) -> None:
+        """The unshipped backlog as just measured (bytes), its bound and the hold mode: from now on the
+        writer adds what it writes to the measurement and holds itself (`hold(mode)`, then `on_hold()`)
+        after the batch that takes it over the bound, so the bound holds between two measurements."""
+        self._bound = (measured, self._written_total, limit, mode)
 
     def release(self) -> None:
         """Write again; records an `unrecorded` record when appends were counted and not written."""
@@ -282,6 +291,11 @@ class AuditLog:
                     fut.set_exception(exc)
             return
         self._succeeded()
+        bound = self._bound
+        if bound is not None and self._hold is None and bound[0] + self._written_total - bound[1] >= bound[2]:
+            self.hold(bound[3])  # this batch took the unshipped backlog over its bound: the next one waits
+            if self.on_hold is not None:
+                self.on_hold()
         written = 0
         for (_, fut), problem in zip(batch, outcome, strict=True):
             if problem is None:
@@ -478,7 +492,9 @@ class AuditLog:
         except OSError:
             self._drop_fd()
             raise
-        self._size += sum(len(line) for line in lines)
+        n = sum(len(line) for line in lines)
+        self._size += n
+        self._written_total += n
         self._seq, self._prev = seq, mac
         self._tail = (seq, mac, self.path.name)  # one reference: read whole by the head loop
         if force_head:
