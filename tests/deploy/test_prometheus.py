@@ -39,6 +39,17 @@ CONTRACT: dict[str, tuple[str, ...]] = {
     "veil_audit_records_total": (),
     "veil_audit_write_errors_total": (),
     "veil_audit_up": (),
+    "veil_audit_ship_lag_records": (),
+    "veil_audit_ship_lag_seconds": (),
+    "veil_audit_ship_backlog_bytes": (),
+    "veil_audit_ship_backlog_limit_bytes": (),
+    "veil_audit_ship_backlog_full": (),
+    "veil_audit_ship_records_total": (),
+    "veil_audit_ship_batches_total": (),
+    "veil_audit_ship_errors_total": ("reason",),
+    "veil_audit_ship_last_success_timestamp_seconds": (),
+    "veil_audit_unrecorded_total": (),
+    "veil_audit_pruned_total": ("where",),
     "veil_auth_failures_total": ("listener", "reason"),
     "veil_auth_rate_limited_total": ("listener",),
 }
@@ -185,6 +196,9 @@ def test_alert_rules_are_complete() -> None:
         "VeilDecisionLogWriteErrors": "veil_audit_write_errors_total",
         "VeilOverheadOverBudget": "veil_overhead_seconds_bucket",
         "VeilUpstreamErrors": "veil_upstream_errors_total",
+        "VeilDecisionLogShippingBehind": "veil_audit_ship_lag_seconds",
+        "VeilDecisionLogBacklogFull": "veil_audit_ship_backlog_full",
+        "VeilDecisionLogUnrecorded": "veil_audit_unrecorded_total",
     }
     for name, metric in required.items():
         assert name in alerts, f"missing alert {name}"
@@ -288,6 +302,10 @@ def test_dashboard_covers_the_operator_questions() -> None:
     assert panel_with("veil_policy_reloads_total")
     assert panel_with("veil_audit_up")
     assert panel_with("veil_audit_write_errors_total")
+    assert panel_with("veil_audit_ship_lag_seconds")
+    assert panel_with("veil_audit_ship_backlog_bytes") and panel_with("veil_audit_ship_backlog_limit_bytes")
+    assert panel_with("veil_audit_ship_errors_total", "by (reason)")
+    assert panel_with("veil_audit_ship_last_success_timestamp_seconds")
 
 
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
