@@ -318,12 +318,13 @@ class Shipper:
         at = after or self.chain.shipped_at
         rows: list[Row] = []
         for r in records:
+            prev_at = at if r.seq > 1 else None
             t = parse_time(r.rec.get("time"))
             t = now if t is None or t > now + FUTURE_SLACK else t
             at = t if at is None or t > at else at
             kind = r.rec.get("kind", "decision")
             subjects = subjects_of(r.rec)
-            rows.append((self.chain.chain_no, r.seq, at, kind if isinstance(kind, str) else "decision",
+            rows.append((self.chain.chain_no, r.seq, at, prev_at, kind if isinstance(kind, str) else "decision",
                          sorted(subjects) if subjects else None, r.line.decode("utf-8")))
         return rows
 

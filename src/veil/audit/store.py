@@ -35,8 +35,8 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _PARTITION_NAME = re.compile(r"^audit_records_(\d{8})$")
 _CONNECTION_FAILURES = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, ConnectionError)
 
-# One record ready for the store: (chain_no, seq, at, kind, subjects or None, line).
-Row = tuple[int, int, datetime, str, "list[str] | None", str]
+# One record ready for the store: (chain_no, seq, at, prev_at, kind, subjects or None, line).
+Row = tuple[int, int, datetime, "datetime | None", str, "list[str] | None", str]
 
 
 class StoreUnavailable(VeilError):
@@ -231,7 +231,7 @@ class AuditStore:
         Raises ChainMoved when the chain's row is not at chain.shipped_seq/shipped_mac."""
         if not rows:
             return chain
-        last_seq, last_at, last_line = rows[-1][1], rows[-1][2], rows[-1][5]
+        last_seq, last_at, last_line = rows[-1][1], rows[-1][2], rows[-1][6]
         last_mac = orjson.loads(last_line)["mac"]
         head = seal(ring, {"kind": "shipped", "genesis": chain.genesis, "seq": last_seq, "head_mac": last_mac,
                            "time": now_iso()})
@@ -288,13 +288,13 @@ class AuditStore:
         """Every record naming one of the pseudonyms (the GIN index), oldest first."""
         return list(await self._run(lambda conn: conn.fetch(self._sql(q.BY_SUBJECT), list(pseudonyms))))
 
-    async def by_keys(self, keys: Sequence[tuple[int, int, datetime]]) -> dict[tuple[int, int], str]:
-        """The lines of records (chain_no, seq) whose partition time is at most the given one."""
+    async def macs(self, keys: Sequence[tuple[int, int, datetime]]) -> dict[tuple[int, int], str | None]:
+        """The macs of records by primary key (chain_no, seq, at)."""
         if not keys:
             return {}
         rows = await self._run(lambda conn: conn.fetch(self._sql(q.BY_KEYS), [k[0] for k in keys],
                                                        [k[1] for k in keys], [k[2] for k in keys]))
-        return {(r["chain_no"], r["seq"]): r["line"] for r in rows}
+        return {(r["chain_no"], r["seq"]): r["mac"] for r in rows}
 
     async def explain_by_subject(self, pseudonyms: Sequence[str]) -> str:
         rows = await self._run(lambda conn: conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + self._sql(q.BY_SUBJECT),

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-import orjson
-
 from veil.audit.report import Disclosure, SubjectReport, disclosure_of, wanted_set
 from veil.audit.store import AuditStore
 from veil.audit.verify import ChainProblem, VerifyResult, check_mac, parse_record
@@ -40,17 +38,18 @@ async def store_report(store: AuditStore, ring: KeyRing, subject_pseudonym: str 
             continue
         parsed.append((row, rec))
     # the link of each record to the one before it: one batched lookup by primary key
-    wanted_prev = [(row["chain_no"], row["seq"] - 1, row["at"]) for row, _ in parsed if row["seq"] > 1]
-    prev_lines = await store.by_keys(wanted_prev)
-    markers = await store.markers() if len(prev_lines) < len(wanted_prev) else {}
+    wanted_prev = [(row["chain_no"], row["seq"] - 1, row["prev_at"]) for row, _ in parsed
+                   if row["seq"] > 1 and row["prev_at"] is not None]
+    prev_macs = await store.macs(wanted_prev)
+    markers = await store.markers() if len(prev_macs) < len(parsed) else {}
     found: list[Disclosure] = []
     chains = set()
     for row, rec in parsed:
         where = f"{row['replica']}/{row['chain']}"
         if rec["seq"] > 1:
-            line = prev_lines.get((row["chain_no"], rec["seq"] - 1))
-            if line is not None:
-                prev_mac = orjson.loads(line).get("mac")
+            key = (row["chain_no"], rec["seq"] - 1)
+            if key in prev_macs:
+                prev_mac = prev_macs[key]
             else:
                 through, marker, _ = markers.get(row["chain_no"], (0, None, 0))
                 prev_mac = marker.get("through_mac") if marker and through == rec["seq"] - 1 else None
