@@ -74,8 +74,36 @@ def iso(t: datetime) -> str:
     return t.isoformat(timespec="microseconds")
 
 
+async def reconnect(url: str) -> Any:
+    """The shared server is sometimes restarted by others' tests: wait for it."""
+    for _ in range(600):
+        try:
+            return await asyncpg.connect(url, timeout=10)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            await asyncio.sleep(1)
+    raise RuntimeError("the server did not come back")
+
+
+async def copy_retrying(conn: Any, url: str, schema: str, rows: list[Any]) -> Any:
+    """COPY one batch (one transaction); after a lost connection, reconnect and COPY it again (a
+    batch the server committed before the connection went is found by its primary key)."""
+    while True:
+        try:
+            await conn.copy_records_to_table("audit_records", schema_name=schema,
+                                             columns=("chain_no", "seq", "at", "prev_at", "kind", "subjects", "line"),
+                                             records=rows)
+            return conn
+        except asyncpg.UniqueViolationError:
+            return conn
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CannotConnectNowError) as exc:
+            print(f"  connection lost ({type(exc).__name__}); waiting for the server", flush=True)
+            conn.terminate()
+            conn = await reconnect(url)
+
+
 async def load(conn: Any, schema: str, store: AuditStore, args: argparse.Namespace, ring: KeyRing,
-               pring: KeyRing) -> tuple[list[Chain], list[str]]:
+               pring: KeyRing) -> tuple[list[Chain], list[str], Any]:
     rng = random.Random(18)
     names = [pseudonym(pring, f"c-{i:07d}") for i in range(args.subjects)]
     end = datetime.now(UTC)
@@ -93,7 +121,7 @@ async def load(conn: Any, schema: str, store: AuditStore, args: argparse.Namespa
         await store._ensure_partitions(conn, [t])
         t += timedelta(days=28)
     while total < per_chain * args.replicas:
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for c in chains:
             for _ in range(BATCH // args.replicas):
                 t = c.at + step
@@ -126,9 +154,7 @@ async def load(conn: Any, schema: str, store: AuditStore, args: argparse.Namespa
                 seq, line = c.seal(rec)
                 c.since += 1
                 rows.append((c.no, seq, t, c.prev_at, "decision", sorted(set(subjects)), line))
-        await conn.copy_records_to_table("audit_records", schema_name=schema,
-                                         columns=("chain_no", "seq", "at", "prev_at", "kind", "subjects", "line"),
-                                         records=rows)
+        conn = await copy_retrying(conn, args.url, schema, rows)
         total += len(rows)
         if total % 500_000 < len(rows):
             print(f"  {total:>10,} records  {total / (time.monotonic() - started):,.0f}/s", flush=True)
@@ -139,7 +165,7 @@ async def load(conn: Any, schema: str, store: AuditStore, args: argparse.Namespa
                            f'shipped_at = $5, head = $6, last_ship = now() WHERE chain_no = $1',
                            c.no, c.genesis, c.seq, c.prev, c.at, orjson.dumps(head).decode())
     print(f"loaded {total:,} records in {time.monotonic() - started:.0f}s")
-    return chains, names
+    return chains, names, conn
 
 
 async def main() -> None:
@@ -160,7 +186,7 @@ async def main() -> None:
         await store.migrate(args.partition)
         print(f"schema {schema}: {args.records:,} records, {args.replicas} replicas, {args.subjects:,} subjects, "
               f"{args.partition} partitions")
-        chains, names = await load(conn, schema, store, args, ring, pring)
+        chains, names, conn = await load(conn, schema, store, args, ring, pring)
         await conn.execute(f'ANALYZE "{schema}".audit_records')
         sizes = await conn.fetchrow(
             "SELECT pg_size_pretty(sum(pg_table_size(c.oid))) AS tables, pg_size_pretty(sum(pg_indexes_size(c.oid))) "
@@ -223,7 +249,7 @@ async def main() -> None:
               f"({'ok' if verdict.ok else verdict.problem})")
     finally:
         if not args.keep:  # on a fresh connection: the server may have dropped ours
-            drop = await asyncpg.connect(args.url, timeout=30)
+            drop = await reconnect(args.url)
             await drop.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             await drop.close()
             print(f"schema {schema} dropped")

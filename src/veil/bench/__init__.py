@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 Headers = tuple[tuple[str, str], ...]
-VEIL_VARIANTS = ("enforce_small", "enforce_small_fsync", "enforce_list", "report_only")
+VEIL_VARIANTS = ("enforce_small", "enforce_small_fsync", "enforce_small_ship", "enforce_list", "report_only")
 
 
 @dataclass(frozen=True)
@@ -131,19 +131,22 @@ def _veil(factory: VeilScenarioFactory, variant: str) -> Callable[[BenchContext]
 _VEIL_ROWS = (
     ("veil_enforce_small", "3", "veil enforce (profile)", "1 KB", "enforce_small"),
     ("veil_enforce_small_fsync", "3b", "veil enforce (profile), fsync always", "1 KB", "enforce_small_fsync"),
+    ("veil_enforce_small_ship", "3s", "veil enforce (profile), log shipped", "1 KB", "enforce_small_ship"),
     ("veil_enforce_list", "4", "veil enforce list, per-item consent", "1 MB", "enforce_list"),
     ("veil_report_only", "5", "veil report-only (profile)", "1 KB", "report_only"),
 )
 
 
 def veil_scenarios(factory: VeilScenarioFactory | None, skipped: str | None = None) -> list[Scenario]:
-    """Rows 3-5 (3b: row 3 with `audit.fsync: always`); with no factory they are listed as skipped
-    with the reason given."""
-    return [
-        Scenario(key, label, title, body, _veil(factory, variant) if factory else None,
-                 None if factory else (skipped or "no veil scenario factory"))
-        for key, label, title, body, variant in _VEIL_ROWS
-    ]
+    """Rows 3-5 (3b: row 3 with `audit.fsync: always`; 3s: row 3 shipping its decision log to the
+    PostgreSQL at VEIL_BENCH_PG_URL); with no factory they are listed as skipped with the reason given."""
+    rows = []
+    for key, label, title, body, variant in _VEIL_ROWS:
+        why = None if factory else (skipped or "no veil scenario factory")
+        if why is None and variant == "enforce_small_ship" and not os.environ.get("VEIL_BENCH_PG_URL"):
+            why = "set VEIL_BENCH_PG_URL=postgresql://...?schema=NAME to ship the decision log there"
+        rows.append(Scenario(key, label, title, body, _veil(factory, variant) if factory else None, why))
+    return rows
 
 
 def default_scenarios(veil_factory: VeilScenarioFactory | None = None,

@@ -20,6 +20,7 @@ RATIOS: dict[str, tuple[str, str]] = {
     "enforce_list_vs_parse_only": ("veil_enforce_list", "parse_only_list"),
     "report_only_vs_passthrough": ("veil_report_only", "passthrough"),
     "enforce_small_fsync_always_vs_passthrough": ("veil_enforce_small_fsync", "passthrough"),
+    "enforce_small_shipped_vs_not": ("veil_enforce_small_ship", "veil_enforce_small"),
     "passthrough_vs_direct": ("passthrough", "upstream_direct"),
     "httpx_vs_aiohttp_passthrough": ("passthrough_httpx", "passthrough"),
 }

@@ -1,9 +1,14 @@
 """The veil rows of `veil bench`: a veil.yaml, the example policies, keys and seeded consent for each
-variant (enforce a 1 KB profile, with the default decision-log durability and with `audit.fsync:
-always`; enforce a 1 MB list with per-item consent; report-only)."""
+variant (enforce a 1 KB profile, with the default decision-log durability, with `audit.fsync:
+always`, and with the decision log shipped to PostgreSQL; enforce a 1 MB list with per-item consent;
+report-only).
+
+Row 3s ships to `VEIL_BENCH_PG_URL` (postgresql://...?schema=NAME: a schema of its own, which the
+row creates and leaves behind); without it the row fails with that hint."""
 
 from __future__ import annotations
 
+import os
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +20,7 @@ from veil.commands.demo import policies_dir
 from veil.config import load_config
 from veil.consent.sqlite import SqliteConsentStore
 from veil.consent.store import Action, ConsentEvent, SubjectHasher
+from veil.errors import VeilError
 from veil.keys import write_private_file
 
 HEADERS = (("Veil-Key", "demo-storefront-key"), ("Veil-Purpose", "personalize.recommendations"))
@@ -34,7 +40,9 @@ def factory(case: VeilCase) -> VeilSetup:
         "policy": {"paths": [str(policies_dir())], "watch": False},
         "consent": {"url": f"sqlite:///{d / 'consent.db'}", "cache_ttl": 30.0},
         "audit": {"path": str(d / "audit" / "decisions.log"),
-                  **({"fsync": "always"} if case.variant == "enforce_small_fsync" else {})},
+                  **({"fsync": "always"} if case.variant == "enforce_small_fsync" else {}),
+                  **({"ship": {"url": _ship_url(), "replica": "bench"}} if case.variant == "enforce_small_ship"
+                     else {})},
         "keys": keys,
     }
     path = d / "veil.yaml"
@@ -47,6 +55,14 @@ def factory(case: VeilCase) -> VeilSetup:
     _seed(Path(config.consent_url[len("sqlite:///"):]), SubjectHasher(config.keyring("store")), subjects)
     req = "/customers?limit=1000" if case.variant == "enforce_list" else f"/customers/{case.profile_id}"
     return VeilSetup(path, req, HEADERS)
+
+
+def _ship_url() -> str:
+    url = os.environ.get("VEIL_BENCH_PG_URL")
+    if not url:
+        raise VeilError("set VEIL_BENCH_PG_URL=postgresql://...?schema=NAME to ship the log (row 3s)",
+                        code="bench_usage")
+    return url
 
 
 def _seed(db: Path, hasher: SubjectHasher, subjects: list[str]) -> None:
