@@ -297,3 +297,70 @@ async def test_the_head_catches_up_after_the_last_write_of_a_burst(tmp_path: Pat
     head = read_head(log.head_file)
     assert head is not None and head["seq"] == log.seq == 21
     await log.close()
+
+
+async def test_held_refuse_raises_and_writes_nothing(tmp_path: Path) -> None:
+    from veil.errors import AuditBacklogFull
+
+    ring = KeyRing.single(bytes.fromhex(generate_key()), "k1")
+    log = AuditLog(tmp_path / "decisions.log", ring, flush_interval=0)
+    await log.start()
+    await log.append({"id": "a"})
+    log.hold("refuse")
+    with pytest.raises(AuditBacklogFull) as err:
+        await log.append({"id": "b"})
+    assert err.value.code == "audit_backlog_full"
+    log.release()
+    await log.append({"id": "c"})
+    await log.close()
+    ids = [orjson.loads(line).get("id") for line in log.path.read_bytes().splitlines()]
+    assert ids == [None, "a", "c", None]  # start, a, c, the closing checkpoint: nothing about b
+
+
+async def test_held_serve_counts_and_the_chain_says_how_many(tmp_path: Path) -> None:
+    from veil.audit import verify
+
+    ring = KeyRing.single(bytes.fromhex(generate_key()), "k1")
+    log = AuditLog(tmp_path / "decisions.log", ring, flush_interval=0)
+    await log.start()
+    log.hold("serve")
+    for i in range(7):
+        await log.append({"id": f"u{i}"})  # returns: served, not recorded
+    log.release()
+    await log.append({"id": "after"})
+    log.hold("serve")
+    await log.append({"id": "lost-at-close"})
+    await log.close()  # the count of a hold still on at close is written too
+    recs = [orjson.loads(line) for line in log.path.read_bytes().splitlines()]
+    unrecorded = [r for r in recs if r.get("kind") == "unrecorded"]
+    assert [(r["count"], r["reason"]) for r in unrecorded] == [(7, "backlog_full"), (1, "backlog_full")]
+    assert unrecorded[0]["since"] <= unrecorded[0]["until"]
+    assert not any(str(r.get("id", "")).startswith("u") for r in recs)
+    result = verify([log.path], ring)
+    assert result.ok and result.notes == ("decisions.log: 8 decisions were not recorded (backlog over its bound)",)
+    with pytest.raises(Exception, match="reserved"):
+        log2 = AuditLog(tmp_path / "x.log", ring, flush_interval=0)
+        await log2.start()
+        try:
+            await log2.append({"kind": "unrecorded", "count": 1})  # callers cannot forge one
+        finally:
+            await log2.close()
+
+
+async def test_the_writer_holds_itself_after_the_batch_that_crosses_the_bound(tmp_path: Path) -> None:
+    ring = KeyRing.single(bytes.fromhex(generate_key()), "k1")
+    log = AuditLog(tmp_path / "decisions.log", ring, flush_interval=0)
+    await log.start()
+    held = []
+    log.on_hold = lambda: held.append(log.seq)
+    log.bound(measured=1000, limit=3000, mode="refuse")
+    n = 0
+    from veil.errors import AuditBacklogFull
+
+    with pytest.raises(AuditBacklogFull):
+        for n in range(100):
+            await log.append({"id": f"d{n}", "pad": "x" * 100})
+    size = sum(len(line) + 1 for line in log.path.read_bytes().splitlines()[1:])  # after the start record
+    assert held == [log.seq] and 1000 + size >= 3000 and 1000 + size - 200 < 3000  # one record over, at most
+    assert log.held == "refuse"
+    await log.close()
