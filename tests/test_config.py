@@ -41,6 +41,27 @@ def test_audit_fsync_modes(tmp_path: Path, value: Any, mode: str) -> None:
     assert parse_config({**GOOD, "audit": audit}, file="veil.yaml", base=tmp_path).audit_fsync == mode
 
 
+def test_audit_shipping_and_retention(tmp_path: Path) -> None:
+    c = parse_config(GOOD, file="veil.yaml", base=tmp_path)
+    assert c.audit_ship is None and c.audit_retention_days is None  # auto: the policy's longest
+    c = parse_config({**GOOD, "audit": {"retention": "400 days", "max_retention": "2 years", "ship": {
+        "url": "postgresql://veil@db/veil?schema=veil_audit", "replica": "pod-1", "shipper": "sidecar",
+        "max_backlog": "1.5 GiB", "on_full": "serve", "partition": "week", "keep_local": "1 day",
+        "batch_records": 500, "timeout": 3, "drain_timeout": 2}}}, file="veil.yaml", base=tmp_path)
+    ship = c.audit_ship
+    assert ship is not None
+    assert (ship.url, ship.replica, ship.shipper, ship.on_full, ship.partition) == (
+        "postgresql://veil@db/veil?schema=veil_audit", "pod-1", "sidecar", "serve", "week")
+    assert (ship.max_backlog_bytes, ship.keep_local_days, ship.batch_records, ship.timeout, ship.drain_timeout) == (
+        int(1.5 * 2**30), 1.0, 500, 3.0, 2.0)
+    assert (c.audit_retention_days, c.audit_max_retention_days) == (400.0, 730.5)
+    d = parse_config({**GOOD, "audit": {"ship": {"url": "postgres://db/veil"}}}, file="veil.yaml").audit_ship
+    assert d is not None and (d.shipper, d.on_full, d.max_backlog_bytes, d.keep_local_days) == (
+        "veil", "refuse", 256 * 2**20, 0.0)
+    assert parse_config({**GOOD, "audit": {"ship": {"url": "postgresql://x", "max_backlog": 4096}}},
+                        file="v").audit_ship.max_backlog_bytes == 4096  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(("value", "expected"), [("absent", 16384), (None, None), (1, 1), (65536, 65536)])
 def test_lazy_json_min_bytes(tmp_path: Path, value: Any, expected: int | None) -> None:
     limits = {} if value == "absent" else {"lazy_json_min_bytes": value}
@@ -64,6 +85,17 @@ def test_lazy_json_min_bytes(tmp_path: Path, value: Any, expected: int | None) -
     ({"limits": {"lazy_json_min_bytes": 0}}, "limits.lazy_json_min_bytes"),
     ({"limits": {"lazy_json_min_bytes": "16k"}}, "limits.lazy_json_min_bytes"),
     ({"tcf": {"cookie": 5}}, "tcf.cookie"),
+    ({"audit": {"retention": "a while"}}, "audit.retention"),
+    ({"audit": {"max_retention": "0 days"}}, "audit.max_retention"),
+    ({"audit": {"ship": "postgresql://x"}}, "audit.ship"),
+    ({"audit": {"ship": {"url": "sqlite:///x"}}}, "audit.ship.url"),
+    ({"audit": {"ship": {"url": "postgresql://x", "on_full": "drop"}}}, "audit.ship.on_full"),
+    ({"audit": {"ship": {"url": "postgresql://x", "shipper": "agent"}}}, "audit.ship.shipper"),
+    ({"audit": {"ship": {"url": "postgresql://x", "partition": "year"}}}, "audit.ship.partition"),
+    ({"audit": {"ship": {"url": "postgresql://x", "max_backlog": "lots"}}}, "audit.ship.max_backlog"),
+    ({"audit": {"ship": {"url": "postgresql://x", "max_backlog": 0}}}, "audit.ship.max_backlog"),
+    ({"audit": {"ship": {"url": "postgresql://x", "keep_local": "1 fortnight"}}}, "audit.ship.keep_local"),
+    ({"audit": {"ship": {"url": "postgresql://x", "batch": 5}}}, "audit.ship.batch"),
     ({"colour": "blue"}, "colour"),
 ])
 def test_errors_name_the_key_path(patch: dict[str, Any], key: str) -> None:
