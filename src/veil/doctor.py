@@ -76,6 +76,19 @@ def _audit(c: Config) -> Iterator[Finding]:
         yield Finding("audit_never_synced", "audit.fsync",
                       "the decision log is never fsynced: a crash of the machine can lose any amount of it",
                       "set audit.fsync: interval (the default; loses at most fsync_interval_ms) or always")
+    fleet = c.consent_url.startswith(("postgresql:", "postgres:")) or c.workers > 1
+    if c.environment == "production" and c.audit_ship is None and fleet:
+        yield Finding("audit_not_shipped", "audit.ship",
+                      "a fleet (PostgreSQL consent store) keeps its decision log on each replica's disk only: it is "
+                      "lost with the pod, and an access report must collect every replica's files",
+                      "set audit.ship.url to a PostgreSQL schema (docs/deploy.md, the decision log of a fleet)",
+                      NOTE)
+    if c.environment == "production" and c.audit_ship is not None and c.audit_ship.on_full == "serve":
+        yield Finding("audit_unrecorded_allowed", "audit.ship.on_full",
+                      "with on_full: serve, decisions made while the unshipped backlog is full are served "
+                      "without a record (counted, but missing from access reports)",
+                      "set audit.ship.on_full: refuse (fail closed), and size max_backlog for the outages "
+                      "you must ride out")
 
 
 def _tls(c: Config) -> Iterator[Finding]:

@@ -173,3 +173,15 @@ def test_is_loopback() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("127.1.2.3") and is_loopback("::1")
     assert is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("veil.internal")
+
+
+def test_a_fleet_without_shipping_is_a_note_and_serve_mode_a_warning(tmp_path: Path) -> None:
+    cfg = clean(tmp_path)
+    cfg["consent"]["url"] = "postgresql://veil@db/veil"
+    assert [(f.code, f.severity) for f in inspect(parse_config(cfg))] == [("audit_not_shipped", NOTE)]
+    cfg["audit"]["ship"] = {"url": "postgresql://veil@db/veil?schema=veil_audit"}
+    assert inspect(parse_config(cfg)) == []
+    cfg["audit"]["ship"]["on_full"] = "serve"
+    assert codes(cfg) == {("audit_unrecorded_allowed", "audit.ship.on_full")}
+    cfg["environment"] = "staging"
+    assert codes(cfg) == set()
