@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from veil import metrics
 from veil.audit.log import AuditLog
-from veil.config import Config
+from veil.config import Config, FlowSettings
 from veil.consent.open import open_store
 from veil.consent.store import ConsentStore, SubjectHasher
 from veil.errors import VeilError
@@ -68,10 +68,12 @@ class Runtime:
     audit_ring: KeyRing = field(init=False)
     limiter: AuthLimiter = field(init=False)
     store_ok: bool = True
+    settings: FlowSettings = field(init=False)  # what the request flow reads of the config (reloadable)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         c = self.config
+        self.settings = c.flow()
         self.pseudonym_ring = _ring(c, "pseudonym")
         self.audit_ring = _ring(c, "audit")
         hash_key = _ring(c, "hash").current  # ephemeral when not configured: never the public dev key

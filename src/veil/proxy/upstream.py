@@ -16,16 +16,19 @@ import aiohttp
 from yarl import URL
 
 from veil.config import Upstream
+from veil.errors import UpstreamFailure
+from veil.reasons import Reason
 from veil.proxy.h1client import H1Error, H1Pool
 
 _REASON = {"timeout": "upstream_timeout", "too_large": "body_too_large"}
 
 
-class UpstreamError(Exception):
+class UpstreamError(UpstreamFailure):
+    """An upstream failure with its reason (upstream_unavailable | upstream_timeout | body_too_large)
+    and metric label `kind` (connect | timeout | reset | protocol | too_large)."""
+
     def __init__(self, reason: str, kind: str) -> None:
-        super().__init__(reason)
-        self.reason = reason  # upstream_unavailable | upstream_timeout | body_too_large
-        self.kind = kind  # metric label: connect | timeout | reset | protocol | too_large
+        super().__init__(Reason(reason), kind)
 
 
 @dataclass(slots=True)

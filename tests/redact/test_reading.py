@@ -1,11 +1,13 @@
-"""check_depth: the bracket-count shortcut never lets a too-deep enforced document out."""
+"""Reading documents: check_depth (the bracket-count shortcut never lets a too-deep enforced document
+out) and list items on lazy documents."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from veil.proxy.enforce import EnforceError, check_depth
+from veil.errors import Unenforceable as EnforceError
+from veil.redact.reading import check_depth
 from veil.redact import Action, FieldRule, compile_plan
 from veil.redact import transforms as tr
 from veil.redact.paths import Key
@@ -41,7 +43,8 @@ def test_depth_added_by_a_transform_is_counted() -> None:
 
 # ---------------------------------------------------------------- lazy list documents
 def test_plain_list_makes_the_path_plain_and_keeps_items_lazy() -> None:
-    from veil.proxy.enforce import plain_list, subject_of
+    from veil.redact.items import plain_list
+    from veil.redact.items import subject_at as subject_of
     from veil.redact import lazy
     from veil.redact.paths import parse_path
 
@@ -56,7 +59,7 @@ def test_plain_list_makes_the_path_plain_and_keeps_items_lazy() -> None:
 
 
 def test_plain_list_adds_nothing_where_the_list_is_missing() -> None:
-    from veil.proxy.enforce import plain_list
+    from veil.redact.items import plain_list
     from veil.redact import lazy
     from veil.redact.paths import parse_path
 
@@ -66,7 +69,7 @@ def test_plain_list_adds_nothing_where_the_list_is_missing() -> None:
 
 
 def test_duplicate_keys_on_the_list_path_or_the_subject_path_are_not_lazy() -> None:
-    from veil.proxy.enforce import duplicate_keys_on, plain_list
+    from veil.redact.items import duplicate_keys_on, plain_list
     from veil.redact import lazy
     from veil.redact.lazy import NotLazy
     from veil.redact.paths import parse_path
@@ -83,7 +86,8 @@ def test_duplicate_keys_on_the_list_path_or_the_subject_path_are_not_lazy() -> N
 
 
 def test_subjects_of_reads_as_subject_of() -> None:
-    from veil.proxy.enforce import subject_of, subjects_of
+    from veil.redact.items import subject_at as subject_of
+    from veil.redact.items import subjects_of
     from veil.redact import lazy
     from veil.redact.paths import parse_path
 
