@@ -129,6 +129,30 @@ class Config:
         return spec.resolve(f"keys.{name}")
 
 
+# Config field → the key path in veil.yaml (for reload answers and messages).
+KEY_PATHS: dict[str, str] = {
+    "proxy": "listen.proxy", "admin": "listen.admin", "mode": "mode", "upstreams": "upstreams",
+    "policy_paths": "policy.paths", "policy_watch": "policy.watch", "consent_url": "consent.url",
+    "consent_cache_ttl": "consent.cache_ttl", "consent_cache_size": "consent.cache_size",
+    "audit_path": "audit.path", "audit_flush_ms": "audit.flush_ms", "audit_checkpoint_every": "audit.checkpoint_every",
+    "audit_fsync": "audit.fsync", "audit_fsync_interval_ms": "audit.fsync_interval_ms", "keys": "keys",
+    "admin_tokens": "admin.tokens", "max_body_bytes": "limits.max_body_bytes",
+    "max_json_depth": "limits.max_json_depth", "lazy_json_min_bytes": "limits.lazy_json_min_bytes",
+    "tcf_header": "tcf.header", "tcf_cookie": "tcf.cookie", "tls": "tls", "admin_tls": "admin.tls",
+    "auth_fail_limit": "limits.auth_failures_per_minute", "workers": "workers", "environment": "environment",
+}
+# What a reload (SIGHUP, POST /reload) applies to a running veil; any other change needs a restart.
+RELOADABLE = frozenset({"mode", "max_body_bytes", "max_json_depth", "lazy_json_min_bytes", "tcf_header",
+                        "tcf_cookie", "auth_fail_limit"})
+
+
+def changed_settings(old: Config, new: Config) -> list[str]:
+    """The Config fields whose values differ (`source` aside)."""
+    from dataclasses import fields
+
+    return [f.name for f in fields(Config) if f.name != "source" and getattr(old, f.name) != getattr(new, f.name)]
+
+
 KEY_NAMES = ("store", "audit", "pseudonym", "hash")
 TOKEN_SCOPES = ("read", "consent", "audit", "reload")
 

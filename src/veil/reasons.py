@@ -13,7 +13,8 @@ from enum import StrEnum
 
 class Reason(StrEnum):
     status: int
-    title: str
+    # the problem+json title; it shadows str.title on purpose (a reason's title is its problem title)
+    title: str  # type: ignore[assignment]
 
     def __new__(cls, code: str, status: int, title: str) -> Reason:
         member = str.__new__(cls, code)
@@ -66,6 +67,14 @@ class Reason(StrEnum):
     RATE_LIMITED = ("rate_limited", 429, "Too many failed authentications")
     INTERNAL_ERROR = ("internal_error", 500, "Internal error")
 
+    @classmethod
+    def of(cls, code: str) -> Reason:
+        """The Reason for a code; ValueError for an unknown one."""
+        found = cls._value2member_map_.get(code)
+        if found is None:
+            raise ValueError(f"unknown reason code {code!r}")
+        return found  # type: ignore[return-value]
+
     @property
     def code(self) -> str:
         return self.value
@@ -80,9 +89,4 @@ class Reason(StrEnum):
 REASONS: dict[str, tuple[int, str]] = {r.value: (r.status, r.title) for r in Reason if r is not Reason.OK}
 
 
-def reason(code: str) -> Reason:
-    """The Reason for a code; ValueError for an unknown one."""
-    return Reason(code)
-
-
-__all__ = ["REASONS", "Reason", "reason"]
+__all__ = ["REASONS", "Reason"]

@@ -213,9 +213,8 @@ def load_cases(path: str | Path) -> list[Case]:
     marks = _Marks(text).cases
     out = []
     for i, raw in enumerate(data["cases"]):
-        where, keys = marks[i] if i < len(marks) else (Location("", 0, 0), {})
-        at = Location(name, where.line, where.col)
-        out.append(case_from_dict(raw, at, defaults, data.get("now"),
+        mark, keys = marks[i] if i < len(marks) else (Location("", 0, 0), {})
+        out.append(case_from_dict(raw, Location(name, mark.line, mark.col), defaults, data.get("now"),
                                   keys={k: Location(name, v.line, v.col) for k, v in keys.items()}))
     return out
 

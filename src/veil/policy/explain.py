@@ -18,8 +18,8 @@ from datetime import datetime
 from typing import Any
 
 from veil.location import Location
-from veil.policy.compile import CompiledPolicy
 from veil.policy.cases import Consent, Request, Response, View, decision_locations
+from veil.policy.compile import CompiledPolicy
 from veil.policy.testing import evaluate
 from veil.reasons import REASONS
 from veil.redact.paths import format_path

@@ -106,6 +106,7 @@ class Outcome:
     """Everything the flow decided about one request."""
 
     reason: Reason = Reason.OK
+    method: str = "GET"
     admitted: Admitted | None = None
     blocked: Blocked | None = None
     route: CompiledRoute | None = None
@@ -153,6 +154,16 @@ class Outcome:
         return self.reason.status
 
     @property
+    def released(self) -> bool:
+        """Whether the caller was sent a body carrying the upstream's data: enforced, or passed on
+        unchanged in report-only mode (the access report counts exactly these)."""
+        if self.method == "HEAD":
+            return False
+        if self.report_only:
+            return self.answer is not None and bool(self.answer.body)
+        return self.reason is Reason.OK and self.has_body
+
+    @property
     def suppressed(self) -> int:
         return self.report.suppressed if self.report is not None else 0
 
@@ -197,7 +208,7 @@ async def decide(policy: CompiledPolicy, req: RequestFacts, exchange: Exchange, 
                  settings: FlowSettings, now: datetime, *, explain: bool = False) -> Outcome:
     """The decision for one request, and the response body that may leave. `explain` also records every
     field's fate and each list item's verdict (the document is then read eagerly)."""
-    out = Outcome()
+    out = Outcome(method=req.method)
     keys: list[str] = []
     purposes: list[str] = []
     gpc_values: list[str] = []
@@ -234,7 +245,7 @@ async def decide(policy: CompiledPolicy, req: RequestFacts, exchange: Exchange, 
     if out.gpc:
         out.consent["gpc"] = "1"
     if out.blocked is not None:
-        out.reason = Reason(out.blocked.reason)
+        out.reason = Reason.of(out.blocked.reason)
         if not out.report_only:
             return out
     # 4 subject and consent, when the request names the subject
@@ -294,18 +305,9 @@ async def _request_subject(ad: Admitted, need: Needs, req: RequestFacts, exchang
                            settings: FlowSettings) -> tuple[str | None, bytes | None, Reason | None]:
     """(subject, the request body if it was read, reason) for a subject named by the request."""
     assert need.subject is not None
-    kind, name = need.subject
-    subject: str | None = None
     body: bytes | None = None
-    if kind == "path":
-        subject = ad.params.get(name)
-    elif kind == "query":
-        vals = parse_qs(req.query.decode("latin-1")).get(name, [])
-        subject = vals[0] if len(vals) == 1 else None
-    elif kind == "header":
-        wanted = name.lower().encode("latin-1")
-        hv = [v.decode("latin-1") for n, v in req.headers if n == wanted]
-        subject = hv[0] if len(hv) == 1 else None
+    if need.subject[0] != "request_body":
+        subject = _named_subject(ad.route, ad.params, req)
     else:  # request_body: a JSON request body, read whole (bounded) and forwarded as read
         try:
             body = await exchange.request_body(settings.max_request_body_bytes)
@@ -319,6 +321,23 @@ async def _request_subject(ad: Admitted, need: Needs, req: RequestFacts, exchang
     if not subject:
         return None, body, Reason.SUBJECT_MISSING
     return subject, body, None
+
+
+def _named_subject(route: CompiledRoute, params: Mapping[str, str], req: RequestFacts) -> str | None:
+    """The subject a path parameter, query parameter or header names (one value, not empty), or None."""
+    if route.subject is None:
+        return None
+    kind, name = route.subject
+    if kind == "path":
+        return params.get(name) or None
+    if kind == "query":
+        vals = parse_qs(req.query.decode("latin-1")).get(name, [])
+        return vals[0] if len(vals) == 1 and vals[0] else None
+    if kind == "header":
+        wanted = name.lower().encode("latin-1")
+        hv = [v.decode("latin-1") for n, v in req.headers if n == wanted]
+        return hv[0] if len(hv) == 1 and hv[0] else None
+    return None
 
 
 async def judge(ad: Admitted, subject: str | None, req: RequestFacts, consent: ConsentSource,
@@ -354,7 +373,7 @@ async def judge(ad: Admitted, subject: str | None, req: RequestFacts, consent: C
         if tcf is not None:
             out.consent["tcf"] = "valid" if tcf.valid else "invalid"
     why = consent_reason(rule, states, now, gpc=out.gpc, tcf=tcf, vendor=ad.caller.vendor)
-    return Reason(why) if why is not None else None
+    return Reason.of(why) if why is not None else None
 
 
 # ---------------------------------------------------------------- step 6
@@ -462,7 +481,7 @@ def _disclosed_items(index: CategoryIndex, doc: Any, list_path: Any, subjects: l
     items = find_list(doc, list_path)
     if items is None or len(items) != len(subjects):
         return index.disclosed(doc, transformed), None
-    base = tuple(s.name for s in list_path[:-1] if isinstance(s, Key))
+    base: tuple[str | int, ...] = tuple(s.name for s in list_path[:-1] if isinstance(s, Key))
     envelope: dict[str, set[str]] = {}
     saved = list(items)
     items.clear()  # the envelope alone (the list read as empty)
@@ -470,7 +489,7 @@ def _disclosed_items(index: CategoryIndex, doc: Any, list_path: Any, subjects: l
         index.disclosed(doc, transformed, out=envelope)
     finally:
         items.extend(saved)
-    at = (*base, 0)
+    at: tuple[str | int, ...] = (*base, 0)
     total = {c: set(f) for c, f in envelope.items()}
     per: dict[str, dict[str, set[str]]] = {}
     for item, sid in zip(items, subjects, strict=True):
@@ -500,6 +519,13 @@ def _passthrough_disclosure(policy: CompiledPolicy, out: Outcome, req: RequestFa
         out.disclosed = None
         return
     route = out.route
+    if route is not None and out.subject is None and route.subject is not None:
+        # a request refused before admission still passed its data on: whose it was, if the route says
+        if route.subject[0] == "body" and route.subject_path is not None:
+            out.subject = subject_at(doc, route.subject_path)
+        elif route.subject[0] != "request_body" and out.path is not None:
+            found = policy.match(req.method, out.path)
+            out.subject = _named_subject(route, found[1] if found else {}, req)
     if route is not None and route.each is not None:
         _, items, ids = list_items(doc, route.each)
         if items is not None:

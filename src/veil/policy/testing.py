@@ -147,7 +147,7 @@ async def evaluate_async(policy: CompiledPolicy, req: Request, consent: Consent,
 
 def view_of(policy: CompiledPolicy, out: Outcome) -> View:
     """What expectations, coverage and `veil explain` read of an outcome."""
-    body = orjson.loads(out.body) if out.has_body else None
+    body = orjson.loads(out.body) if out.has_body and out.method != "HEAD" else None  # what leaves
     blocked = out.blocked
     return View(
         decision=out.decision, reason=out.reason.value, status=out.status, body=body,

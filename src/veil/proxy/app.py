@@ -55,7 +55,7 @@ class ProxyExchange:
     """The flow's I/O port for one request: the client's body (read whole only when the flow asks for
     it) and the upstream (through the runtime's pool)."""
 
-    __slots__ = ("headers", "rt", "receive", "scope", "up_time")
+    __slots__ = ("headers", "receive", "rt", "scope", "up_time")
 
     def __init__(self, rt: Runtime, scope: Scope, receive: Receive, headers: list[tuple[bytes, bytes]]) -> None:
         self.rt, self.scope, self.receive, self.headers = rt, scope, receive, headers
@@ -146,7 +146,7 @@ class ProxyApp:
         cert = (scope.get("extensions") or {}).get("tls", {}).get("client_cert_name")  # proxy/tlsinfo.py
         facts = RequestFacts(method, raw_path, scope.get("query_string", b""), headers, cert)
         exchange = ProxyExchange(self.rt, scope, receive, headers)
-        out = await decide(policy, facts, exchange, self.rt.store, self.rt.settings, _now())
+        out = await decide(policy, facts, exchange, self.rt.store, self.rt.settings, self.rt.clock())
         if out.reason is Reason.UNKNOWN_CALLER:
             self.rt.limiter.failed(addr)
             keyed = any(n == b"veil-key" for n, _ in headers)

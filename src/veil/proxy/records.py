@@ -131,6 +131,7 @@ class Recorder:
             rec["rules"] = summary.locations
         else:
             rec["rules"] = [str(loc) for loc in blocked.locations] if blocked is not None else []
+        rec["released"] = out.released
         disclosed = out.disclosed
         rec["disclosed"] = as_record(disclosed) if disclosed is not None else None
         if out.subjects:
