@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from veil.config import FlowSettings, KeySpec, Upstream
 from veil.config import Config as VeilConfig
+from veil.config import FlowSettings, KeySpec, Upstream
 from veil.consent.store import Action, ConsentEvent, Status
 from veil.location import Location
 from veil.policy.cases import Case, View, check_expectations
@@ -47,7 +47,8 @@ def config_for(directory: Path, policy_paths: list[Path]) -> VeilConfig:
     """A veil config for an in-process run: the case's policy, its own store, log and keys (the hash
     key is the development key `veil test` uses, so hashed values match)."""
     directory.mkdir(parents=True, exist_ok=True)
-    keys = {name: _key_file(directory, name, secrets.token_hex(32).encode()) for name in ("store", "audit", "pseudonym")}
+    keys = {name: _key_file(directory, name, secrets.token_hex(32).encode())
+            for name in ("store", "audit", "pseudonym")}
     keys["hash"] = _key_file(directory, "hash", DEV_HASH_KEY)
     return VeilConfig(
         upstreams=(Upstream("case", "http://upstream.invalid"),),

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from tests.conformance import run_through_proxy
 from veil.errors import Diagnostic, Diagnostics, Severity
 from veil.location import Location
 from veil.policy.load import load_policy
-from tests.conformance import run_through_proxy
 from veil.policy.testing import case_from_dict, load_cases, load_yaml, run_case
 
 ROOT = Path(__file__).parents[2]
