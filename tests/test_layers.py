@@ -24,7 +24,8 @@ def test_the_core_is_importable_without_the_io_stack() -> None:
     """The flow, the compiler and the redaction engine load without starlette, uvicorn, httpx, aiohttp
     or asyncpg: what the contracts say, seen from a fresh interpreter."""
     code = ("import sys, veil.policy.flow, veil.policy.testing, veil.redact.engine; "
-            "bad = [m for m in ('starlette', 'uvicorn', 'httpx', 'aiohttp', 'asyncpg', 'veil.proxy') if m in sys.modules];"
+            "bad = [m for m in ('starlette', 'uvicorn', 'httpx', 'aiohttp', 'asyncpg', 'veil.proxy')"
+            " if m in sys.modules];"
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
