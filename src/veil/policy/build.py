@@ -9,14 +9,17 @@ from lark import Token, Transformer, Tree, v_args
 from lark.exceptions import VisitError
 from lark.tree import Meta
 
-from veil.errors import Diagnostic
+from veil.errors import Diagnostic, VeilError
 from veil.location import Location
 from veil.policy import ast
 from veil.policy.ast import StmtKind
 
 
-class _BuildError(Exception):
+class _BuildError(VeilError):
+    """A problem found while building the AST; carried out as its Diagnostic."""
+
     def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(diagnostic.message, code=diagnostic.code)
         self.diagnostic = diagnostic
 
 
