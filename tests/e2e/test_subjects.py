@@ -120,20 +120,47 @@ def test_consent_from_the_tcf_string_only_needs_no_subject_and_is_checked(ov: Ve
     assert r.status_code == 200 and r.json() == {"slots": ["top-banner", "sidebar"]}
 
 
-def test_a_consent_rule_without_a_subject_does_not_start(tmp_path: Path, orders: Upstream) -> None:
-    """Forgetting `subject` cannot switch consent off: `veil serve` refuses the policy with the location."""
+@pytest.mark.parametrize(("routes", "found"), [
+    # forgetting `subject` cannot switch consent off
+    ("route GET /customers/{id} {\n  for personalize.recommendations {\n    keep id\n  }\n}\n",
+     "routes.veil:2:7: error[consent_without_subject]"),
+    # a path inside a sensitive category is the category: never kept in clear without consent
+    ("route GET /customers/{id} {\n  subject path.id\n  for orders.fulfillment {\n    keep id, payment.iban\n"
+     "  }\n}\n", "routes.veil:4:5: error[sensitive_without_consent]"),
+])
+def test_a_policy_that_would_skip_consent_does_not_start(tmp_path: Path, orders: Upstream, routes: str,
+                                                          found: str) -> None:
+    """`veil serve` refuses the policy with the location (and `veil check` fails on it)."""
     policy_dir = tmp_path / "veil" / "policies"
     policy_dir.mkdir(parents=True)
     for name in ("callers.veil", "categories.veil", "purposes.veil"):
         shutil.copy(POLICIES / name, policy_dir / name)
-    (policy_dir / "routes.veil").write_text("route GET /customers/{id} {\n  for personalize.recommendations {\n"
-                                            "    keep id\n  }\n}\n")
+    (policy_dir / "routes.veil").write_text(routes)
     with pytest.raises(RuntimeError) as err:
         start_veil(tmp_path / "veil", orders.url)
-    assert "routes.veil:2:7: error[consent_without_subject]" in str(err.value)
+    assert found in str(err.value)
     check = subprocess.run([sys.executable, "-m", "veil", "check", "--strict", str(policy_dir)],
                            capture_output=True, text=True)
-    assert check.returncode == 1 and "consent_without_subject" in check.stdout
+    assert check.returncode == 1 and found.split("error")[1] in check.stdout
+
+
+def test_a_keep_a_drop_overrides_warns_and_the_field_stays_out(tmp_path: Path, orders: Upstream) -> None:
+    """`keep x` + `drop x`: veil starts (a warning, logged at start) and x never leaves."""
+    policy_dir = tmp_path / "veil" / "policies"
+    policy_dir.mkdir(parents=True)
+    for name in ("callers.veil", "categories.veil", "purposes.veil"):
+        shutil.copy(POLICIES / name, policy_dir / name)
+    (policy_dir / "routes.veil").write_text(
+        "route GET /orders/{id} {\n  subject body.customer.id\n  for personalize.recommendations {\n"
+        "    keep order_id, customer.id, customer.email\n    drop customer.email\n  }\n}\n")
+    v = start_veil(tmp_path / "veil", orders.url)
+    try:
+        v.consent("c-000001", "personalization", notice_version=3)
+        r = v.get("/orders/o-1", purpose=REC)
+        assert r.status_code == 200 and r.json() == {"order_id": "o-1", "customer": {"id": "c-000001"}}
+    finally:
+        log = v.stop()
+    assert "keep_overridden" in log and "keep customer.email has no effect" in log
 
 
 def test_the_proxy_refuses_a_consent_rule_without_a_subject(tmp_path: Path) -> None:
