@@ -48,7 +48,7 @@ def test_ship_verify_report_prune(tmp_path: Path, keys: dict[str, str], config: 
 
     code, out, _ = run(["audit", "report", "--config", str(config), "--store", "--subject", "alice"], capsys)
     assert code == 0, out
-    assert "storefront  personalize.recs  contact.email, profile  3" in out
+    assert "storefront  personalize.recs  contact.email (hash), profile  3" in out
     code, out, _ = run(["audit", "report", "--config", str(config), "--store", "--subject", "alice", "--format",
                         "json"], capsys)
     assert json.loads(out)["recipients"][0]["count"] == 3

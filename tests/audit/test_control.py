@@ -61,7 +61,7 @@ async def test_ships_bounds_and_prunes(tmp_path: Path, ring: KeyRing, store_url:
         for i in range(40, 200):
             await log.append(decision(i))
     assert control.refusal == "audit_backlog_full" and control.readiness() == {"decision_log_backlog": False}
-    assert control.check_backlog() >= 20000
+    assert control.backlog() > 10000  # (held on the estimate: the last measurement plus what was written since)
     control.shipper.link.url = store_url  # back
     for _ in range(200):
         if control.refusal is None:

@@ -25,10 +25,14 @@ def pring() -> KeyRing:
     return KeyRing.single(bytes.fromhex(generate_key()), "p1")
 
 
-def rec(subject: str | None, decision: str, caller: str, purpose: str, cats: list[str], time: str,
-        **extra: object) -> dict[str, object]:
+def rec(subject: str | None, decision: str, caller: str, purpose: str, disclosed: dict[str, list[str]] | None,
+        time: str, **extra: object) -> dict[str, object]:
+    """A decision record as veil writes it: what left (`disclosed`, by category and form), `released`."""
     out: dict[str, object] = {"id": f"{caller}-{time}", "time": time, "caller": caller, "purpose": purpose,
-                              "route": "GET /c/{id}", "decision": decision, "reason": "ok", "categories": cats, **extra}
+                              "route": "GET /c/{id}", "decision": decision, "reason": "ok",
+                              "released": disclosed is not None, **extra}
+    if disclosed is not None:
+        out["disclosed"] = disclosed
     if subject is not None:
         out["subject"] = subject
     return out
@@ -38,12 +42,13 @@ async def test_the_store_report_equals_the_file_report(tmp_path: Path, ring: Key
                                                        store: AuditStore, store_url: str, sql: SQL) -> None:
     me, other = pseudonym(pring, "alice"), pseudonym(pring, "bob")
     records = [
-        rec(me, "allow", "storefront", "personalize.recs", ["profile"], "2026-01-02T10:00:00Z"),
-        rec(me, "redact", "storefront", "personalize.recs", ["contact.email"], "2026-01-03T10:00:00Z",
-            disclosed={"contact.email": "transformed", "profile": "clear"}),
-        rec(me, "block", "adtech", "ads.targeting", ["profile"], "2026-01-04T10:00:00Z"),
-        rec(other, "allow", "crm", "support", ["contact.email"], "2026-01-05T10:00:00Z"),
-        rec(other, "filter", "crm", "support.lists", ["contact.phone"], "2026-01-06T10:00:00Z", subjects=[other, me]),
+        rec(me, "allow", "storefront", "personalize.recs", {"profile": ["clear"]}, "2026-01-02T10:00:00Z"),
+        rec(me, "redact", "storefront", "personalize.recs", {"contact.email": ["hash"], "profile": ["clear"]},
+            "2026-01-03T10:00:00Z"),
+        rec(me, "block", "adtech", "ads.targeting", None, "2026-01-04T10:00:00Z"),
+        rec(other, "allow", "crm", "support", {"contact.email": ["clear"]}, "2026-01-05T10:00:00Z"),
+        rec(None, "filter", "crm", "support.lists", {"contact.phone": ["clear"]}, "2026-01-06T10:00:00Z",
+            subjects=[other, me]),
         {"kind": "admin", "action": "consent.read", "subject": me, "time": "2026-01-08T10:00:00Z"},
     ]
     for replica, part in (("r1", records[:3]), ("r2", records[3:])):
@@ -63,7 +68,7 @@ async def test_the_store_report_equals_the_file_report(tmp_path: Path, ring: Key
     assert from_store.disclosures == from_files.disclosures
     assert [(d.caller, d.decision) for d in from_store.disclosures] == [
         ("storefront", "allow"), ("storefront", "redact"), ("crm", "filter")]
-    assert from_store.disclosures[1].forms == (("contact.email", "transformed"), ("profile", "clear"))
+    assert from_store.disclosures[1].categories == {"contact.email": ("hash",), "profile": ("clear",)}
     assert from_store.recipients == from_files.recipients
     assert from_store.verification.records == 5  # the subject's records: 4 decisions (1 a block), 1 admin
     assert "checks whole chains" in from_store.verification.render()
@@ -83,10 +88,10 @@ async def test_the_store_report_equals_the_file_report(tmp_path: Path, ring: Key
     line = await sql.line("r1", 3)
     r1 = await sql.chain_no("r1")
     await sql("UPDATE {s}.audit_records SET line = $2 WHERE chain_no = $1 AND seq = 3", r1,
-              line.replace("contact.email", "health"))
+              line.replace('"contact.email"', '"health"'))
     tampered = await store_report(store, ring, {me})
     assert not tampered.verification.ok and tampered.verification.problem == "mac_mismatch"
-    assert [d.decision for d in tampered.disclosures] == ["allow", "filter"]
+    assert [d.decision for d in tampered.disclosures] == ["allow", "filter"]  # the modified one is left out
     # the record before one of the subject's removed: its link cannot be checked, and the report says so
     await sql("UPDATE {s}.audit_records SET line = $2 WHERE chain_no = $1 AND seq = 3", r1, line)
     assert orjson.loads(await sql.line("r1", 2))["subject"] == me

@@ -16,7 +16,7 @@ from tests.e2e.conftest import Veil
 from veil.consent.sqlite import SqliteConsentStore
 from veil.consent.store import Action, ConsentEvent, SubjectHasher
 from veil.keys import KeyRing, load_secret
-from veil.policy.decision import REASONS
+from veil.reasons import REASONS
 
 REC = "personalize.recommendations"
 ADS = "advertising.targeted"
@@ -48,6 +48,9 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "encoding_unsupported": "test_hardening.py::test_hostile_bodies_fail_closed",
     "audit_unavailable": "test_faults.py::test_decision_log_down_fails_closed_and_recovers",
     "rate_limited": "tests/security/test_access.py",
+    "subject_unidentified": "test_subjects.py::test_subject_from_the_response_body",
+    "request_body_invalid": "test_subjects.py::test_subject_from_the_request_body",
+    "request_body_too_large": "test_subjects.py::test_subject_from_the_request_body",
     # Not producible by a running proxy:
     "range_not_allowed": "unreachable: Range and If-Range are stripped on enforced routes "
                          "(test_range_is_ignored_on_enforced_routes)",

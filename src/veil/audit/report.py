@@ -5,8 +5,12 @@ Subjects appear in the log only as pseudonyms: `pseudonym(ring, subject_id)` is 
 computes them, used by the proxy when it writes and by the report when it reads. With a rotated
 pseudonym key, `pseudonyms()` gives the subject's pseudonym under every key of the ring.
 
-A disclosure is a decision record (no `kind`, or kind "decision") whose decision is allow / redact /
-filter (or allowed / redacted / filtered) and whose `subject` or `subjects` list names the subject.
+A disclosure is a decision record (no `kind`, or kind "decision") that released a response to its
+caller (`released`) and whose `subject` or `subjects` list names the subject; its categories are those
+the record says left veil (`disclosed`, by category and form; `disclosed_by_subject` on list responses
+whose items differ). Records written before veil recorded disclosures count when their decision let
+data out (allow / redact / filter), with their categories unknown: their `categories` field named what
+a rule acted on, not what left.
 """
 
 from __future__ import annotations
@@ -41,15 +45,23 @@ def pseudonyms(ring: KeyRing, subject_id: str) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class Disclosure:
+    """One response that carried the subject's data to a caller.
+
+    `categories` maps each category of the subject's data that left to the forms it left in ("clear",
+    "hash", "mask", "generalize"), as the decision record wrote it from the response itself.
+    `known` is False when the record cannot tell (a report-only response passed on a body that was not
+    JSON, or a record written before veil recorded disclosures): the data left, its categories are
+    not known."""
+
     time: str
     caller: str
     purpose: str
-    categories: tuple[str, ...]
+    categories: dict[str, tuple[str, ...]]
     decision: str
     route: str
     id: str
-    # (category, form) where the record says how each category left: "clear" or "transformed"
-    forms: tuple[tuple[str, str], ...] = ()
+    known: bool = True
+    report_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,11 +70,11 @@ class Recipient:
 
     caller: str
     purpose: str
-    categories: tuple[str, ...]
+    categories: dict[str, tuple[str, ...]]  # category → forms, over all its disclosures
     count: int
     first: str
     last: str
-    forms: tuple[tuple[str, str], ...] = ()  # (category, form) over all its disclosures
+    unknown: int = 0  # disclosures whose categories the log cannot tell
 
 
 @dataclass(frozen=True)
@@ -78,10 +90,13 @@ class SubjectReport:
             groups.setdefault((d.caller, d.purpose), []).append(d)
         out = []
         for (caller, purpose), items in sorted(groups.items()):
-            cats = sorted({c for d in items for c in d.categories})
+            cats: dict[str, set[str]] = {}
+            for d in items:
+                for c, forms in d.categories.items():
+                    cats.setdefault(c, set()).update(forms)
             times = sorted(d.time for d in items)
-            forms = tuple(sorted({f for d in items for f in d.forms}))
-            out.append(Recipient(caller, purpose, tuple(cats), len(items), times[0], times[-1], forms))
+            out.append(Recipient(caller, purpose, {c: tuple(sorted(f)) for c, f in sorted(cats.items())},
+                                 len(items), times[0], times[-1], sum(not d.known for d in items)))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,6 +112,75 @@ class SubjectReport:
             "recipients": [asdict(r) for r in self.recipients],
             "disclosures": [asdict(d) for d in self.disclosures],
         }
+
+
+def wanted_set(subject_pseudonym: str | Collection[str]) -> frozenset[str]:
+    return frozenset([subject_pseudonym] if isinstance(subject_pseudonym, str) else subject_pseudonym)
+
+
+def subjects_of(rec: Mapping[str, Any]) -> set[str]:
+    """Every pseudonym a record names (`subject`, and the `subjects` of a list response): what the
+    store indexes a record under, so that `disclosure_of` sees every record that may concern a subject."""
+    names = rec.get("subjects")
+    subjects = {s for s in names if isinstance(s, str)} if isinstance(names, list) else set()
+    if isinstance(rec.get("subject"), str):
+        subjects.add(rec["subject"])
+    return subjects
+
+
+def disclosure_of(rec: dict[str, Any], wanted: Collection[str]) -> Disclosure | None:
+    """The disclosure of a wanted subject's data a decision record holds, or None. The one reading of
+    decision records for the access report (log files and stores alike).
+
+    A record released data when `released` says so (records since disclosures are recorded), or, for
+    older records, when its decision let data out (its categories are then unknown)."""
+    if rec.get("kind", "decision") != "decision":
+        return None
+    names = rec.get("subjects")
+    subjects = names if isinstance(names, list) and all(isinstance(s, str) for s in names) else []
+    single = rec.get("subject")
+    hits = [i for i, s in enumerate(subjects) if s in wanted]
+    if not hits and not (isinstance(single, str) and single in wanted):
+        return None
+    if "released" in rec:
+        if rec.get("released") is not True:
+            return None
+        disclosed = rec.get("disclosed")
+        per = rec.get("disclosed_by_subject")
+        known = isinstance(disclosed, dict)
+        cats: dict[str, set[str]] = {}
+        if known and hits and isinstance(per, dict) and not (isinstance(single, str) and single in wanted):
+            sets, of = per.get("sets"), per.get("of")
+            if isinstance(sets, list) and isinstance(of, list) and len(of) == len(subjects):
+                for i in hits:
+                    one = sets[of[i]] if isinstance(of[i], int) and 0 <= of[i] < len(sets) else None
+                    _merge(cats, one)
+            else:
+                known = False
+        elif known:
+            _merge(cats, disclosed)
+    elif rec.get("decision") in DISCLOSING:
+        known, cats = False, {}
+    else:
+        return None
+    return Disclosure(
+        time=_time(rec.get("time")),
+        caller=str(rec.get("caller") or "(unknown caller)"),
+        purpose=str(rec.get("purpose") or "(no purpose)"),
+        categories={c: tuple(sorted(f)) for c, f in sorted(cats.items())},
+        decision=str(rec.get("decision", "")),
+        route=str(rec.get("route") or ""),
+        id=str(rec.get("id", "")),
+        known=known,
+        report_only=rec.get("mode") == "report-only",
+    )
+
+
+def _merge(into: dict[str, set[str]], found: Any) -> None:
+    if isinstance(found, dict):
+        for c, forms in found.items():
+            if isinstance(c, str) and isinstance(forms, list):
+                into.setdefault(c, set()).update(str(f) for f in forms)
 
 
 def report(
@@ -121,51 +205,6 @@ def report(
     result = verify(paths, ring, require_head=require_head, visit=visit)
     found.sort(key=lambda d: d.time)
     return SubjectReport(tuple(sorted(wanted)), result, found)
-
-
-def wanted_set(subject_pseudonym: str | Collection[str]) -> frozenset[str]:
-    return frozenset([subject_pseudonym] if isinstance(subject_pseudonym, str) else subject_pseudonym)
-
-
-def subjects_of(rec: Mapping[str, Any]) -> set[str]:
-    """The pseudonyms a record names (`subject` and the `subjects` of a list response)."""
-    names = rec.get("subjects")
-    subjects = {s for s in names if isinstance(s, str)} if isinstance(names, list) else set()
-    if isinstance(rec.get("subject"), str):
-        subjects.add(rec["subject"])
-    return subjects
-
-
-def disclosure_of(rec: Mapping[str, Any], wanted: frozenset[str]) -> Disclosure | None:
-    """The report row for one decision-log record, None when it is not a disclosure of a wanted
-    subject's data. The one reading of records for the report: the file-based and the store-based
-    report both call it."""
-    if rec.get("kind", "decision") != "decision" or rec.get("decision") not in DISCLOSING:
-        return None
-    if subjects_of(rec).isdisjoint(wanted):
-        return None
-    cats = rec.get("categories")
-    return Disclosure(
-        time=_time(rec.get("time")),
-        caller=str(rec.get("caller", "")),
-        purpose=str(rec.get("purpose", "")),
-        categories=tuple(sorted(str(c) for c in cats)) if isinstance(cats, list) else (),
-        decision=str(rec["decision"]),
-        route=str(rec.get("route", "")),
-        id=str(rec.get("id", "")),
-        forms=_forms(rec.get("disclosed")),
-    )
-
-
-def _forms(disclosed: Any) -> tuple[tuple[str, str], ...]:
-    """(category, form) pairs from a record's `disclosed`: {category: form} or [{category, form}]."""
-    pairs: list[tuple[str, str]] = []
-    if isinstance(disclosed, Mapping):
-        pairs = [(str(c), str(f)) for c, f in disclosed.items() if isinstance(f, str)]
-    elif isinstance(disclosed, list):
-        pairs = [(str(d["category"]), str(d["form"])) for d in disclosed
-                 if isinstance(d, Mapping) and "category" in d and isinstance(d.get("form"), str)]
-    return tuple(sorted(set(pairs)))
 
 
 def _time(value: Any) -> str:

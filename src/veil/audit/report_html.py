@@ -1,10 +1,11 @@
 """The per-subject access report as a page a customer can read (GDPR Art. 15): who received which
-categories of their data, for which purpose, when, and whether in clear or transformed. One standalone
-HTML page (the notice's stylesheet, no scripts, no external assets); every string is escaped.
+categories of their data, for which purpose, when, and whether as stored or transformed (hashed,
+masked, generalized). One standalone HTML page (inline CSS, no scripts, no external assets); every
+string is escaped.
 
 Purposes are explained with the policy's own words (description, recipients) when a policy is given.
-A category is shown with its form when the decision record says it (`disclosed`: clear or
-transformed); otherwise just the category.
+The categories and their forms are what the decision records say left veil (`disclosed`, read by
+`veil.audit.report.disclosure_of`); a disclosure whose categories the log cannot tell says so.
 """
 
 from __future__ import annotations
@@ -14,16 +15,30 @@ from html import escape
 from typing import Protocol
 
 from veil.audit.report import SubjectReport
-from veil.notice.html import _CSS
 
-FORM_TEXT = {"clear": "as stored", "transformed": "transformed (masked, hashed or generalized)"}
+FORM_TEXT = {"clear": "as stored", "hash": "transformed: pseudonymized", "mask": "transformed: masked",
+             "generalize": "transformed: generalized", "replace": "transformed: replaced", "null": "emptied"}
 DECISION_TEXT = {
     "allow": "the data as stored", "allowed": "the data as stored",
     "redact": "some fields removed or transformed", "redacted": "some fields removed or transformed",
     "filter": "as part of a list", "filtered": "as part of a list",
 }
 
-_EXTRA_CSS = """
+_CSS = """
+:root { color-scheme: light dark; --fg: #1b1f24; --bg: #fff; --muted: #57606a; --line: #d0d7de;
+  --warn: #9a3412; --warn-bg: #fff1e6; --ok-bg: #eef6ee; }
+@media (prefers-color-scheme: dark) { :root { --fg: #e6edf3; --bg: #0d1117; --muted: #9da7b3;
+  --line: #30363d; --warn: #fdba74; --warn-bg: #3b1d0a; --ok-bg: #12261a; } }
+body { margin: 0; background: var(--bg); color: var(--fg); font: 16px/1.55 system-ui, sans-serif; }
+main, header, footer { max-width: 60rem; margin: 0 auto; padding: 0 1rem; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2rem; }
+code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .9em; overflow-wrap: anywhere; }
+.muted { color: var(--muted); }
+.tag { display: inline-block; border: 1px solid var(--line); border-radius: 999px; padding: 0 .5rem;
+  font-size: .85em; margin: 0 .15rem .15rem 0; }
+.table { overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; vertical-align: top; border-bottom: 1px solid var(--line); padding: .4rem .5rem; }
 .verified { background: var(--ok-bg); border: 1px solid var(--line); border-radius: .5rem; padding: .5rem 1rem; }
 .unverified { color: var(--warn); background: var(--warn-bg); border: 1px solid var(--warn); border-radius: .5rem;
   padding: .5rem 1rem; }
@@ -42,12 +57,14 @@ def _e(text: str) -> str:
     return escape(text, quote=True)
 
 
-def _categories(categories: Sequence[str], forms: Sequence[tuple[str, str]]) -> str:
-    if forms:
-        return "".join(f'<span class="tag"><code>{_e(c)}</code> {_e(FORM_TEXT.get(f, f))}</span>' for c, f in forms)
-    if not categories:
-        return '<span class="muted">no categorized fields</span>'
-    return "".join(f'<span class="tag"><code>{_e(c)}</code></span>' for c in categories)
+def _categories(categories: Mapping[str, Sequence[str]], unknown: int = 0) -> str:
+    tags = [f'<span class="tag"><code>{_e(c)}</code> '
+            f'{_e(", ".join(FORM_TEXT.get(f, f) for f in forms) or "as stored")}</span>'
+            for c, forms in categories.items()]
+    if unknown:
+        tags.append(f'<span class="muted">{unknown} time{"s" if unknown > 1 else ""}: the log does not say '
+                    "which kinds of data</span>")
+    return "".join(tags) or '<span class="muted">no categorized fields</span>'
 
 
 def _purpose(name: str, purposes: Mapping[str, PurposeText]) -> str:
@@ -75,7 +92,7 @@ def render_report_html(rep: SubjectReport, *, purposes: Mapping[str, PurposeText
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         "<title>Who received your data</title>",
-        f"<style>{_CSS}{_EXTRA_CSS}</style></head><body>",
+        f"<style>{_CSS}</style></head><body>",
         "<header><h1>Who received your data</h1>",
         "<p>Every time a service asked for your data through our gateway, the decision was recorded in a "
         "tamper-evident log. This page lists each time your data was disclosed: to whom, for which purpose, "
@@ -98,7 +115,7 @@ def render_report_html(rep: SubjectReport, *, purposes: Mapping[str, PurposeText
         for r in recipients:
             parts.append(
                 f"<tr><td>{_recipient(r.caller, r.purpose, purposes)}</td><td>{_purpose(r.purpose, purposes)}</td>"
-                f"<td>{_categories(r.categories, r.forms)}</td><td>{r.count}</td>"
+                f"<td>{_categories(r.categories, r.unknown)}</td><td>{r.count}</td>"
                 f"<td><time>{_e(r.first)}</time></td><td><time>{_e(r.last)}</time></td></tr>")
         parts.append("</tbody></table></div>")
         parts.append("<h2>Every disclosure</h2>")
@@ -107,8 +124,9 @@ def render_report_html(rep: SubjectReport, *, purposes: Mapping[str, PurposeText
         for d in rep.disclosures:
             parts.append(
                 f"<tr><td><time>{_e(d.time)}</time></td><td><code>{_e(d.caller)}</code></td>"
-                f"<td><code>{_e(d.purpose)}</code></td><td>{_categories(d.categories, d.forms)}</td>"
-                f"<td>{_e(DECISION_TEXT.get(d.decision, d.decision))}</td></tr>")
+                f"<td><code>{_e(d.purpose)}</code></td><td>{_categories(d.categories, 0 if d.known else 1)}</td>"
+                f"<td>{_e(DECISION_TEXT.get(d.decision, d.decision))}"
+                f"{' (while the policy was being tried out)' if d.report_only else ''}</td></tr>")
         parts.append("</tbody></table></div>")
     parts.append("</main><footer><p class=\"muted\">Requests that were refused are not listed: "
                  "no data left in them.</p></footer></body></html>")

@@ -23,8 +23,8 @@ import orjson
 
 from veil import metrics
 from veil.audit._chain import fsync_dir, now_iso, pruned_path, read_json, seal, segments, unseal, write_head
+from veil.durations import duration_days
 from veil.keys import KeyRing
-from veil.policy.ast import duration_days
 
 log = logging.getLogger("veil.audit")
 

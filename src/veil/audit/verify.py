@@ -72,11 +72,12 @@ class VerifyResult:
         return f"FAILED at {where}: {self.problem}: {self.message}"
 
 
-class ChainProblem(Exception):
-    """A chain rule broken at `where` (a file, or a chain in the store) and `line` (its line, or seq)."""
+class ChainProblem(VeilError):
+    """A chain rule broken at `where` (a file, or a chain in the store) and `line` (its line, or seq): the
+    first verification problem, which ends the walk and is reported as a VerifyResult."""
 
     def __init__(self, problem: str, where: Path | str, line: int, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, code=problem)
         self.problem, self.file, self.line, self.message = problem, where, line, message
 
 

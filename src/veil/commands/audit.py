@@ -23,13 +23,16 @@ from veil.audit._chain import WILDCARD_KID
 from veil.audit.report import SubjectReport, pseudonyms, report
 from veil.audit.verify import verify
 from veil.config import Config, load_config
+from veil.errors import VeilError
 from veil.keys import KeyRing, load_secret
 
 T = TypeVar("T")
 
 
-class _Usage(Exception):
+class _Usage(VeilError):
     """A usage mistake: exit code 2."""
+
+    code = "usage"
 
 
 def register(subparsers: Any) -> None:
@@ -250,9 +253,9 @@ def _report(logs: list[str] | None, ring: KeyRing, args: argparse.Namespace, con
     print(f"log: {v.render()}")
     if not v.ok:
         print("WARNING: the log did not verify; disclosures after the first bad line are not listed")
-    rows = [("CALLER", "PURPOSE", "CATEGORIES", "COUNT", "FIRST", "LAST")]
-    rows += [(r.caller, r.purpose, ", ".join(f"{c} ({f})" for c, f in r.forms) or ", ".join(r.categories) or "-",
-              str(r.count), r.first, r.last) for r in rep.recipients]
+    rows = [("CALLER", "PURPOSE", "CATEGORIES (FORM)", "COUNT", "FIRST", "LAST")]
+    rows += [(r.caller, r.purpose, categories_text(r.categories, r.unknown), str(r.count), r.first, r.last)
+             for r in rep.recipients]
     if len(rows) == 1:
         print("no disclosures of this subject's data were recorded")
     else:
@@ -262,9 +265,17 @@ def _report(logs: list[str] | None, ring: KeyRing, args: argparse.Namespace, con
     return 0 if v.ok else 1
 
 
+def categories_text(categories: dict[str, tuple[str, ...]], unknown: int = 0) -> str:
+    """`contact.email (hash), identity` — a category alone left in clear; `+ n unknown` for disclosures
+    whose categories the log cannot tell."""
+    parts = [c if forms == ("clear",) else f"{c} ({', '.join(forms)})" for c, forms in categories.items()]
+    if unknown:
+        parts.append(f"+ {unknown} of unknown categories")
+    return ", ".join(parts) or "uncategorized fields only"
+
+
 def _purposes(paths: list[str], config: Config | None) -> dict[str, Any]:
     """The policy's purposes (descriptions, recipients) for the HTML page; {} when none loads."""
-    from veil.errors import VeilError
     from veil.policy.load import load_policy
 
     given = paths or (list(config.policy_paths) if config is not None else [])

@@ -1,15 +1,20 @@
-"""ASGI plumbing for the proxy: the request body as a stream, sending a whole response, lifespan."""
+"""ASGI plumbing for the proxy: the ASGI types (named once, used in every signature), the request body
+as a stream, sending a whole response, lifespan."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
-Scope = dict[str, Any]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def request_body(scope: Scope, receive: Any, headers: list[tuple[bytes, bytes]]
-                        ) -> AsyncIterator[bytes] | None:
+def request_body(scope: Scope, receive: Receive, headers: list[tuple[bytes, bytes]]
+                 ) -> AsyncIterator[bytes] | None:
     if scope["method"] in ("GET", "HEAD"):
         return None
     if not any(n in (b"content-length", b"transfer-encoding") for n, _ in headers):
@@ -29,14 +34,14 @@ def request_body(scope: Scope, receive: Any, headers: list[tuple[bytes, bytes]]
     return body()
 
 
-async def send_response(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, head: bool = False
-                ) -> None:
+async def send_response(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *,
+                        head: bool = False) -> None:
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
 
 
-async def lifespan(receive: Any, send: Any) -> None:
+async def lifespan(receive: Receive, send: Send) -> None:
     while True:
         msg = await receive()
         if msg["type"] == "lifespan.startup":

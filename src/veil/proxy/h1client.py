@@ -22,10 +22,17 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from veil.errors import VeilError
+
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
-class H1Error(Exception):
+class H1Error(VeilError):
+    """An upstream connection failure; `kind` is its metric label (translated into UpstreamError by
+    veil.proxy.upstream)."""
+
+    code = "upstream_unavailable"
+
     def __init__(self, kind: str, message: str = "") -> None:
         super().__init__(message or kind)
         self.kind = kind  # connect | timeout | reset | protocol | too_large

@@ -8,11 +8,8 @@ describe the unredacted body, hop-by-hop headers, and what veil sets itself.
 
 from __future__ import annotations
 
-from typing import Any
-
 from veil.policy.compile import CompiledPolicy
-
-Scope = dict[str, Any]
+from veil.proxy.asgi import Scope
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",

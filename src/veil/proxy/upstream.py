@@ -1,31 +1,43 @@
-"""The upstream client on the per-request path, behind one small seam.
+"""The upstream client on the per-request path, behind one narrow seam (httpx's transport idea).
 
-Two backends, chosen per upstream (`upstreams.<name>.client`): `h1` (default; veil.proxy.h1client,
-asyncio protocols + the httptools parser) and `aiohttp` (ClientSession). Both pool keep-alive
-connections, stream request bodies, never follow redirects and never decompress. `veil bench`
-measured both (see the README's performance notes); h1 spends far less CPU per request.
-Foreign exceptions become UpstreamError with a stable reason at this boundary.
+    Transport (Protocol): start(), request(method, target, headers, body, max_bytes) → UpstreamResponse, close()
+      H1Transport       veil.proxy.h1client: asyncio protocols + the httptools parser (the default, `client: h1`)
+      AiohttpTransport  aiohttp's ClientSession (`client: aiohttp`)
+      MemoryTransport   a handler function answering in-process (conformance runs of the whole app)
+    UpstreamPool        one transport per configured upstream; routes name them, the first is the default
+
+Every transport pools keep-alive connections where it has any, streams request bodies, never follows
+redirects and never decompresses. Foreign exceptions become UpstreamError with a stable reason at
+this boundary. `veil bench` measured h1 and aiohttp (see the README's performance notes): h1 spends far
+less CPU per request.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 from yarl import URL
 
 from veil.config import Upstream
+from veil.errors import UpstreamFailure
 from veil.proxy.h1client import H1Error, H1Pool
+from veil.reasons import Reason
 
 _REASON = {"timeout": "upstream_timeout", "too_large": "body_too_large"}
 
+Body = AsyncIterator[bytes] | bytes | None
 
-class UpstreamError(Exception):
+
+class UpstreamError(UpstreamFailure):
+    """An upstream failure with its reason (upstream_unavailable | upstream_timeout | body_too_large)
+    and metric label `kind` (connect | timeout | reset | protocol | too_large)."""
+
     def __init__(self, reason: str, kind: str) -> None:
-        super().__init__(reason)
-        self.reason = reason  # upstream_unavailable | upstream_timeout | body_too_large
-        self.kind = kind  # metric label: connect | timeout | reset | protocol | too_large
+        super().__init__(Reason.of(reason), kind)
 
 
 @dataclass(slots=True)
@@ -35,63 +47,68 @@ class UpstreamResponse:
     body: bytes
 
 
-class UpstreamPool:
-    def __init__(self, upstreams: Sequence[Upstream]) -> None:
-        self._config = {u.name: u for u in upstreams}
-        self._default = upstreams[0].name
-        self._h1: dict[str, H1Pool] = {}
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """A request as a transport receives it (what MemoryTransport's handler sees)."""
+
+    method: str
+    target: str  # path and query, as sent
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class Transport(Protocol):
+    async def start(self) -> None: ...
+
+    async def request(self, method: str, target: str, headers: list[tuple[str, str]], body: Body,
+                      max_bytes: int) -> UpstreamResponse:
+        """The whole response (its body at most `max_bytes`). Raises UpstreamError."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class H1Transport:
+    def __init__(self, u: Upstream) -> None:
+        self._pool = H1Pool(u.url, size=u.pool_size, connect_timeout=u.connect_timeout,
+                            read_timeout=u.read_timeout)
 
     async def start(self) -> None:
-        for u in self._config.values():
-            if u.client == "aiohttp":
-                connector = aiohttp.TCPConnector(limit=u.pool_size, ttl_dns_cache=300)
-                timeout = aiohttp.ClientTimeout(total=None, sock_connect=u.connect_timeout,
-                                                sock_read=u.read_timeout)
-                self._sessions[u.name] = aiohttp.ClientSession(
-                    connector=connector, timeout=timeout, auto_decompress=False,
-                    skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-                )
-            else:
-                self._h1[u.name] = H1Pool(u.url, size=u.pool_size, connect_timeout=u.connect_timeout,
-                                          read_timeout=u.read_timeout)
+        return None
+
+    async def request(self, method: str, target: str, headers: list[tuple[str, str]], body: Body,
+                      max_bytes: int) -> UpstreamResponse:
+        try:
+            status, rheaders, data = await self._pool.request(method, target, headers, body, max_bytes)
+        except H1Error as exc:
+            raise UpstreamError(_REASON.get(exc.kind, "upstream_unavailable"), exc.kind) from exc
+        return UpstreamResponse(status, rheaders, data)
 
     async def close(self) -> None:
-        for s in self._sessions.values():
-            await s.close()
-        for p in self._h1.values():
-            await p.close()
-        self._sessions.clear()
-        self._h1.clear()
+        await self._pool.close()
 
-    def name(self, upstream: str | None) -> str:
-        return upstream or self._default
 
-    async def request(
-        self,
-        upstream: str | None,
-        method: str,
-        path_qs: str,
-        headers: list[tuple[str, str]],
-        body: AsyncIterator[bytes] | bytes | None,
-        max_bytes: int,
-    ) -> UpstreamResponse:
-        name = self.name(upstream)
-        pool = self._h1.get(name)
-        if pool is not None:
-            try:
-                status, rheaders, data = await pool.request(method, path_qs, headers, body, max_bytes)
-            except H1Error as exc:
-                raise UpstreamError(_REASON.get(exc.kind, "upstream_unavailable"), exc.kind) from exc
-            return UpstreamResponse(status, rheaders, data)
-        return await self._aiohttp(name, method, path_qs, headers, body, max_bytes)
+class AiohttpTransport:
+    def __init__(self, u: Upstream) -> None:
+        self._u = u
+        self._session: aiohttp.ClientSession | None = None
 
-    async def _aiohttp(self, name: str, method: str, path_qs: str, headers: list[tuple[str, str]],
-                       body: AsyncIterator[bytes] | bytes | None, max_bytes: int) -> UpstreamResponse:
-        session = self._sessions[name]
-        url = URL(self._config[name].url + path_qs, encoded=True)
+    async def start(self) -> None:
+        u = self._u
+        connector = aiohttp.TCPConnector(limit=u.pool_size, ttl_dns_cache=300)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=u.connect_timeout, sock_read=u.read_timeout)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        )
+
+    async def request(self, method: str, target: str, headers: list[tuple[str, str]], body: Body,
+                      max_bytes: int) -> UpstreamResponse:
+        assert self._session is not None, "start() first"
+        url = URL(self._u.url + target, encoded=True)
         try:
-            async with session.request(method, url, headers=headers, data=body, allow_redirects=False) as resp:
+            async with self._session.request(method, url, headers=headers, data=body,
+                                             allow_redirects=False) as resp:
                 length = resp.content_length
                 if length is not None and length > max_bytes:
                     raise UpstreamError("body_too_large", "too_large")
@@ -117,4 +134,80 @@ class UpstreamPool:
         except aiohttp.ClientError as exc:
             raise UpstreamError("upstream_unavailable", "protocol") from exc
 
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
+
+Handler = Callable[[UpstreamRequest], UpstreamResponse | Awaitable[UpstreamResponse]]
+
+
+class MemoryTransport:
+    """Answers in-process with `handler(request)`: the whole app runs without sockets (wire behaviour
+    is tested on sockets elsewhere). The request body is read whole, as a socket transport would send it."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[UpstreamRequest] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def request(self, method: str, target: str, headers: list[tuple[str, str]], body: Body,
+                      max_bytes: int) -> UpstreamResponse:
+        if body is None or isinstance(body, bytes):
+            data = body or b""
+        else:
+            data = b"".join([chunk async for chunk in body])
+        req = UpstreamRequest(method, target, headers, data)
+        self.requests.append(req)
+        got = self.handler(req)
+        resp = await got if inspect.isawaitable(got) else got
+        if len(resp.body) > max_bytes:
+            raise UpstreamError("body_too_large", "too_large")
+        return resp
+
+    async def close(self) -> None:
+        return None
+
+
+def transport_for(u: Upstream) -> Transport:
+    return AiohttpTransport(u) if u.client == "aiohttp" else H1Transport(u)
+
+
+class UpstreamPool:
+    def __init__(self, upstreams: Sequence[Upstream], transports: Mapping[str, Transport] | None = None) -> None:
+        """One transport per upstream: `transports` (by upstream name) where given, else the client the
+        upstream's config names."""
+        self._default = upstreams[0].name
+        given = transports or {}
+        self._transports: dict[str, Transport] = {u.name: given.get(u.name) or transport_for(u) for u in upstreams}
+
+    async def start(self) -> None:
+        for t in self._transports.values():
+            await t.start()
+
+    async def close(self) -> None:
+        for t in self._transports.values():
+            await t.close()
+
+    def name(self, upstream: str | None) -> str:
+        return upstream or self._default
+
+    async def request(self, upstream: str | None, method: str, path_qs: str, headers: list[tuple[str, str]],
+                      body: Body, max_bytes: int) -> UpstreamResponse:
+        return await self._transports[self.name(upstream)].request(method, path_qs, headers, body, max_bytes)
+
+
+__all__ = [
+    "AiohttpTransport",
+    "H1Transport",
+    "MemoryTransport",
+    "Transport",
+    "UpstreamError",
+    "UpstreamPool",
+    "UpstreamRequest",
+    "UpstreamResponse",
+    "transport_for",
+]
