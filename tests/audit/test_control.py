@@ -101,3 +101,24 @@ async def test_serve_mode_keeps_ready(tmp_path: Path, ring: KeyRing) -> None:
     await stop(tasks)
     await log.close()
     await control.close()
+
+
+async def test_a_quiet_log_is_rotated_so_that_retention_can_remove_it(tmp_path: Path, ring: KeyRing) -> None:
+    c = parse_config({"upstreams": {"u": {"url": "http://127.0.0.1:9"}},
+                      "audit": {"path": str(tmp_path / "audit" / "decisions.log"), "retention": "30 days"}},
+                     file="veil.yaml")
+    log = AuditLog(c.audit_path, ring, flush_interval=0)
+    await log.start()
+    for i in range(5):
+        await log.append(decision(i))
+    control = ShipControl(c, log, ring, "main", retentions=lambda: [])
+    assert (await control.housekeep())["local_records"] == 0 and not segments(log.path)  # young: kept as is
+    assert (await control.housekeep(now=datetime.now(UTC) + timedelta(days=2)))["local_records"] == 0
+    assert len(segments(log.path)) == 1 and log.path.stat().st_size == 0  # rotated, not yet past retention
+    result = await control.housekeep(now=datetime.now(UTC) + timedelta(days=40))
+    assert result["local_records"] == 7 and not segments(log.path)  # start, 5 decisions, the rotation checkpoint
+    await log.append(decision(9))
+    await log.close()
+    from veil.audit import verify
+
+    assert verify([log.path], ring).ok

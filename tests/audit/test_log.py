@@ -364,3 +364,20 @@ async def test_the_writer_holds_itself_after_the_batch_that_crosses_the_bound(tm
     assert held == [log.seq] and 1000 + size >= 3000 and 1000 + size - 200 < 3000  # one record over, at most
     assert log.held == "refuse"
     await log.close()
+
+
+async def test_rotate_on_demand(tmp_path: Path) -> None:
+    from veil.audit import verify
+    from veil.audit._chain import segments
+
+    ring = KeyRing.single(bytes.fromhex(generate_key()), "k1")
+    log = AuditLog(tmp_path / "decisions.log", ring, flush_interval=0, fsync="always")
+    await log.start()
+    await log.append({"id": "a"})
+    assert await log.rotate() is True
+    assert [n for n, _ in segments(log.path)] == [1] and log.path.stat().st_size == 0
+    assert await log.rotate() is True  # nothing to rotate: no new segment
+    assert len(segments(log.path)) == 1
+    await log.append({"id": "b"})
+    await log.close()
+    assert verify([log.path], ring).ok

@@ -19,11 +19,14 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from veil import metrics
 from veil.audit.log import AuditLog
-from veil.audit.retention import prune_local, retention_days
+from veil.audit.retention import parse_time, prune_local, retention_days
 from veil.audit.ship import Cursor, Shipper, StoreLink, backlog_from_cursor, replica_name
 from veil.audit.store import AuditStore, StoreUnavailable
 from veil.config import Config
@@ -34,6 +37,8 @@ log = logging.getLogger("veil.audit")
 BACKLOG_CHECK = 0.25  # seconds
 RESUME_BELOW = 0.9  # of the bound
 HOUSEKEEPING = 60.0  # seconds between local retention passes
+ROTATE_AFTER = timedelta(days=1)  # the active file is rotated once its first record is this old: only
+# rotated segments are removed, so a quiet replica's records outlive retention by at most this much
 STORE_RETENTION = 3600.0  # seconds between store retention passes (any replica may; one drops at a time)
 
 
@@ -144,6 +149,9 @@ class ShipControl:
         the store's partitions."""
         days = self.retention()
         keep = self.ship.keep_local_days if self.ship else 0.0
+        first = await asyncio.to_thread(_first_time, self.audit.path)
+        if first is not None and first < (now or datetime.now(UTC)) - ROTATE_AFTER:
+            await self.audit.rotate()
         removed = 0
         if self.ship is None or self.ship.shipper == "veil":  # a sidecar shipper removes what it shipped
             removed = await asyncio.to_thread(prune_local, self.audit.path, self.ring, shipped_seq=self.shipped_seq(),
@@ -194,3 +202,17 @@ class ShipControl:
         if self.link is not None:
             with contextlib.suppress(Exception):
                 await self.link.close()
+
+
+def _first_time(active: Path) -> datetime | None:
+    """The time of the first record in the active file (None: empty, or none readable)."""
+    try:
+        with open(active, "rb") as f:
+            line = f.readline(1 << 20)
+    except OSError:
+        return None
+    try:
+        rec = orjson.loads(line) if line.endswith(b"\n") else None
+    except orjson.JSONDecodeError:
+        return None
+    return parse_time(rec.get("time")) if isinstance(rec, dict) else None

@@ -137,6 +137,7 @@ class AuditLog:
         self._written_total = 0  # bytes written by this writer (all files)
         self._bound: tuple[int, int, int, str] | None = None  # (measured backlog, _written_total then, limit, mode)
         self.on_hold: Callable[[], None] | None = None  # called when the writer holds itself (over the bound)
+        self._rotate_asked: asyncio.Future[bool] | None = None
         self._unrecorded = 0
         self._unrecorded_since = ""
 
@@ -237,6 +238,17 @@ class AuditLog:
         self._wakeup.set()
         await fut
 
+    async def rotate(self) -> bool:
+        """Rotate the active file now (after what is pending), so that retention can remove its records
+        (only rotated segments are ever removed). True when the active file is empty afterwards."""
+        if self._task is None or self._closing:
+            return False
+        if self._rotate_asked is None:
+            self._rotate_asked = asyncio.get_running_loop().create_future()
+        fut = self._rotate_asked
+        self._wakeup.set()
+        return await asyncio.shield(fut)
+
     async def close(self) -> None:
         """Write everything pending, then a closing checkpoint. Idempotent."""
         if self._task is None or self._closing:
@@ -269,6 +281,14 @@ class AuditLog:
             batch, self._pending = self._pending, []
             if batch:
                 await self._flush(batch)
+            if self._rotate_asked is not None and not self._closing:
+                asked, self._rotate_asked = self._rotate_asked, None
+                try:
+                    if self._size:  # an empty active file has nothing to rotate
+                        await asyncio.to_thread(self._rotate) if self._sync else self._rotate()
+                    asked.set_result(self._size == 0)
+                except OSError as exc:
+                    asked.set_exception(self._error(exc))
             if self._closing and not self._pending:
                 return
 
