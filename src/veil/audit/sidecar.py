@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +30,7 @@ log = logging.getLogger("veil.audit.ship")
 RESCAN = 5.0  # seconds between looks for new chains (a worker started)
 HOUSEKEEPING = 60.0
 STORE_RETENTION = 3600.0
+POLICY_EVERY = 600.0  # seconds between reads of the policy for its retention periods
 
 
 class Sidecar:
@@ -44,6 +46,7 @@ class Sidecar:
         self.shippers: dict[Path, Shipper] = {}
         self.tasks: dict[Path, asyncio.Task[None]] = {}
         self._retention_days = config.audit_max_retention_days
+        self._retention_at = 0.0
 
     def scan(self) -> list[Shipper]:
         """Shippers for chains not yet shipped by this process."""
@@ -57,10 +60,14 @@ class Sidecar:
         return new
 
     def retention(self) -> float:
-        """The configured retention, or the policy's longest (re-read each pass; the last good one
-        stays when the policy does not load)."""
+        """The configured retention, or the policy's longest (the policy re-read every POLICY_EVERY
+        seconds; the last good answer stays when it does not load)."""
         if self.config.audit_retention_days is not None:
             return self.config.audit_retention_days
+        now = time.monotonic()
+        if self._retention_at and now - self._retention_at < POLICY_EVERY:
+            return self._retention_days
+        self._retention_at = now
         try:
             from veil.policy.load import load_policy
 
