@@ -23,8 +23,10 @@ import asyncio
 import os
 import random
 import statistics
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -175,19 +177,35 @@ async def main() -> None:
     ap.add_argument("--replicas", type=int, default=20)
     ap.add_argument("--subjects", type=int, default=1_000_000)
     ap.add_argument("--partition", default="month")
-    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the schema (and its keys in SCHEMA.keys.json)")
+    ap.add_argument("--reuse", metavar="SCHEMA", help="measure a schema kept by an earlier --keep run (no load)")
     args = ap.parse_args()
-    schema = f"veil_audit_bench_{os.getpid()}"
-    ring = KeyRing.single(os.urandom(32), "k1")
-    pring = KeyRing.single(os.urandom(32), "p1")
+    schema = args.reuse or f"veil_audit_bench_{os.getpid()}"
+    keyfile = Path(tempfile.gettempdir()) / f"{schema}.keys.json"
+    if args.reuse:
+        saved = orjson.loads(keyfile.read_bytes())
+        ring = KeyRing.single(bytes.fromhex(saved["audit"]), "k1")
+        pring = KeyRing.single(bytes.fromhex(saved["pseudonym"]), "p1")
+        args.keep = True
+    else:
+        ring = KeyRing.single(os.urandom(32), "k1")
+        pring = KeyRing.single(os.urandom(32), "p1")
+        keyfile.write_bytes(orjson.dumps({"audit": ring.current.hex(), "pseudonym": pring.current.hex()}))
+        keyfile.chmod(0o600)
     store = await AuditStore.connect(f"{args.url}?schema={schema}", timeout=600)
     conn = await asyncpg.connect(args.url, timeout=30)
     try:
         await store.migrate(args.partition)
-        print(f"schema {schema}: {args.records:,} records, {args.replicas} replicas, {args.subjects:,} subjects, "
-              f"{args.partition} partitions")
-        chains, names, conn = await load(conn, schema, store, args, ring, pring)
-        await conn.execute(f'ANALYZE "{schema}".audit_records')
+        if args.reuse:
+            names = [pseudonym(pring, f"c-{i:07d}") for i in range(args.subjects)]
+            per_chain = int(await conn.fetchval(f'SELECT shipped_seq FROM "{schema}".audit_chains WHERE chain_no = 1'))
+            print(f"schema {schema} reused: {per_chain:,} records in its first chain")
+        else:
+            print(f"schema {schema}: {args.records:,} records, {args.replicas} replicas, {args.subjects:,} "
+                  f"subjects, {args.partition} partitions")
+            chains, names, conn = await load(conn, schema, store, args, ring, pring)
+            per_chain = chains[0].seq
+            await conn.execute(f'ANALYZE "{schema}".audit_records')
         sizes = await conn.fetchrow(
             "SELECT pg_size_pretty(sum(pg_table_size(c.oid))) AS tables, pg_size_pretty(sum(pg_indexes_size(c.oid))) "
             "AS indexes, count(*) AS partitions FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
@@ -231,27 +249,29 @@ async def main() -> None:
                 t0 = time.perf_counter()
                 rows = await store.by_subject([top])
                 t1 = time.perf_counter()
-                keys = [(r["chain_no"], r["seq"] - 1, r["prev_at"]) for r in rows if r["prev_at"] is not None]
-                await store.macs(keys)
+                await store.macs([(r["chain_no"], r["seq"] - 1, r["prev_at"]) for r in rows if r["prev_at"]])
                 t2 = time.perf_counter()
                 await store_report(store, ring, {top})
                 t3 = time.perf_counter()
-                print(f"profile {counts[top]} records: by_subject {1000 * (t1 - t0):.1f} ms, by_keys "
+                print(f"profile {counts[top]} records: by_subject {1000 * (t1 - t0):.1f} ms, predecessors "
                       f"{1000 * (t2 - t1):.1f} ms, store_report {1000 * (t3 - t2):.1f} ms")
         print(f"\nEXPLAIN (ANALYZE, BUFFERS) for a subject with {counts[top]} records:")
         print(await store.explain_by_subject([top]))
 
         chain = next(c for c in await store.chains() if c.chain_no == 1)
         t = time.perf_counter()
-        verdict = await _verify_chain(store, chain, ring, None, chains[0].seq, None, 10_000)
+        verdict = await _verify_chain(store, chain, ring, None, per_chain, None, 10_000)
         dt = time.perf_counter() - t
         print(f"\nverify one chain: {verdict.records:,} records in {dt:.1f}s = {verdict.records / dt:,.0f} records/s "
               f"({'ok' if verdict.ok else verdict.problem})")
     finally:
-        if not args.keep:  # on a fresh connection: the server may have dropped ours
+        if args.keep:
+            print(f"schema {schema} kept: measure again with --reuse {schema} (--subjects {args.subjects})")
+        else:  # on a fresh connection: the server may have dropped ours
             drop = await reconnect(args.url)
             await drop.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             await drop.close()
+            keyfile.unlink(missing_ok=True)
             print(f"schema {schema} dropped")
         conn.terminate()
         store._pool.terminate()

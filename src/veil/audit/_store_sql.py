@@ -88,11 +88,10 @@ PRUNED_TOTALS = "SELECT chain_no, count(*) FROM {s}.audit_pruned GROUP BY chain_
 BY_SUBJECT = """SELECT r.chain_no, r.seq, r.at, r.prev_at, r.line, c.replica, c.chain
     FROM {s}.audit_records r JOIN {s}.audit_chains c USING (chain_no)
     WHERE r.subjects && $1::text[] ORDER BY r.at, r.chain_no, r.seq"""
-# The predecessors of the records found (their macs are what the found records must link to), by
-# primary key: `prev_at` is the predecessor's partition time, so each lookup probes one partition.
-BY_KEYS = """SELECT r.chain_no, r.seq, r.line::json ->> 'mac' AS mac FROM {s}.audit_records r
-    JOIN unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS k(chain_no, seq, at)
-      ON r.chain_no = k.chain_no AND r.seq = k.seq AND r.at = k.at"""
+# The macs of the records before those found (what they must link to), asked of one partition by primary
+# key (`prev_at` names the partition); the store unites one of these per partition.
+MACS_IN_PARTITION = """(SELECT chain_no, seq, line::json ->> 'mac' AS mac FROM {s}.{name}
+    WHERE (chain_no, seq) IN (SELECT * FROM unnest({a}::bigint[], {b}::bigint[])))"""
 
 PARTITIONS = """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
     JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace

@@ -129,7 +129,9 @@ class AuditStore:
         try:
             pool = await asyncpg.create_pool(
                 dsn, min_size=0, max_size=pool_size, timeout=timeout, command_timeout=timeout,
-                server_settings={"application_name": application},
+                # the store's queries are index lookups of a few rows: starting parallel workers for them
+                # costs more than it saves (measured: 60 ms to launch two on a busy machine)
+                server_settings={"application_name": application, "max_parallel_workers_per_gather": "0"},
             )
         except ValueError as exc:
             raise VeilError("the audit store URL is not a valid postgresql:// URL", code="config_invalid") from exc
@@ -289,11 +291,33 @@ class AuditStore:
         return list(await self._run(lambda conn: conn.fetch(self._sql(q.BY_SUBJECT), list(pseudonyms))))
 
     async def macs(self, keys: Sequence[tuple[int, int, datetime]]) -> dict[tuple[int, int], str | None]:
-        """The macs of records by primary key (chain_no, seq, at)."""
+        """The macs of records by primary key (chain_no, seq, at). Each partition is asked directly
+        (one UNION ALL, one round trip): probing the partitioned table once per key costs a partition
+        pruning per key (measured: 35-70 ms for 420 keys against 2-3 ms this way)."""
         if not keys:
             return {}
-        rows = await self._run(lambda conn: conn.fetch(self._sql(q.BY_KEYS), [k[0] for k in keys],
-                                                       [k[1] for k in keys], [k[2] for k in keys]))
+        by_part: dict[str, tuple[list[int], list[int]]] = {}
+        for chain_no, seq, at in keys:
+            name = partition_of(at, self.width)[0]
+            lists = by_part.setdefault(name, ([], []))
+            lists[0].append(chain_no)
+            lists[1].append(seq)
+
+        async def run(conn: Any) -> list[Any]:
+            known = {r["relname"] for r in await conn.fetch(q.PARTITIONS, self.schema)}
+            parts: list[str] = []
+            args: list[list[int]] = []
+            for name, (chains, seqs) in sorted(by_part.items()):
+                if name not in known or not _PARTITION_NAME.match(name):
+                    continue  # dropped by retention: those records are not stored
+                n = len(args)
+                parts.append(self._sql(q.MACS_IN_PARTITION, name=name, a=f"${n + 1}", b=f"${n + 2}"))
+                args += [chains, seqs]
+            if not parts:
+                return []
+            return list(await conn.fetch(" UNION ALL ".join(parts), *args))
+
+        rows = await self._run(run)
         return {(r["chain_no"], r["seq"]): r["mac"] for r in rows}
 
     async def explain_by_subject(self, pseudonyms: Sequence[str]) -> str:
