@@ -47,6 +47,7 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "content_type_unsupported": "test_hardening.py::test_hostile_bodies_fail_closed",
     "encoding_unsupported": "test_hardening.py::test_hostile_bodies_fail_closed",
     "audit_unavailable": "test_faults.py::test_decision_log_down_fails_closed_and_recovers",
+    "audit_backlog_full": "test_audit_fleet.py::test_over_the_bound_it_refuses_and_recovers",
     "rate_limited": "tests/security/test_access.py",
     "subject_unidentified": "test_subjects.py::test_subject_from_the_response_body",
     "request_body_invalid": "test_subjects.py::test_subject_from_the_request_body",
