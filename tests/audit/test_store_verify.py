@@ -169,7 +169,7 @@ async def test_retention_drops_partitions_and_leaves_signed_markers(tmp_path: Pa
     markers = await store.prune(datetime(2025, 2, 10, tzinfo=UTC), ring)
     assert [(m["through_seq"], m["records"], m["reason"], m["before"]) for m in markers] == [
         (6, 6, "retention", "2025-02-01T00:00:00Z"), (5, 5, "retention", "2025-02-01T00:00:00Z")]
-    assert [p[0] for p in await store.partitions()] == ["audit_records_20250301"]
+    assert [p[0] for p in await store.partitions()] == ["audit_records_20250201", "audit_records_20250301"]
     result = await verify_store(store, ring)
     assert result.ok, result.render()
     r1, r2 = result.chains

@@ -19,6 +19,7 @@ from veil.audit._chain import chain_files
 from veil.errors import VeilError
 
 CHUNK = 1 << 20
+LINE_GUESS = 2048  # bytes read ahead per record wanted (records are about 1 KB)
 
 
 class LocalChainError(VeilError):
@@ -37,12 +38,11 @@ class Position:
     offset: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     seq: int
     line: bytes  # without the newline
     rec: dict[str, Any]
-    end: Position  # where the record after it starts
 
 
 def _first_seq(path: Path) -> int | None:
@@ -142,11 +142,12 @@ class ChainReader:
         lines = self._complete_lines(limit=1)
         return _seq(lines[0]) if lines else None
 
-    def _complete_lines(self, limit: int = 0) -> list[bytes]:
-        """Complete lines from the current offset (not consumed); at most about CHUNK bytes."""
+    def _complete_lines(self, limit: int = 0, want: int = CHUNK) -> list[bytes]:
+        """Complete lines from the current offset (not consumed): about `want` bytes of them (more when
+        one line is longer)."""
         if self._fd is None:
             return []
-        size = CHUNK
+        size = max(4096, min(want, CHUNK))
         while True:
             data = os.pread(self._fd, size, self._offset)
             cut = data.rfind(b"\n")
@@ -181,7 +182,8 @@ class ChainReader:
 
     def read(self, upto_seq: int, max_records: int, max_bytes: int) -> list[Record]:
         """Records from the position on, up to seq `upto_seq` (what the writer has acknowledged),
-        checked for continuity (seq and link). Raises LocalChainError on a gap or a broken link."""
+        checked for continuity (seq and link); `position` is then where the record after them starts.
+        Raises LocalChainError on a gap or a broken link."""
         out: list[Record] = []
         size = 0
         if self._fd is None:
@@ -190,7 +192,7 @@ class ChainReader:
                 return out
             self._open(files[0], 0)
         while len(out) < max_records and size < max_bytes and self.next_seq <= upto_seq:
-            lines = self._complete_lines()
+            lines = self._complete_lines(want=min(max_bytes - size, (max_records - len(out)) * LINE_GUESS))
             if not lines:
                 nxt = self._next_file()
                 if nxt is None:
@@ -212,7 +214,7 @@ class ChainReader:
                 self._offset += len(raw) + 1
                 self.next_seq, self.last_mac = seq + 1, str(rec.get("mac", ""))
                 size += len(raw) + 1
-                out.append(Record(seq, raw, rec, self.position))
+                out.append(Record(seq, raw, rec))
         return out
 
     def backlog_bytes(self, pos: Position | None) -> int:

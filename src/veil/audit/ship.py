@@ -172,7 +172,7 @@ class Shipper:
         cursor = Cursor.load(active)
         self._shipped_pos: Position | None = cursor.pos if cursor else None
         self._known_seq = cursor.seq if cursor else 0  # shipped as far as we know (before the store says)
-        self._pending: tuple[list[Record], list[Row]] | None = None
+        self._pending: tuple[list[Record], list[Row], Position] | None = None  # (.., where it ends)
         self._cursor_at = 0.0
         self._cursor_dirty = False
         self.last_success = time.time()
@@ -276,13 +276,13 @@ class Shipper:
             if not records:
                 self._caught_up(upto)
                 return 0
-            self._pending = (records, rows)
-        records, rows = self._pending
+            self._pending = (records, rows, self.reader.position)
+        records, rows, end = self._pending
         self._lag(upto)
         store = await self.link.get()
         self.chain = await store.ship(self.chain, rows, self.ring, self.replica)
         self._pending = None
-        self._shipped_pos = records[-1].end
+        self._shipped_pos = end
         self._known_seq = self.chain.shipped_seq
         metrics.audit_ship_records_total.inc(len(records))
         metrics.audit_ship_batches_total.inc()

@@ -196,7 +196,16 @@ class AuditStore:
         return sorted(out, key=lambda p: p[1])
 
     async def _ensure_partitions(self, conn: Any, times: Iterable[datetime]) -> None:
-        wanted = {partition_of(t, self.width) for t in times}
+        """The partitions from the earliest to the latest of `times` exist (created if not)."""
+        ts = list(times)
+        if not ts:
+            return
+        first, last = min(ts), max(ts)
+        wanted = [partition_of(first, self.width)]
+        end = partition_of(last, self.width)
+        while wanted[-1][0] != end[0]:
+            lo = wanted[-1][2]
+            wanted.append((f"audit_records_{lo:%Y%m%d}", lo, partition_end(lo, self.width)))
         missing = sorted(p for p in wanted if p[0] not in self._partitions)
         if not missing:
             return
@@ -240,7 +249,7 @@ class AuditStore:
         head_text = orjson.dumps(head).decode()
 
         async def run(conn: Any) -> ChainRow:
-            await self._ensure_partitions(conn, (r[2] for r in rows))
+            await self._ensure_partitions(conn, (rows[0][2], rows[-1][2]))  # `at` never goes back in a chain
             async with conn.transaction():
                 cur = await conn.fetchrow(self._sql(q.CHAIN_FOR_UPDATE), chain.chain_no)
                 if cur is None or cur["shipped_seq"] != chain.shipped_seq or cur["shipped_mac"] != chain.shipped_mac:
