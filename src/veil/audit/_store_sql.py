@@ -73,8 +73,8 @@ CHAIN_FOR_UPDATE = f"SELECT {CHAIN_COLUMNS} FROM {{s}}.audit_chains WHERE chain_
 CHAINS = f"SELECT {CHAIN_COLUMNS} FROM {{s}}.audit_chains ORDER BY replica, chain, chain_no"
 REGISTER = """INSERT INTO {s}.audit_chains (genesis, replica, chain) VALUES ($1, $2, $3)
     ON CONFLICT (genesis) DO NOTHING"""
-ADVANCE = """UPDATE {s}.audit_chains SET shipped_seq = $2, shipped_mac = $3, shipped_at = $4, head = $5,
-    replica = $6, last_ship = now() WHERE chain_no = $1"""
+ADVANCE = f"""UPDATE {{s}}.audit_chains SET shipped_seq = $2, shipped_mac = $3, shipped_at = $4, head = $5,
+    replica = $6, last_ship = now() WHERE chain_no = $1 RETURNING {CHAIN_COLUMNS}"""
 RECORD_COLUMNS = ("chain_no", "seq", "at", "prev_at", "kind", "subjects", "line")
 
 # A chain's records after a seq, in seq order (keyset pages: verification streams 10M rows this way).

@@ -256,9 +256,8 @@ class AuditStore:
                     raise ChainMoved(f"chain {chain.label} moved while shipping")
                 await conn.copy_records_to_table("audit_records", schema_name=self.schema,
                                                  columns=q.RECORD_COLUMNS, records=rows)
-                await conn.execute(self._sql(q.ADVANCE), chain.chain_no, last_seq, last_mac, last_at,
-                                   head_text, replica)
-                return ChainRow.of(await conn.fetchrow(self._sql(q.CHAIN_FOR_UPDATE), chain.chain_no))
+                return ChainRow.of(await conn.fetchrow(self._sql(q.ADVANCE), chain.chain_no, last_seq, last_mac,
+                                                       last_at, head_text, replica))
 
         try:
             result: ChainRow = await self._run(run)
