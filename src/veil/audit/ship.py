@@ -341,7 +341,7 @@ class Shipper:
 
     def _caught_up(self, upto: int) -> None:
         if self._cursor_dirty:
-            self._write_cursor(force=True)
+            self._write_cursor()  # at most every CURSOR_EVERY: a later idle look writes what is left
         self.last_success = time.time()
         self.lag_records = max(0, self.written_seq(upto) - self.shipped_seq)
         self.lag_seconds = 0.0
