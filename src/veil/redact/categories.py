@@ -103,7 +103,7 @@ class CategoryIndex:
         tr = transformed or {}
         # Only a key that ends a category path or a transformed template needs the full location;
         # every other value inherits its container's category (the walk builds no path for it).
-        watch = set(self._by_key)
+        watch: set[str | int] = set(self._by_key)
         watch.update(t[-1] for t in tr if t)
         clear: set[str] = set()
         self._walk(doc, at, self.of(at), tr, frozenset(watch), bool(self._wild), clear, out)
