@@ -92,7 +92,8 @@ def test_disclosures_split_sale_and_sharing_from_business_purposes(example: Comp
 
 
 def test_without_a_notice_section_the_policy_name_stands_in(write_policy: Any) -> None:
-    policy = write_policy('policy "bare"\npurpose p { description "d" basis contract retention 1 year recipients "r" }\n')
+    policy = write_policy('policy "bare"\n'
+                          'purpose p { description "d" basis contract retention 1 year recipients "r" }\n')
     notice = build_notice(policy)
     assert notice.controller == "bare" and notice.jurisdictions == ("gdpr",) and not notice.section.declared
 

@@ -202,12 +202,12 @@ def _controller(pg: _Page) -> str:
     return f"<p>{lines[0]}</p>" + (_ul(items) if items else "")
 
 
-def _table(head: list[str], rows: list[list[str]], label_id: str) -> str:
+def _table(head: list[str], rows: list[list[str]], label: str) -> str:
     th = "".join(f'<th scope="col">{h}</th>' for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
     # a wide table scrolls inside its own region (never the page, never by breaking words): keyboard
-    # users reach it with Tab, screen readers hear its name (the section's heading)
-    return (f'<div class="table" role="region" tabindex="0" aria-labelledby="{label_id}">'
+    # users reach it with Tab, screen readers hear its name
+    return (f'<div class="table" role="region" tabindex="0" aria-label="{label}">'
             f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
@@ -228,7 +228,7 @@ def _categories(pg: _Page) -> str:
         rows.append([_e(pg.c.label(c.name)) + f"<br><code>{_e(c.name)}</code>", sens, fields, used])
     head = [pg.t("categories.name"), pg.t("categories.sensitive"), pg.t("categories.fields"),
             pg.t("categories.used_for")]
-    return _table(head, rows, "categories")
+    return _table(head, rows, pg.t("section.table_of", title=pg.t("section.categories")))
 
 
 def _disclosures(pg: _Page) -> str:
@@ -244,7 +244,7 @@ def _disclosures(pg: _Page) -> str:
         ])
     head = [pg.t("disclosures.category"), pg.t("disclosures.sold_or_shared"), pg.t("disclosures.business")]
     return (f'<p>{pg.t("disclosures.derived", version=_e(version))}</p>'
-            + _table(head, rows, "disclosures"))
+            + _table(head, rows, pg.t("section.table_of", title=pg.t("section.disclosures"))))
 
 
 def _rights(pg: _Page) -> str:
