@@ -89,3 +89,13 @@ def test_every_check_code_has_a_case() -> None:
     codes |= {r.code for r in REQUIREMENTS}  # the notice stage warns with the table's codes
     covered = {c["error"] for c in load_yaml((CASES / "checks.yaml").read_text())["cases"] if "error" in c}
     assert codes - covered == set()
+
+
+def test_notice_attributes_and_codes_are_documented() -> None:
+    from veil.policy.notice import ATTRS, REQUIREMENTS
+
+    guide = (CASES.parents[1] / "policies" / "README.md").read_text(encoding="utf-8")
+    for name in ATTRS:
+        assert f"| `{name}` |" in guide, name
+    for r in REQUIREMENTS:
+        assert f"`{r.code}`" in guide, r.code
