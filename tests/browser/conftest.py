@@ -22,8 +22,10 @@ AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
 SHOTS = os.environ.get("VEIL_SCREENSHOT_DIR")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium per test module. Not per session: Playwright's sync API keeps its event loop
+    marked running while it is open, which would break the asyncio tests that run after these."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
