@@ -136,7 +136,7 @@ def test_long_category_and_field_names_do_not_break(browser: Any, tmp_path: Path
         'recipients "r" }\n'
         "category customer_lifetime_value_prediction_segment_assignment = "
         "profile.customer_lifetime_value_prediction_segment_assignment_identifier\n"
-        "route GET /a { for p { keep profile } }\n", encoding="utf-8")
+        "route GET /a/{id} { subject path.id  for p { keep profile } }\n", encoding="utf-8")
     page_file = tmp_path / "notice.html"
     page_file.write_text(render_notice(load_policy([tmp_path / "p.veil"]), "html"), encoding="utf-8")
     ctx = browser.new_context(viewport={"width": 375, "height": 800})
