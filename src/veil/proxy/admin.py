@@ -183,6 +183,8 @@ def build_admin_app(rt: Runtime) -> Starlette:
         status = 422 if (not done.policy_ok or done.config_error) else 409 if done.restart_required else 200
         return _json(done.to_json(rt.settings.mode), status)
 
+    notice_cache: dict[tuple[str, str, str], str] = {}  # (policy version, format, language) → text
+
     async def notice(request: Request) -> Response:
         if (denied := authorize(request, "read")) is not None:
             return denied
@@ -190,14 +192,30 @@ def build_admin_app(rt: Runtime) -> Starlette:
             from veil.notice import render_notice
         except ImportError:
             return _problem(404, "not_available", "notices are not built into this version")
+        from veil.notice import available, negotiate
+
         fmt = request.query_params.get("format", "html")
         policy = rt.policy.current
         if policy is None or fmt not in ("html", "md", "json"):
             return _problem(400, "request_invalid", "format must be html, md or json")
-        text = render_notice(policy, fmt)
+        # the reader's language: ?lang= wins, else Accept-Language, else English
+        lang = request.query_params.get("lang") or negotiate(request.headers.get("accept-language"))
+        if lang not in available():
+            return _problem(400, "request_invalid", "lang must be one of " + ", ".join(available()))
+        key = (policy.version, fmt, lang)
+        text = notice_cache.get(key)
+        if text is None:
+            text = render_notice(policy, fmt, lang)
+            if len(notice_cache) >= 16:
+                notice_cache.clear()  # a reload changes the version: old pages are never asked again
+            notice_cache[key] = text
         media = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8",
                  "json": "application/json"}[fmt]
-        return Response(text, media_type=media)
+        # the page has no scripts and loads nothing: say so to the browser
+        headers = {"Content-Language": lang, "Vary": "Accept-Language", "X-Content-Type-Options": "nosniff",
+                   "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                              "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"}
+        return Response(text, media_type=media, headers=headers)
 
     return Starlette(routes=[
         Route("/healthz", healthz),
