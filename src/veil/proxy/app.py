@@ -116,7 +116,7 @@ class ProxyApp:
             await self._handle(scope, receive, send, policy, decision_id, t0)
         except Exception as exc:  # the last line of defence: never a stack trace, never data
             # An exception's message may quote a value from the request or the body: log where, not what.
-            log.error("internal error (decision %s): %s", decision_id, where(exc))
+            log.error("internal error (decision %s): %s", decision_id, where(exc), extra={"decision_id": decision_id})
             await self._problem(send, Reason.INTERNAL_ERROR, decision_id, policy)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, policy: CompiledPolicy | None,
@@ -174,6 +174,8 @@ class ProxyApp:
         headers.append((b"content-type", b"application/json"))
         if out.suppressed:
             headers.append((b"veil-suppressed", str(out.suppressed).encode()))
+        if out.filtered:  # list items removed for want of consent (decision filter); docs/headers.md
+            headers.append((b"veil-filtered", str(out.filtered).encode()))
         count(ad.route.template, ad.purpose.name, decision, "ok", summary, out.filtered)
         metrics.overhead(ad.route.template).observe(time.perf_counter() - t0 - up_time)
         await send_response(send, answer.status, headers, out.body, head=method == "HEAD")
