@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -32,6 +33,7 @@ from veil.keys import constant_time_equal
 from veil.proxy.runtime import Runtime
 
 log = logging.getLogger("veil.admin")
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -97,6 +99,18 @@ def consent_event(subject: str, body: bytes, now: datetime) -> ConsentEvent | li
     names = {"consent_key": "key"}
     return [(names.get(e.column, e.column), e.problem.replace("is not after at", "is not after now (the time of "
                                                               "recording)")) for e in parsed]
+
+
+def _query_parameters(doc: dict[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
+    """(path, method) -> the query parameter names the document declares for it."""
+    out: dict[tuple[str, str], frozenset[str]] = {}
+    for path, item in doc["paths"].items():
+        shared = [p for p in item.get("parameters", []) if p.get("in") == "query"]
+        for method, op in item.items():
+            if isinstance(op, dict) and "responses" in op:
+                params = shared + [p for p in op.get("parameters", []) if p.get("in") == "query"]
+                out[(path, method)] = frozenset(p["name"] for p in params)
+    return out
 
 
 def openapi_document() -> dict[str, Any]:
@@ -258,7 +272,22 @@ def build_admin_app(rt: Runtime) -> Starlette:
                  "json": "application/json"}[fmt]
         return Response(text, media_type=media)
 
-    document = orjson.dumps(openapi_document())
+    api = openapi_document()
+    document = orjson.dumps(api)
+    declared = _query_parameters(api)
+
+    def checked(path: str, endpoint: Endpoint) -> Endpoint:
+        """The endpoint, refusing query parameters the document does not declare for it (a misspelt
+        `?fromat=md` is an error, not a silent default)."""
+
+        async def guarded(request: Request) -> Response:
+            allowed = declared.get((path, request.method.lower()), frozenset())
+            unknown = sorted({name for name in request.query_params if name not in allowed})
+            if unknown:
+                return _invalid([(name[:40], "unknown query parameter") for name in unknown[:10]])
+            return await endpoint(request)
+
+        return guarded
 
     async def openapi(request: Request) -> Response:
         return Response(document, media_type="application/json")
@@ -272,13 +301,15 @@ def build_admin_app(rt: Runtime) -> Starlette:
         response.headers.update(allow)
         return response
 
-    return Starlette(exception_handlers={404: not_found, 405: not_allowed}, routes=[
-        Route("/healthz", healthz),
-        Route("/openapi.json", openapi),
-        Route("/readyz", readyz),
-        Route("/metrics", metrics_endpoint),
-        Route("/consent/{subject}", consent, methods=["GET", "POST"]),  # one route: 405 lists both in Allow
-        Route("/audit/report", audit_report),
-        Route("/reload", reload, methods=["POST"]),
-        Route("/notice", notice),
-    ])
+    routes: list[tuple[str, Endpoint, list[str]]] = [
+        ("/healthz", healthz, ["GET"]),
+        ("/openapi.json", openapi, ["GET"]),
+        ("/readyz", readyz, ["GET"]),
+        ("/metrics", metrics_endpoint, ["GET"]),
+        ("/consent/{subject}", consent, ["GET", "POST"]),  # one route: a 405 lists both in Allow
+        ("/audit/report", audit_report, ["GET"]),
+        ("/reload", reload, ["POST"]),
+        ("/notice", notice, ["GET"]),
+    ]
+    return Starlette(exception_handlers={404: not_found, 405: not_allowed},
+                     routes=[Route(path, checked(path, fn), methods=methods) for path, fn, methods in routes])
