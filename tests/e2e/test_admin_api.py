@@ -63,7 +63,7 @@ EXCLUDED = [schemathesis.checks.positive_data_acceptance]
 
 
 @schema.parametrize()
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_admin_app_conforms_to_its_document(case: schemathesis.Case, admin: Veil) -> None:
     """A well-formed bearer token in a generated case becomes the operation's real token (so valid
     requests get past authorization); a missing or malformed one stays, and must be refused."""
