@@ -70,3 +70,16 @@ def test_fmt_diff_prints_a_patch_and_writes_nothing(tmp_path: Path, capsys: pyte
     capsys.readouterr()
     assert main(["fmt", "--diff", str(tmp_path)]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_paths_in_output_are_written_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`veil test` of a test file alone finds the policy set next to it; its locations are printed
+    relative when the file was named relatively, absolute when it was named absolutely."""
+    shutil.copytree(ROOT / "policies", tmp_path / "p")
+    monkeypatch.chdir(tmp_path)
+    assert main(["test", "p/tests/segments.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "p/routes.veil:" in out and str(tmp_path) not in out  # rules no segments case selects
+    assert main(["test", str(tmp_path / "p" / "tests" / "segments.yaml")]) == 0
+    assert f"{tmp_path}/p/routes.veil:" in capsys.readouterr().out
