@@ -20,6 +20,7 @@ def capture() -> Iterator[tuple[io.StringIO, logging.Logger]]:
     yield stream, logging.getLogger("veil.test")
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
+    logging.captureWarnings(False)
 
 
 def test_json_records_carry_the_known_fields_only(capture: tuple[io.StringIO, logging.Logger]) -> None:

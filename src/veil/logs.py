@@ -102,3 +102,4 @@ def configure(fmt: str = "text", level: str = "info", *, worker: str | None = No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # a library's warning is a record too (logger py.warnings), not loose lines

@@ -177,7 +177,8 @@ def exposition() -> bytes:
 
 
 def set_policy_version(version: str) -> None:
-    policy_info.clear()
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # not implemented there (it warns): the policy
+        policy_info.clear()  # holder sets a replaced version to 0 instead
     policy_info.labels(version).set(1)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
-from tests.e2e.conftest import POLICIES, Upstream, base_config, start_veil, write_tokens
+from tests.e2e.conftest import POLICIES, Upstream, base_config, spawn, start_veil, stop, wait_http, write_tokens
 
 
 def config(tmp: Path, upstream: str, **over: Any) -> Path:
@@ -48,6 +49,25 @@ def test_json_logs_one_object_per_line(tmp_path: Path, demo_upstream: Upstream) 
     rejected = [r for r in records if "policy reload rejected" in r["message"]]
     assert rejected and rejected[0]["level"] == "error" and "routes.veil:" in rejected[0]["message"]
     assert any("succeeded after a rejected one" in r["message"] for r in records)
+
+
+def test_json_logs_from_every_worker(tmp_path: Path, demo_upstream: Upstream) -> None:
+    """`--log-format json` reaches the workers: the supervisor's and each worker's records are JSON,
+    a worker's carry its name."""
+    path = config(tmp_path, demo_upstream.url, workers=2)
+    proc = spawn([sys.executable, "-m", "veil", "serve", "--config", str(path), "--log-format", "json"],
+                 tmp_path / "serve.log")
+    admin = "http://127.0.0.1:" + yaml.safe_load(path.read_text())["listen"]["admin"].rsplit(":", 1)[1]
+    wait_http(admin + "/healthz", proc=proc)
+    deadline = time.monotonic() + 20
+    while (tmp_path / "serve.log").read_text().count("listening: proxy") < 2:
+        assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+        time.sleep(0.1)
+    log = stop(proc)
+    assert proc.returncode == 0, log
+    records = [orjson.loads(line) for line in log.splitlines()]
+    assert any(r["logger"] == "veil.workers" and "supervising 2 workers" in r["message"] for r in records)
+    assert sorted(r["worker"] for r in records if "listening: proxy" in r["message"]) == ["w0", "w1"]
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -7,6 +7,7 @@ bind its address (in use, not permitted). A start failure is one log line (text 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 
@@ -35,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
     except VeilError as exc:
         log.error("cannot start: %s", exc)
         return 1
-    logs.configure(args.log_format or config.log_format, config.log_level)
+    if args.log_format:
+        config = dataclasses.replace(config, log_format=args.log_format)  # the workers read it from here
+    logs.configure(config.log_format, config.log_level)
     workers = args.workers or config.workers
     try:
         if workers > 1:
