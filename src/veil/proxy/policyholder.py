@@ -76,8 +76,8 @@ class PolicyHolder:
         metrics.set_policy_version(policy.version)
         if self.on_install is not None:
             self.on_install()
-        for w in policy.warnings:
-            log.warning("policy warning: %s", w.render())
+        for w in policy.warnings:  # one record each: location, code, message, hint on one line
+            log.warning("policy warning: %s%s", w.render().split("\n", 1)[0], f" (hint: {w.hint})" if w.hint else "")
 
     async def reload(self) -> bool:
         """Reload now; True when a new policy is active. Never raises for a bad policy. Each outcome is
