@@ -62,7 +62,7 @@ def inspect(config: Config) -> list[Finding]:
 
 
 def _listeners(c: Config) -> Iterator[Finding]:
-    from veil.proxy.listen import ListenError, bind
+    from veil.listen import ListenError, bind
 
     for key, listen in (("listen.proxy", c.proxy), ("listen.admin", c.admin)):
         try:

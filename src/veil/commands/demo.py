@@ -116,7 +116,7 @@ def curl_lines(proxy: str, admin: str, token: str, config: Path, log_path: Path)
 
 def run(args: argparse.Namespace) -> int:
     from veil import logs
-    from veil.proxy.listen import EXIT_LISTEN, ListenError
+    from veil.listen import EXIT_LISTEN, ListenError
 
     logs.configure("text", "warning")
     directory = Path(args.dir).resolve()

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from veil.proxy.listen import EXIT_LISTEN, ListenError
+    from veil.listen import EXIT_LISTEN, ListenError
 
     logs.configure(args.log_format or "text")
     try:

@@ -16,9 +16,9 @@ import uvicorn
 
 from veil import __version__
 from veil.config import TLS, Config, Listen
+from veil.listen import bind_both
 from veil.proxy.admin import build_admin_app
 from veil.proxy.app import ProxyApp
-from veil.proxy.listen import bind_both
 from veil.proxy.runtime import Runtime
 from veil.proxy.tlsinfo import TLSInfoProtocol
 

@@ -57,7 +57,7 @@ def _worker(config: Config, chain_id: str) -> None:
     logs.configure(config.log_format, config.log_level, worker=chain_id)
     from veil._process_metrics import register_process
     from veil.errors import Diagnostics, VeilError
-    from veil.proxy.listen import EXIT_LISTEN, ListenError
+    from veil.listen import EXIT_LISTEN, ListenError
     from veil.proxy.server import run_async, serve
 
     register_process(os.environ[MULTIPROC_ENV], chain_id)
@@ -80,7 +80,7 @@ def run_workers(config: Config, n: int) -> int:
     if n < 1:
         raise ValueError("at least one worker is required")
     from veil._process_metrics import register_process
-    from veil.proxy.listen import check_free
+    from veil.listen import check_free
 
     check_free(config)  # an address in use: one error here rather than N failing workers (ListenError)
     mdir, created = _metrics_dir()
@@ -125,7 +125,7 @@ def run_workers(config: Config, n: int) -> int:
                               "" if stopping else ": stopping the others")
                 if not stopping:
                     forward(signal.SIGTERM, None)
-        from veil.proxy.listen import EXIT_LISTEN
+        from veil.listen import EXIT_LISTEN
 
         if EXIT_LISTEN in codes:
             return EXIT_LISTEN
