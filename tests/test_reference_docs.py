@@ -8,7 +8,7 @@ from pathlib import Path
 
 from veil import metrics
 from veil.consent.importer import COLUMNS, REQUIRED
-from veil.policy.decision import REASONS
+from veil.reasons import REASONS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

@@ -143,6 +143,7 @@ KEY_PATHS: dict[str, str] = {
     "max_json_depth": "limits.max_json_depth", "lazy_json_min_bytes": "limits.lazy_json_min_bytes",
     "tcf_header": "tcf.header", "tcf_cookie": "tcf.cookie", "tls": "tls", "admin_tls": "admin.tls",
     "auth_fail_limit": "limits.auth_failures_per_minute", "workers": "workers", "environment": "environment",
+    "log_format": "log.format", "log_level": "log.level",
 }
 # What a reload (SIGHUP, POST /reload) applies to a running veil; any other change needs a restart.
 RELOADABLE = frozenset({"mode", "max_body_bytes", "max_json_depth", "lazy_json_min_bytes", "tcf_header",
@@ -153,7 +154,8 @@ def changed_settings(old: Config, new: Config) -> list[str]:
     """The Config fields whose values differ (`source` aside)."""
     from dataclasses import fields
 
-    return [f.name for f in fields(Config) if f.name != "source" and getattr(old, f.name) != getattr(new, f.name)]
+    skip = ("source", "consent_url_given")  # consent_url_given changes with consent_url
+    return [f.name for f in fields(Config) if f.name not in skip and getattr(old, f.name) != getattr(new, f.name)]
 
 
 KEY_NAMES = ("store", "audit", "pseudonym", "hash")

@@ -36,6 +36,7 @@ CONTRACT: dict[str, tuple[str, ...]] = {
     "veil_upstream_errors_total": ("upstream", "kind"),
     "veil_policy_reloads_total": ("result",),
     "veil_policy_info": ("version",),
+    "veil_route_mode": ("route", "mode"),
     "veil_policy_last_reload_successful": (),
     "veil_policy_last_reload_success_timestamp_seconds": (),
     "veil_build_info": ("version", "python"),
