@@ -13,15 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-import traceback
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from veil import metrics
 from veil.errors import Refusal, UpstreamFailure, VeilError
+from veil.logs import where
 from veil.policy.compile import CompiledPolicy
 from veil.policy.flow import Answer, Forward, Outcome, RequestFacts, decide
 from veil.policy.normalize import normalize_path
@@ -36,15 +35,6 @@ from veil.reasons import Reason
 log = logging.getLogger("veil.proxy")
 
 _GPC_PATH = "/.well-known/gpc.json"
-
-
-def where(exc: BaseException) -> str:
-    """`TypeName at file:line in function` for the innermost frame: no exception message."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return type(exc).__name__
-    f = frames[-1]
-    return f"{type(exc).__name__} at {Path(f.filename).name}:{f.lineno} in {f.name}"
 
 
 def _now() -> datetime:
