@@ -356,7 +356,7 @@ async def judge(ad: Admitted, subject: str | None, req: RequestFacts, consent: C
         return None
     states: dict[str, ConsentState] = {}
     if rule.consent_keys and subject is not None:
-        try:  # the store's cache observes veil_consent_store_latency_seconds on its misses only
+        try:  # the store's cache observes veil_consent_store_lookup_duration_seconds on its misses only
             got = await consent.current([subject], rule.consent_keys)
         except (VeilError, OSError):
             return Reason.CONSENT_UNAVAILABLE
