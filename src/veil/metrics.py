@@ -155,9 +155,17 @@ def init_series(upstreams: Iterable[str], upstream_error_kinds: Iterable[str]) -
         auth_rate_limited_total.labels(listener)
 
 
+_routes_with_mode: set[str] = set()
+
+
 def set_route_modes(modes: dict[str, str]) -> None:
-    """The effective mode of each route template (after a policy or config reload)."""
-    route_mode.clear()
+    """The effective mode of each route template (after a policy or config reload). A route no longer
+    in the policy is set to 0 in both modes (clear() is not implemented in multiprocess mode)."""
+    for gone in _routes_with_mode - set(modes):
+        route_mode.labels(gone, "enforce").set(0)
+        route_mode.labels(gone, "report-only").set(0)
+    _routes_with_mode.clear()
+    _routes_with_mode.update(modes)
     for route, mode in sorted(modes.items()):
         route_mode.labels(route, mode).set(1)
         route_mode.labels(route, "report-only" if mode == "enforce" else "enforce").set(0)
