@@ -6,17 +6,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from veil import metrics
 from veil.audit.log import AuditLog
 from veil.config import Config
-from veil.consent.open import open_store
-from veil.consent.store import ConsentStore, SubjectHasher
+from veil.consent.open import ConsentStack, Tuning, open_stack
+from veil.consent.pg_peers import Timeouts, default_member_name
+from veil.consent.propagate import Propagation, record_and_propagate
+from veil.consent.store import ConsentEvent, ConsentStore, SubjectHasher
 from veil.errors import VeilError
 from veil.keys import KeyRing, generate_key
 from veil.proxy.policyholder import PolicyHolder
+from veil.proxy.readiness import WorkerReport
+from veil.proxy.siblings import REPLICA_ENV, Siblings
 from veil.proxy.upstream import UpstreamPool
 
 log = logging.getLogger("veil")
@@ -61,7 +68,9 @@ class Runtime:
     config: Config
     chain_id: str = "main"
     policy: PolicyHolder = field(init=False)
-    store: ConsentStore = field(init=False)
+    store: ConsentStore = field(init=False)  # the cache, in front of the breaker, in front of the store
+    consent: ConsentStack = field(init=False)
+    siblings: Siblings | None = None  # the other workers of this veil (veil serve --workers N)
     audit: AuditLog = field(init=False)
     upstreams: UpstreamPool = field(init=False)
     pseudonym_ring: KeyRing = field(init=False)
@@ -85,11 +94,33 @@ class Runtime:
             fsync_interval=c.audit_fsync_interval_ms,
         )
 
+    @property
+    def replica(self) -> str:
+        """This veil's name among the replicas (`host:pid` of the supervisor, or of this process)."""
+        return os.environ.get(REPLICA_ENV) or default_member_name()
+
+    @property
+    def member_name(self) -> str:
+        return f"{self.replica}/{self.chain_id}"
+
     async def start(self) -> None:
         c = self.config
         hasher = SubjectHasher(_ring(c, "store"))
-        self.store = await open_store(c.consent_url, hasher, cache_ttl=c.consent_cache_ttl,
-                                      cache_size=c.consent_cache_size)
+        # the bus first: a worker that holds a cache must already hear its siblings' invalidations
+        self.siblings = Siblings.from_env(self.chain_id, on_invalidate=self._invalidate_hashes,
+                                          on_ready=lambda: self.local_readiness().to_json())
+        if self.siblings is not None:
+            await self.siblings.start()
+        tuning = Tuning(
+            Timeouts(c.consent_connect_timeout, c.consent_query_timeout, c.consent_acquire_timeout),
+            c.consent_pool_size, c.consent_circuit_failures, c.consent_retry_interval, c.consent_lease,
+        )
+        self.consent = await open_stack(c.consent_url, hasher, cache_ttl=c.consent_cache_ttl,
+                                        cache_size=c.consent_cache_size, tuning=tuning,
+                                        member_name=self.member_name)
+        self.store = self.consent.cache
+        self.store_ok = self.consent.guard.available
+        metrics.consent_store_up.set(1 if self.store_ok else 0)
         await self.upstreams.start()
         try:
             await self.audit.start()
@@ -107,13 +138,29 @@ class Runtime:
             metrics.tally.flush()
 
     async def _probe_store(self) -> None:
+        """Ping through the breaker every second (a failed ping counts toward opening it); between
+        pings, readiness follows the breaker at once (`store_available`)."""
         while True:
             try:
-                self.store_ok = await self.store.ping()
+                self.store_ok = await self.consent.guard.ping()
             except Exception:
                 self.store_ok = False
-            metrics.consent_store_up.set(1 if self.store_ok else 0)
-            await asyncio.sleep(2.0)
+            metrics.consent_store_up.set(1 if self.store_available else 0)
+            await asyncio.sleep(1.0)
+
+    @property
+    def store_available(self) -> bool:
+        return self.store_ok and self.consent.guard.available
+
+    def _invalidate_hashes(self, hashes: list[str]) -> None:
+        for h in hashes:
+            self.consent.cache.invalidate(h)
+
+    async def record_consent(self, events: Sequence[ConsentEvent]) -> Propagation:
+        """Write consent events; answer once every worker and live replica dropped the subjects, or
+        after `consent.ack_timeout` naming those that did not (veil.consent.propagate)."""
+        return await record_and_propagate(self.consent, events, me=self.member_name, replica=self.replica,
+                                          siblings=self.siblings, timeout=self.config.consent_ack_timeout)
 
     async def close(self) -> None:
         for t in self._tasks:
@@ -125,17 +172,37 @@ class Runtime:
         await self.upstreams.close()
         await self.audit.close()
         await self.store.close()
+        if self.siblings is not None:
+            self.siblings.close()
 
-    def readiness(self) -> dict[str, object]:
+    def readiness(self) -> dict[str, Any]:
+        """This process's checks (name → ok) and details. Add a check here as one more entry of
+        `checks`; /readyz turns a failed one into a reason code (veil.proxy.readiness)."""
         policy = self.policy.current
-        checks = {
+        checks: dict[str, bool] = {
             "policy": policy is not None,
-            "consent_store": self.store_ok,
+            "consent_store": self.store_available,
             "decision_log": self.audit.healthy,
         }
         return {
-            "ready": all(checks.values()),
             "checks": checks,
-            "policy_version": policy.version if policy else None,
-            "policy_error": self.policy.last_error,
+            # open fields (shown without a token): issue 14 puts the effective mode here
+            "public": {"mode": self.config.mode},
+            # details (read token only): may name files and quote policy source
+            "details": {
+                "policy_version": policy.version if policy else None,
+                "policy_error": self.policy.last_error,
+                "consent_circuit": self.consent.guard.circuit.reason or None,
+            },
         }
+
+    def local_readiness(self) -> WorkerReport:
+        return WorkerReport.of(self.chain_id, self.readiness())
+
+    async def readiness_all(self, timeout: float = 0.5) -> list[WorkerReport]:
+        """This worker's report and every sibling's (a sibling that does not answer is not ready)."""
+        reports = [self.local_readiness()]
+        if self.siblings is not None:
+            for name, raw in (await self.siblings.readiness(timeout)).items():
+                reports.append(WorkerReport.from_json(name, raw))
+        return sorted(reports, key=lambda r: r.worker)
