@@ -110,9 +110,10 @@ class Relay:
     async def _shutdown(self) -> None:
         await self._close_server()
         await self._drop_all()
-        for t in asyncio.all_tasks(self._loop):
-            if t is not asyncio.current_task():
-                t.cancel()
+        others = [t for t in asyncio.all_tasks(self._loop) if t is not asyncio.current_task()]
+        for t in others:
+            t.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         assert self._flowing is not None
@@ -126,8 +127,15 @@ class Relay:
             self._writers.discard(writer)
             return
         self._writers.add(up_writer)
-        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer),
-                             return_exceptions=True)
+        pumps = asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer),
+                               return_exceptions=True)
+        try:
+            await pumps
+        except asyncio.CancelledError:
+            pumps.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pumps
+            raise
         for w in (writer, up_writer):
             self._writers.discard(w)
             w.transport.abort()

@@ -24,7 +24,7 @@ import pytest
 
 from tests.conftest import require
 from tests.e2e.conftest import KEYS, Upstream, Veil, start_veil
-from tests.e2e.test_postgres_replicas import PG_URL, pg_reachable, pg_schema  # noqa: F401  (fixture)
+from tests.e2e.test_postgres_replicas import PG_URL, pg_reachable, pg_schema, store_key  # noqa: F401  (fixtures)
 
 TRIALS = 300
 SUBJECT = "c-000777"
@@ -88,8 +88,11 @@ def at_once(pins: list[Pinned]) -> list[tuple[int, str | None]]:
     return [p.receive()[:2] for p in pins]
 
 
-def race(v: Veil, workers: int, trials: int) -> dict[str, Any]:
+def race(v: Veil, workers: int, trials: int, others: tuple[Veil, ...] = ()) -> dict[str, Any]:
+    """Writes through `v`; after each answer, a request on every worker of `v` and of `others`."""
     pins = pin_every_worker(v, workers)
+    for other in others:
+        pins += pin_every_worker(other, workers)
     served = {"given": (200, None), "withdrawn": (403, "consent_withdrawn")}
     stale: list[tuple[int, str, str, list[tuple[int, str | None]]]] = []
     answer_ms: list[float] = []
@@ -103,7 +106,7 @@ def race(v: Veil, workers: int, trials: int) -> dict[str, Any]:
             assert r.status_code == 201, r.text
             prop = r.json()["propagation"]
             assert prop["complete"] and prop["pending"] == [], prop
-            assert len(prop["acknowledged"]) >= workers, prop
+            assert len(prop["acknowledged"]) == workers * (1 + len(others)), prop
             propagation_ms.append(prop["waited_ms"])
             seen = at_once(pins)
             if any(s != served[action] for s in seen):
@@ -112,6 +115,9 @@ def race(v: Veil, workers: int, trials: int) -> dict[str, Any]:
         p.conn.close()
     return {"stale": stale, "answer_ms": answer_ms, "propagation_ms": propagation_ms,
             "workers": [p.worker for p in pins]}
+
+
+REPLICA_TRIALS = 200
 
 
 def summary(what: str, result: dict[str, Any], trials: int) -> str:
@@ -126,9 +132,11 @@ def summary(what: str, result: dict[str, Any], trials: int) -> str:
 def two_workers(tmp_path: Path, demo_upstream: Upstream) -> Iterator[Callable[..., Veil]]:
     started: list[Veil] = []
 
-    def make(**consent: Any) -> Veil:
-        v = start_veil(tmp_path / "veil", demo_upstream.url, overrides={
-            "workers": 2, "consent": {"cache_ttl": 30.0, **consent}}, wait="/readyz")
+    def make(name: str = "veil", keys: dict[str, str] | None = None, **consent: Any) -> Veil:
+        overrides: dict[str, Any] = {"workers": 2, "consent": {"cache_ttl": 30.0, **consent}}
+        if keys:
+            overrides["keys"] = keys
+        v = start_veil(tmp_path / name, demo_upstream.url, overrides=overrides, wait="/readyz")
         started.append(v)
         return v
 
@@ -156,4 +164,18 @@ def test_every_worker_has_dropped_the_subject_when_the_201_arrives_postgres(
     v = two_workers(url=f"{PG_URL}?schema={pg_schema}")
     result = race(v, 2, TRIALS)
     print(summary("postgresql, 2 workers", result, TRIALS))
+    assert result["stale"] == [], result["stale"][:5]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_every_worker_of_every_replica_has_dropped_the_subject_when_the_201_arrives(
+    two_workers: Callable[..., Veil], pg_schema: str, store_key: tuple[str, bytes]  # noqa: F811
+) -> None:
+    require(pg_reachable(), "PostgreSQL at 127.0.0.1:5432")
+    url = f"{PG_URL}?schema={pg_schema}"
+    a = two_workers("replica-a", keys={"store": store_key[0]}, url=url)
+    b = two_workers("replica-b", keys={"store": store_key[0]}, url=url)
+    result = race(a, 2, REPLICA_TRIALS, others=(b,))
+    print(summary("postgresql, 2 replicas x 2 workers", result, REPLICA_TRIALS))
     assert result["stale"] == [], result["stale"][:5]
