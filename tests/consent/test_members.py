@@ -109,3 +109,14 @@ async def test_a_member_cut_off_is_named_then_loses_its_lease(
     assert (await b.cache.current(["alice"], ["k"]))[("alice", "k")].status is Status.GIVEN
     done = await write(a, "a/w0", Action.WITHDRAWN, 3)
     assert done.complete and done.acknowledged == ("a/w0", "b/w0"), done  # type: ignore[attr-defined]
+
+
+async def test_a_writer_that_cannot_hear_acknowledgements_waits_for_nobody() -> None:
+    from veil.consent.pg_peers import AckWait
+
+    started = time.monotonic()
+    assert await AckWait("w1", deaf=True).until({"m1", "m2"}, timeout=5.0) == {"m1", "m2"}
+    assert time.monotonic() - started < 0.1
+    wait = AckWait("w2")
+    wait.add("m1")
+    assert await wait.until({"m1", "m2"}, timeout=0.05) == {"m2"}

@@ -75,6 +75,7 @@ class AckWait:
     """The acknowledgements of one write, as they arrive."""
 
     write_id: str
+    deaf: bool = False  # this process cannot hear acknowledgements: every required member is pending
     acked: set[str] = field(default_factory=set)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -84,6 +85,8 @@ class AckWait:
 
     async def until(self, required: set[str], timeout: float) -> set[str]:
         """Wait until every member in `required` acknowledged, or `timeout`; the ones still missing."""
+        if self.deaf:
+            return required - self.acked
         deadline = time.monotonic() + timeout
         while True:
             missing = required - self.acked
@@ -139,11 +142,10 @@ class PgPeers:
 
     # -- writers' side ---------------------------------------------------------------------------------
 
-    def expect(self, write_id: str) -> AckWait | None:
-        """Register a write's acknowledgements (before its commit); None when no acks can be received."""
-        if not self.listening.is_set():
-            return None
-        wait = self._waiters[write_id] = AckWait(write_id)
+    def expect(self, write_id: str) -> AckWait:
+        """Register a write's acknowledgements (before its commit). While this listener is not
+        connected the acknowledgements cannot reach it: `AckWait.deaf`, and nobody is waited for."""
+        wait = self._waiters[write_id] = AckWait(write_id, deaf=not self.listening.is_set())
         return wait
 
     def forget(self, write_id: str) -> None:

@@ -278,14 +278,14 @@ class PostgresConsentStore:
     async def record_tracked(self, events: Sequence[ConsentEvent]) -> AckTicket | None:
         """Append events (one transaction, with NOTIFY of every subject hash) and, when this store
         listens, ask every live member to acknowledge: the ticket waits for them (veil.consent.pg_peers).
-        None when nothing was written or no acknowledgement can be received."""
+        None when nothing was written, or the store is no member (the CLI, tests): it only notifies."""
         if not events:
             return None
         rows = [self._row(e) for e in events]
         hashes = distinct([r[1] for r in rows])
         sql = self._sql(q.RECORD)
         write_id = os.urandom(8).hex()
-        wait = self.peers.expect(write_id) if self.peers is not None else None
+        wait = self.peers.expect(write_id) if self.peers is not None and self.member is not None else None
         members_sql = self._sql(LIVE_MEMBERS)
 
         async def run(conn: Any) -> list[Any]:
