@@ -99,8 +99,8 @@ async def test_a_member_cut_off_is_named_then_loses_its_lease(
     with pytest.raises(ConsentUnavailable):
         await b.cache.current(["alice"], ["k"])
     assert datetime.now(UTC) <= effective_by + timedelta(seconds=0.5)
-    # once b's heartbeat is older than its lease, writers no longer wait for it
-    await asyncio.sleep(0.3)
+    # once b's last heartbeat (before the commit) is older than its lease, writers no longer wait for it
+    await asyncio.sleep(max(0.0, (effective_by - datetime.now(UTC)).total_seconds()) + 0.1)
     done = await write(a, "a/w0", Action.GIVEN, 2)
     assert done.complete and done.acknowledged == ("a/w0",), done  # type: ignore[attr-defined]
     await asyncio.to_thread(relay.restore)
