@@ -41,8 +41,13 @@ CONTRACT: dict[str, tuple[str, ...]] = {
     "veil_audit_up": (),
     "veil_auth_failures_total": ("listener", "reason"),
     "veil_auth_rate_limited_total": ("listener",),
+    "veil_consent_circuit_open": (),
+    "veil_consent_circuit_trips_total": (),
+    "veil_consent_propagation_seconds": (),
+    "veil_consent_propagation_incomplete_total": (),
 }
-HISTOGRAMS = ("veil_consent_store_latency_seconds", "veil_overhead_seconds", "veil_upstream_latency_seconds")
+HISTOGRAMS = ("veil_consent_store_latency_seconds", "veil_overhead_seconds", "veil_upstream_latency_seconds",
+              "veil_consent_propagation_seconds")
 TARGET_LABELS = ("instance", "job")  # added by Prometheus at scrape time
 KNOWN_VALUES = {
     ("veil_requests_total", "decision"): {"allow", "redact", "filter", "block"},
