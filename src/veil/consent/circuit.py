@@ -59,11 +59,13 @@ class Circuit:
         self.open, self.opened_at, self.reason = True, time.monotonic(), reason
         self.trips += 1
         metrics.consent_circuit_open.set(1)
+        metrics.consent_store_up.set(0)
         metrics.consent_circuit_trips_total.inc()
 
     def close(self) -> None:
         self.open, self.opened_at, self.failures, self.reason = False, None, 0, ""
         metrics.consent_circuit_open.set(0)
+        metrics.consent_store_up.set(1)
 
 
 class GuardedStore:

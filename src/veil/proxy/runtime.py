@@ -76,7 +76,6 @@ class Runtime:
     pseudonym_ring: KeyRing = field(init=False)
     audit_ring: KeyRing = field(init=False)
     limiter: AuthLimiter = field(init=False)
-    store_ok: bool = True
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -119,8 +118,7 @@ class Runtime:
                                         cache_size=c.consent_cache_size, tuning=tuning,
                                         member_name=self.member_name)
         self.store = self.consent.cache
-        self.store_ok = self.consent.guard.available
-        metrics.consent_store_up.set(1 if self.store_ok else 0)
+        metrics.consent_store_up.set(1 if self.store_available else 0)
         await self.upstreams.start()
         try:
             await self.audit.start()
@@ -138,19 +136,18 @@ class Runtime:
             metrics.tally.flush()
 
     async def _probe_store(self) -> None:
-        """Ping through the breaker every second (a failed ping counts toward opening it); between
-        pings, readiness follows the breaker at once (`store_available`)."""
+        """Ping through the breaker every second: a failed ping counts toward opening it, so an outage
+        is noticed without traffic. Readiness follows the breaker (`store_available`)."""
         while True:
-            try:
-                self.store_ok = await self.consent.guard.ping()
-            except Exception:
-                self.store_ok = False
+            with contextlib.suppress(Exception):
+                await self.consent.guard.ping()
             metrics.consent_store_up.set(1 if self.store_available else 0)
             await asyncio.sleep(1.0)
 
     @property
     def store_available(self) -> bool:
-        return self.store_ok and self.consent.guard.available
+        """False while the consent store's circuit is open (veil.consent.circuit)."""
+        return self.consent.guard.available
 
     def _invalidate_hashes(self, hashes: list[str]) -> None:
         for h in hashes:
