@@ -180,7 +180,13 @@ class PostgresConsentStore:
         for attempt in (1, 2):
             try:
                 async with self._pool.acquire(timeout=self.timeouts.acquire) as conn:
-                    return await fn(conn)
+                    try:
+                        return await fn(conn)
+                    except TimeoutError:
+                        # no answer within query_timeout: a silent network, most likely. Releasing the
+                        # connection normally would wait again (for the cancel request); drop it.
+                        conn.terminate()
+                        raise
             except asyncpg.UndefinedTableError as exc:
                 raise ConsentUnavailable(
                     "consent store schema is missing: run `veil consent migrate`"
