@@ -179,7 +179,7 @@ def base_config(directory: Path, upstream_url: str, policy_dir: Path, token_refs
 
 def start_veil(directory: Path, upstream_url: str, *, policy_src: Path = POLICIES,
                overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-               read_token: bool = False, wait: str = "/healthz") -> Veil:
+               read_token: bool = False, wait: str = "/healthz", ready_timeout: float = 20.0) -> Veil:
     directory.mkdir(parents=True, exist_ok=True)
     policy_dir = directory / "policies"
     if not policy_dir.exists():
@@ -197,7 +197,11 @@ def start_veil(directory: Path, upstream_url: str, *, policy_src: Path = POLICIE
     proc = spawn([sys.executable, "-m", "veil", "serve", "--config", str(config_path)],
                  directory / "veil.log", env={**os.environ, **(env or {})})
     admin = f"http://127.0.0.1:{aport}"
-    wait_http(admin + wait, proc=proc)
+    try:
+        wait_http(admin + wait, timeout=ready_timeout, proc=proc)
+    except BaseException:
+        stop(proc)  # a veil that did not come up must not outlive the test
+        raise
     return Veil(f"http://127.0.0.1:{pport}", admin, directory, config_path, proc, tokens, policy_dir)
 
 

@@ -136,7 +136,7 @@ def two_workers(tmp_path: Path, demo_upstream: Upstream) -> Iterator[Callable[..
         overrides: dict[str, Any] = {"workers": 2, "consent": {"cache_ttl": 30.0, **consent}}
         if keys:
             overrides["keys"] = keys
-        v = start_veil(tmp_path / name, demo_upstream.url, overrides=overrides, wait="/readyz")
+        v = start_veil(tmp_path / name, demo_upstream.url, overrides=overrides, wait="/readyz", ready_timeout=60.0)
         started.append(v)
         return v
 

@@ -46,7 +46,7 @@ def test_documented_direct_sql_withdrawal_is_honoured(
     v = veil_factory("direct", overrides={
         "workers": 2, "keys": {"store": store_key[0]},
         "consent": {"url": f"{PG_URL}?schema={pg_schema}", "cache_ttl": 30.0},
-    }, wait="/readyz")
+    }, wait="/readyz", ready_timeout=60.0)
     v.consent(SUBJECT, "personalization", notice_version=3)
     pins: list[Pinned] = pin_every_worker(v, 2)
     assert at_once(pins) == [(200, None), (200, None)]  # cached on both workers for 30 s

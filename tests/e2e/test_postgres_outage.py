@@ -143,10 +143,10 @@ def test_starts_while_the_database_is_unreachable(
         "workers": 2,
         "consent": {"url": f"postgresql://postgres@127.0.0.1:{relay.port}/test?schema={pg_schema}"},
         "keys": {"store": store_key[0]},
-    })
+    }, ready_timeout=60.0)
     up = time.monotonic() - started
     # every worker is up: /readyz answers for both, and only the consent store is missing
-    until(lambda: status(v) == (503, "degraded", ["consent_unavailable"]), 20.0, "both workers up")
+    until(lambda: status(v) == (503, "degraded", ["consent_unavailable"]), 60.0, "both workers up")
     assert status(v, tolerate="consent_unavailable")[0] == 200
     assert v.proc.poll() is None
     ship = v.get("/customers/c-000031", caller="warehouse", purpose="orders.fulfillment")

@@ -96,7 +96,7 @@ def test_readiness_answers_for_every_worker(tmp_path: Path, demo_upstream: Upstr
     """/readyz on any worker reports the whole veil: a worker that cannot answer (stopped with
     SIGSTOP) makes it not ready, whichever worker takes the probe; details need the read token."""
     v = start_veil(tmp_path / "veil", demo_upstream.url, overrides={"workers": 2}, read_token=True,
-                   wait="/readyz")
+                   wait="/readyz", ready_timeout=60.0)
     try:
         assert v.readyz().json() == {"status": "ready", "reasons": [], "mode": "enforce"}
         details = v.readyz(details=True).json()
