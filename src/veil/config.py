@@ -88,6 +88,16 @@ class Config:
     consent_url: str = "sqlite:///veil-data/consent.db"
     consent_cache_ttl: float = 2.0
     consent_cache_size: int = 100_000
+    # the consent store on the request path (issue 21): PostgreSQL timeouts (s), pool, circuit breaker,
+    # how long a consent write waits for acknowledgements, and the cache lease (veil.consent.pg_peers)
+    consent_connect_timeout: float = 1.0
+    consent_query_timeout: float = 0.5
+    consent_acquire_timeout: float = 0.5
+    consent_pool_size: int = 10
+    consent_circuit_failures: int = 3
+    consent_retry_interval: float = 0.5
+    consent_ack_timeout: float = 1.0
+    consent_lease: float = 3.0
     audit_path: str = "veil-data/audit/decisions.log"
     audit_flush_ms: float = 0.0  # extra wait to gather a batch; 0 = pure group commit
     audit_checkpoint_every: int = 1000
@@ -144,6 +154,8 @@ KEY_PATHS: dict[str, str] = {
     "tcf_header": "tcf.header", "tcf_cookie": "tcf.cookie", "tls": "tls", "admin_tls": "admin.tls",
     "auth_fail_limit": "limits.auth_failures_per_minute", "workers": "workers", "environment": "environment",
     "log_format": "log.format", "log_level": "log.level",
+    **{f"consent_{k}": f"consent.{k}" for k in ("connect_timeout", "query_timeout", "acquire_timeout", "pool_size",
+                                                 "circuit_failures", "retry_interval", "ack_timeout", "lease")},
 }
 # What a reload (SIGHUP, POST /reload) applies to a running veil; any other change needs a restart.
 RELOADABLE = frozenset({"mode", "max_body_bytes", "max_json_depth", "lazy_json_min_bytes", "tcf_header",
@@ -261,6 +273,24 @@ def listeners_clash(a: Listen, b: Listen) -> bool:
     return a.port == b.port and a.port != 0 and (a.host == b.host or a.host in wildcard or b.host in wildcard)
 
 
+CONSENT_KEYS = (
+    "url", "cache_ttl", "cache_size", "connect_timeout", "query_timeout", "acquire_timeout", "pool_size",
+    "circuit_failures", "retry_interval", "ack_timeout", "lease",
+)
+
+
+def _consent_tuning(r: _Reader, consent: Mapping[str, Any]) -> dict[str, Any]:
+    """The `consent:` keys besides url and cache, as Config fields (`consent_<key>`)."""
+    out: dict[str, Any] = {}
+    for key in ("connect_timeout", "query_timeout", "acquire_timeout", "retry_interval", "ack_timeout", "lease"):
+        if key in consent:
+            out[f"consent_{key}"] = r.num(consent[key], f"consent.{key}")
+    for key in ("pool_size", "circuit_failures"):
+        if key in consent:
+            out[f"consent_{key}"] = r.int_(consent[key], f"consent.{key}")
+    return out
+
+
 def parse_config(data: Any, *, file: str | None = None, base: Path | None = None) -> Config:
     r = _Reader(file)
     top = r.mapping(data, "")
@@ -310,7 +340,7 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
     policy_paths = tuple(str(base / r.str_(p, f"policy.paths[{i}]")) for i, p in enumerate(paths))
 
     consent = r.mapping(top.get("consent"), "consent")
-    r.known(consent, "consent", ("url", "cache_ttl", "cache_size"))
+    r.known(consent, "consent", CONSENT_KEYS)
     consent_url = consent_url_given = r.str_(consent.get("url", Config.consent_url), "consent.url")
     scheme = consent_url.split(":", 1)[0]
     if scheme not in ("sqlite", "postgresql", "postgres"):
@@ -373,6 +403,7 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
         consent_url=consent_url,
         consent_cache_ttl=r.num(consent.get("cache_ttl", 2.0), "consent.cache_ttl"),
         consent_cache_size=r.int_(consent.get("cache_size", 100_000), "consent.cache_size"),
+        **_consent_tuning(r, consent),
         audit_path=audit_path,
         audit_flush_ms=r.num(audit.get("flush_ms", 0.0), "audit.flush_ms", lo=-1e-9),
         audit_checkpoint_every=r.int_(audit.get("checkpoint_every", 1000), "audit.checkpoint_every"),

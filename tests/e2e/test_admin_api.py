@@ -172,7 +172,12 @@ def test_not_json_and_a_valid_record(admin: Veil) -> None:
     assert r.status_code == 400 and r.json()["detail"] == "body: is not valid JSON"
     ok = post(admin, {"key": "personalization", "action": "withdrawn", "source": "preference-center",
                       "notice_version": 3, "expires_at": "2099-01-01", "purposes": ["personalize.recommendations"]})
-    assert ok.status_code == 201 and ok.json() == {"recorded": True, "key": "personalization", "action": "withdrawn"}
+    assert ok.status_code == 201, ok.text
+    body = ok.json()
+    assert {k: body[k] for k in ("recorded", "key", "action")} == {
+        "recorded": True, "key": "personalization", "action": "withdrawn"}
+    assert body["propagation"]["complete"] is True and body["propagation"]["pending"] == []
+    assert ok.headers["veil-consent-effective-by"] == body["propagation"]["effective_by"]
     got = admin.client.get(f"{admin.admin}/consent/c-000002", headers=auth(admin, "consent")).json()
     [event] = got["history"]
     assert event["source"] == "preference-center" and event["method"] == "api" and event["notice_version"] == 3
