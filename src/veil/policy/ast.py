@@ -29,6 +29,16 @@ class Import:
 
 
 @dataclass(frozen=True)
+class SchemaRef:
+    """`schema "openapi.yaml"` (top level: the API's OpenAPI document) or, inside a route, the JSON
+    Schema of its response body (`"customer.json"`, `"api.yaml#/components/schemas/Customer"`).
+    Relative to the file that names it."""
+
+    target: str
+    loc: Location = _loc()
+
+
+@dataclass(frozen=True)
 class Duration:
     amount: int
     unit: str  # days | weeks | months | years (singular accepted)
@@ -146,6 +156,7 @@ class Route:
     mode_loc: Location = _loc()
     # (attribute name, location) in source order, rules as "rule"; layout only (used by `veil fmt`)
     layout: tuple[tuple[str, Location], ...] = field(default=(), compare=False, repr=False)
+    schema: SchemaRef | None = None
 
 
 @dataclass(frozen=True)
@@ -159,5 +170,6 @@ class Module:
     categories: tuple[Category, ...]
     callers: tuple[Caller, ...]
     routes: tuple[Route, ...]
+    schemas: tuple[SchemaRef, ...] = ()
     comments: tuple[tuple[int, str], ...] = field(default=(), compare=False, repr=False)
     order: tuple[Any, ...] = field(default=(), compare=False, repr=False)  # items in source order
