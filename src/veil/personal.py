@@ -110,8 +110,9 @@ def finding(category: str, reason: str) -> Finding:
     return Finding(category, sensitive, reason, suggest)
 
 
-def classify_name(names: Sequence[str]) -> Finding | None:
-    """A field whose own name (the last of `names`, the keys from the root) looks personal."""
+def classify_name(names: Sequence[str], context: Sequence[str] = ()) -> Finding | None:
+    """A field whose own name (the last of `names`, the keys from the root) looks personal. `context`:
+    more words about where it is (a route's path segments: `/customers/{id}` makes `name` a person's)."""
     if not names:
         return None
     last = tokens(names[-1])
@@ -126,8 +127,8 @@ def classify_name(names: Sequence[str]) -> Finding | None:
     if best is not None:
         return finding(best[2], f"name `{names[-1]}`")
     if last[-1] == "name" and len(last) <= 2:
-        context = {t for n in names[:-1] for t in tokens(n)} | set(last[:-1])
-        if context & _PERSON_TOKENS:
+        around = {t for n in [*context, *names[:-1]] for t in tokens(n)} | set(last[:-1])
+        if around & _PERSON_TOKENS:
             return finding("identity.name", f"name `{names[-1]}` of a person")
     return None
 
