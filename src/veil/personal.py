@@ -12,6 +12,7 @@ personal information) and the statement to suggest when it would otherwise leave
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,7 +74,8 @@ _NAME_TOKENS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("account", "number"), "payment.bank_account"), (("routing", "number"), "payment.bank_account"),
     (("card", "number"), "payment.card"), (("pan",), "payment.card"), (("cvv",), "payment.card"),
     (("cvc",), "payment.card"), (("credit", "card"), "payment.card"),
-    (("health",), "health"), (("diagnosis",), "health"), (("medical",), "health"), (("allergies",), "health"),
+    (("health", "data"), "health"), (("health", "conditions"), "health"), (("health", "record"), "health"),
+    (("diagnosis",), "health"), (("diagnoses",), "health"), (("medical",), "health"), (("allergies",), "health"),
     (("medication",), "health"), (("disability",), "health"),
     (("religion",), "special"), (("ethnicity",), "special"), (("race",), "special"),
     (("sexual", "orientation"), "special"), (("biometric",), "special"), (("genetic",), "special"),
@@ -81,14 +83,14 @@ _NAME_TOKENS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("password",), "credentials"), (("secret",), "credentials"), (("pin",), "credentials"),
 )
 # `name` alone is personal only inside something about a person (`customer.name`, not `product.name`)
-_PERSON_TOKENS = frozenset({
+PERSON_WORDS = frozenset({
     "customer", "customers", "user", "users", "person", "people", "owner", "contact", "holder", "recipient",
-    "shipping", "billing", "employee", "member", "patient", "subscriber", "account", "profile", "buyer",
+    "shipping", "billing", "employee", "member", "patient", "subscriber", "profile", "buyer",
     "payer", "sender", "cardholder", "applicant", "guardian", "author", "assignee", "reviewer",
 })
 _FORMATS: dict[str, str] = {
     "email": "contact.email", "idn-email": "contact.email", "phone": "contact.phone", "tel": "contact.phone",
-    "ipv4": "online.ip", "ipv6": "online.ip", "iban": "payment.bank_account", "credit-card": "payment.card",
+    "iban": "payment.bank_account", "credit-card": "payment.card",
     "ssn": "identity.government_id",
 }
 DETECTOR_FINDINGS: dict[str, str] = {
@@ -97,7 +99,19 @@ DETECTOR_FINDINGS: dict[str, str] = {
     "postal_code": "contact.address", "national_id": "identity.government_id",
 }
 
+# a last word that makes a name about something else: `phone_number_sid`, `email_verified`, `ip_count`
+_NOT_THE_VALUE = frozenset({
+    "sid", "id", "ids", "uuid", "url", "urls", "uri", "href", "link", "count", "status", "type", "types", "kind",
+    "enabled", "verified", "required", "requirements", "mappings", "lists", "list", "format", "formats", "mode",
+    "method", "methods", "policy", "settings", "config", "visibility", "validation", "provider", "source",
+    "consent", "opt", "in", "out", "preference", "preferences", "template", "templates", "capabilities",
+    "limit", "limits", "range", "ranges", "check", "checks", "metrics", "max", "min", "enabled", "allowed",
+})
+
 _SPLIT = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+_BY_FIRST: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+for _pattern, _category in _NAME_TOKENS:
+    _BY_FIRST.setdefault(_pattern[0], []).append((_pattern, _category))
 
 
 def tokens(name: str) -> list[str]:
@@ -112,25 +126,35 @@ def finding(category: str, reason: str) -> Finding:
 
 def classify_name(names: Sequence[str], context: Sequence[str] = ()) -> Finding | None:
     """A field whose own name (the last of `names`, the keys from the root) looks personal. `context`:
-    more words about where it is (a route's path segments: `/customers/{id}` makes `name` a person's)."""
+    more words about where it is (a route's path segments: `/customers/{id}` makes a top-level `name`
+    a person's)."""
     if not names:
         return None
+    hit = _by_own_name(names[-1])
+    if hit is not None:
+        return hit
     last = tokens(names[-1])
-    if not last:
-        return None
-    best: tuple[int, int, str] | None = None  # (position, -length, category): the earliest match wins
-    for pattern, category in _NAME_TOKENS:
-        n = len(pattern)
-        for i in range(len(last) - n + 1):
-            if tuple(last[i:i + n]) == pattern and (best is None or (i, -n) < best[:2]):
-                best = (i, -n, category)
-    if best is not None:
-        return finding(best[2], f"name `{names[-1]}`")
-    if last[-1] == "name" and len(last) <= 2:
-        around = {t for n in [*context, *names[:-1]] for t in tokens(n)} | set(last[:-1])
-        if around & _PERSON_TOKENS:
+    if last and last[-1] == "name" and len(last) <= 2:
+        around = {t for n in names[:-1] for t in tokens(n)} | set(last[:-1])
+        if len(names) == 1:
+            around |= {t for n in context for t in tokens(n)}
+        if around & PERSON_WORDS:
             return finding("identity.name", f"name `{names[-1]}` of a person")
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _by_own_name(name: str) -> Finding | None:
+    last = tokens(name)
+    if not last or (len(last) > 1 and (last[-1] in _NOT_THE_VALUE or "per" in last)):
+        return None
+    best: tuple[int, int, str] | None = None  # (position, -length, category): the earliest match wins
+    for i, tok in enumerate(last):
+        for pattern, category in _BY_FIRST.get(tok, ()):
+            n = len(pattern)
+            if tuple(last[i:i + n]) == pattern and (best is None or (i, -n) < best[:2]):
+                best = (i, -n, category)
+    return finding(best[2], f"name `{name}`") if best is not None else None
 
 
 def classify_format(fmt: str | None) -> Finding | None:
@@ -148,5 +172,5 @@ def valid_category(name: str) -> bool:
     return re.fullmatch(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*", name) is not None
 
 
-__all__ = ["CATEGORIES", "DETECTOR_FINDINGS", "Finding", "classify_detector", "classify_format",
+__all__ = ["CATEGORIES", "DETECTOR_FINDINGS", "PERSON_WORDS", "Finding", "classify_detector", "classify_format",
            "classify_name", "finding", "tokens", "valid_category"]

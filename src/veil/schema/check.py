@@ -12,6 +12,7 @@ route) and from `--schema FILE` (OpenAPI documents). Diagnostics:
   schema of the route's operation can produce, with "did you mean";
 - warning `route_not_in_schema`: a route no operation of the documents matches;
 - warning `response_schema_missing`: the operation declares no JSON body for its 2xx responses;
+- warning `schema_unusable`: the operation's response schema cannot be resolved (the route goes unchecked);
 - warning `personal_in_clear`: a field the schema marks as personal (`format: email`, a name such as
   `ssn`, `x-veil-category`) that a purpose keeps in clear while no category of the policy names it.
 """
@@ -28,7 +29,7 @@ from veil.location import Location
 from veil.policy import ast
 from veil.policy.compile import CompiledPolicy, CompiledRoute
 from veil.policy.load import load_policy
-from veil.redact.engine import FieldRule
+from veil.redact.engine import Action, FieldRule
 from veil.redact.paths import FieldPath, parse_path
 from veil.schema.coverage import RuleCoverage, cover_rule
 from veil.schema.openapi import Api, load_api, load_json_schema
@@ -100,16 +101,18 @@ def load_schemas(modules: Sequence[ast.Module], extra: Sequence[str | Path] = ()
                     continue
                 try:
                     shapes = [s for op in ops for s in a.shapes(op)]
-                except SchemaError as exc:
-                    diags.append(Diagnostic("schema_invalid", f"schema {a.file}: {exc.message}", r.loc))
-                    shapes = []
+                except SchemaError as exc:  # the document's fault, not the policy's: this route goes unchecked
+                    diags.append(Diagnostic("schema_unusable", f"{a.file}: {exc.message}; the fields of "
+                                            f"{r.method} {r.template} are not checked", r.loc,
+                                            severity=Severity.WARNING))
+                    found = None
                     break
                 label = ", ".join(op.label() for op in ops)
                 if not shapes:
                     out.missing_body.add(key)
                 found = RouteSchema(shapes, f"{Path(a.file).name}: {label}")
                 break
-            if out.apis:
+            if out.apis and not any(d.code == "schema_unusable" and d.location == r.loc for d in diags):
                 out.routes[key] = found
     return out, diags
 
@@ -199,8 +202,8 @@ def _check_paths(r: ast.Route, rs: RouteSchema) -> list[Diagnostic]:
 def _check_personal(policy: CompiledPolicy, route: CompiledRoute, rs: RouteSchema) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for rule in route.rules.values():
-        if rule.block is not None:  # nothing leaves
-            continue
+        if rule.block is not None or not any(r.action is Action.KEEP for r in rule.plan.rules):
+            continue  # nothing leaves in clear
         cov = cover_rule(policy, route.method, route.template, rule, rs.shapes, rs.source, _context(route.template))
         for row in cov.findings:
             assert row.personal is not None

@@ -77,9 +77,11 @@ class RuleCoverage:
         return [r for r in self.rows if r.personal_in_clear]
 
 
-def personal_of(shapes: Sequence[Shape], names: Sequence[str], context: Sequence[str] = ()) -> Finding | None:
+def personal_of(shapes: Sequence[Shape], names: Sequence[str], context: Sequence[str] = (),
+                by_name: bool = True) -> Finding | None:
     """Why a schema location looks personal: `x-veil-category`, a format, or its name; None when it
-    does not (or the schema says `x-veil-personal: false`)."""
+    does not (or the schema says `x-veil-personal: false`). Names are not read for booleans
+    (`email_verified`) nor, with `by_name` false, for array elements (their array has the name)."""
     flat = [s for sh in shapes for s in flatten(sh)]
     if any(s.personal is False for s in flat):
         return None
@@ -92,7 +94,9 @@ def personal_of(shapes: Sequence[Shape], names: Sequence[str], context: Sequence
             return hit
     if any(s.personal is True for s in flat):
         return classify_name(names, context) or finding("personal", "x-veil-personal")
-    return classify_name(names, context) if names else None
+    if not by_name or not names or kinds_at(shapes) <= {"boolean", "null"}:
+        return None
+    return classify_name(names, context)
 
 
 def fates(plan: FieldPlan, entries: Sequence[tuple[tuple[str | int, ...], str]]) -> dict[tuple[Any, ...], tuple[str, int]]:
@@ -206,7 +210,7 @@ def cover_rule(policy: CompiledPolicy, method: str, route: str, rule: CompiledRu
             tpl, steps, tuple(k for k in ("object", "array", "string", "number", "integer", "boolean", "null")
                               if k in kinds_by[steps]),
             fate, how, rule_id, loc, source_line(policy.sources, loc), None if category == "uncategorized" else category,
-            personal_of(shapes, names, context) if steps else None, "; ".join(notes) or None,
+            personal_of(shapes, names, context, by_name=not isinstance(steps[-1], int)) if steps else None, "; ".join(notes) or None,
         ))
     for g in rule.plan.guards:
         loc = rule.location_of(g.rule_id)

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import yaml
 from referencing import Registry, Resource
-from referencing.exceptions import NoSuchResource
+from referencing.exceptions import NoSuchResource, Unresolvable
 
 from veil.schema.shape import Builder, SchemaError, Shape, resource
 
@@ -88,7 +88,7 @@ class Operation:
     operation_id: str | None
     summary: str | None
     parameters: tuple[tuple[str, str], ...]  # (in, name)
-    responses: list[tuple[str, str, Any]]  # (status, media type, schema object) for JSON 2xx bodies
+    responses: list[tuple[str, str, Any, Any]]  # (status, media type, schema, its resolver): JSON 2xx bodies
     pointer: str
 
     def label(self) -> str:
@@ -137,9 +137,8 @@ class Api:
         """The response body shapes of an operation (built once)."""
         hit = self._shapes.get(id(op))
         if hit is None:
-            resolver = self.builder.registry.resolver(base_uri=self.base_uri)
             hit = [self.builder.build(schema, resolver, f"{self.file}#{op.pointer}/responses/{status}")
-                   for status, _media, schema in op.responses]
+                   for status, _media, schema, resolver in op.responses]
             self._shapes[id(op)] = hit
         return hit
 
@@ -174,7 +173,8 @@ def _success(status: Any) -> bool:
 
 def load_api(path: str | Path) -> Api:
     """An OpenAPI 3.x (or Swagger 2.0) document with its operations indexed. SchemaError when the
-    file is not one, naming the key path of the problem."""
+    file is not one, naming the key path of the problem. Path items, operations and responses may be
+    `$ref`s (also into other files); schemas inside are resolved against the file they are in."""
     p = Path(path)
     doc = read_document(p)
     name = str(p)
@@ -193,52 +193,71 @@ def load_api(path: str | Path) -> Api:
     paths = doc.get("paths") or {}
     if not isinstance(paths, dict):
         raise SchemaError("paths: must be a mapping", name)
+    base_uri = _uri(p)
+    files = _Files(openapi30)
+    files.cache[base_uri] = resource(doc, openapi30)
+    registry: Registry[Any] = Registry(retrieve=files).with_resource(base_uri, files.cache[base_uri])  # type: ignore[call-arg]
+    root = registry.resolver(base_uri=base_uri)
     ops: list[Operation] = []
     for tpl, item in paths.items():
+        ptr = f"/paths/{_esc(str(tpl))}"
+        item, item_res = _follow(item, root, ptr)
         if not isinstance(item, dict):
             continue
         for method in METHODS:
-            op = item.get(method)
+            if method not in item:
+                continue
+            op, op_res = _follow(item[method], item_res, f"{ptr}/{method}")
             if not isinstance(op, dict):
                 continue
-            ptr = f"/paths/{_esc(tpl)}/{method}"
             params = []
             for prm in [*(item.get("parameters") or []), *(op.get("parameters") or [])]:
                 if isinstance(prm, dict) and isinstance(prm.get("name"), str):
                     params.append((str(prm.get("in", "")), prm["name"]))
             ops.append(Operation(method.upper(), str(tpl), op.get("operationId"), op.get("summary"),
-                                 tuple(params), _responses(op, ptr, version, doc), ptr))
+                                 tuple(params), _responses(op, op_res, f"{ptr}/{method}", version, doc), ptr))
     title = str((doc.get("info") or {}).get("title") or p.stem)
-    base_uri = _uri(p)
-    files = _Files(openapi30)
-    files.cache[base_uri] = resource(doc, openapi30)
-    registry: Registry[Any] = Registry(retrieve=files).with_resource(base_uri, files.cache[base_uri])  # type: ignore[call-arg]
-    api = Api(name, version, title, doc, ops, _prefixes(doc, version), Builder(registry, openapi30), base_uri)
-    return api
+    return Api(name, version, title, doc, ops, _prefixes(doc, version), Builder(registry, openapi30), base_uri)
 
 
-def _responses(op: dict[str, Any], ptr: str, version: str, doc: dict[str, Any]) -> list[tuple[str, str, Any]]:
-    out: list[tuple[str, str, Any]] = []
+def _follow(obj: Any, resolver: Any, where: str) -> tuple[Any, Any]:
+    """An object that may be a `$ref` (chains followed), with the resolver for what is inside it."""
+    for _ in range(32):
+        if not (isinstance(obj, dict) and isinstance(obj.get("$ref"), str)):
+            return obj, resolver
+        try:
+            resolved = resolver.lookup(obj["$ref"])
+        except Unresolvable as exc:
+            raise SchemaError(f"$ref {obj['$ref']!r} cannot be resolved", where) from exc
+        obj, resolver = resolved.contents, resolved.resolver
+    raise SchemaError("a chain of more than 32 $refs", where)
+
+
+def _responses(op: dict[str, Any], resolver: Any, ptr: str, version: str, doc: dict[str, Any]
+               ) -> list[tuple[str, str, Any, Any]]:
+    out: list[tuple[str, str, Any, Any]] = []
     responses = op.get("responses") or {}
     if not isinstance(responses, dict):
         return out
     for status, resp in responses.items():
-        if not _success(status) or not isinstance(resp, dict):
+        if not _success(status):
             continue
-        if "$ref" in resp and isinstance(resp["$ref"], str) and resp["$ref"].startswith("#/"):
-            resp = _pointer(doc, resp["$ref"][1:]) or {}  # a response object reused from components
+        resp, res = _follow(resp, resolver, f"{ptr}/responses/{status}")
+        if not isinstance(resp, dict):
+            continue
         if version == "2.0":
             if "schema" in resp:
                 produces = op.get("produces") or doc.get("produces") or ["application/json"]
                 if any(_json_media(m) for m in produces if isinstance(m, str)):
-                    out.append((str(status), "application/json", resp["schema"]))
+                    out.append((str(status), "application/json", resp["schema"], res))
             continue
         content = resp.get("content") or {}
         if not isinstance(content, dict):
             continue
         for media, body in content.items():
+            body, body_res = _follow(body, res, f"{ptr}/responses/{status}/content")
             if _json_media(str(media)) and isinstance(body, dict) and "schema" in body:
-                out.append((str(status), str(media), body["schema"]))
+                out.append((str(status), str(media), body["schema"], body_res))
     return out
 
 

@@ -157,9 +157,7 @@ class Builder:
             return ANY
         if schema is False:
             return NEVER
-        if not isinstance(schema, dict):
-            raise SchemaError(f"a schema must be an object or a boolean, not {type(schema).__name__}", where)
-        if not schema:
+        if not isinstance(schema, dict) or not schema:  # not a schema (an invalid document): anything
             return ANY
         hit = self.memo.get(id(schema))
         if hit is not None:
