@@ -168,3 +168,53 @@ def all_names(shapes: Iterable[Shape]) -> set[str]:
 
 
 __all__ = ["OTHER_KEY", "Location", "kinds_at", "locations", "merged", "producible", "suggest", "template_of"]
+
+
+def misfits(roots: Sequence[Shape], doc: object, *, limit: int = 5) -> list[str]:
+    """Where a JSON document does not fit the shapes: `customer.adress: not in the schema`,
+    `items[*].id: a string where the schema has integer`. Names paths and JSON types, never values."""
+    from veil.schema.shape import child as child_of
+
+    out: list[str] = []
+    stack: list[tuple[object, list[Shape], tuple[str | int, ...]]] = [(doc, list(roots), ())]
+    seen: set[str] = set()
+    while stack and len(out) < limit:
+        node, shapes, where = stack.pop()
+        allowed = kinds_at(shapes)
+        kind = _kind(node)
+        if kind not in allowed and not (kind == "integer" and "number" in allowed):
+            msg = f"{template_of(where)}: {'an' if kind[0] in 'aeiou' else 'a'} {kind} where the schema has " \
+                  f"{'/'.join(sorted(allowed)) or 'nothing'}"
+            if msg not in seen:
+                seen.add(msg)
+                out.append(msg)
+            continue
+        if isinstance(node, dict):
+            for k, v in node.items():
+                subs = [c for s in shapes for c in child_of(s, k)]
+                if not subs:
+                    msg = f"{template_of((*where, k))}: not in the schema"
+                    if msg not in seen:
+                        seen.add(msg)
+                        out.append(msg)
+                    continue
+                stack.append((v, subs, (*where, k)))
+        elif isinstance(node, list):
+            subs = [e for s in shapes for e in element(s)]
+            for v in node:
+                stack.append((v, subs, (*where, 0)))
+    return out
+
+
+def _kind(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    return "array" if isinstance(v, list) else "object"
