@@ -5,8 +5,10 @@ PATH may be policy files or directories (the policy set) and test files; a direc
 With only test files given, the policy is the directory above their directory, unless --policy says.
 
 With a schema (`schema "openapi.yaml"` in the policy, or --schema FILE) the policy is checked against
-it as by `veil check`, and each case's response body must fit its route's response schema (a body the
-API cannot send tests nothing real): misfits are failures that name the path, never the value.
+it as by `veil check`, and each case's response body is compared with its route's response schema:
+cases whose body the API would not send are listed (by path and JSON type, never a value). That is
+right for a defensive case (a field the upstream may add one day) and a mistake for a typo;
+--strict-schema makes every misfit a failure.
 
 Each failure is printed with a unified diff of expected vs actual JSON. Afterwards: which rules no case
 selected and which field statements never acted (by file:line). Exit 0 when every case passes, 1 on
@@ -39,6 +41,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="list every case")
     parser.add_argument("--schema", action="append", default=[], metavar="FILE",
                         help="an OpenAPI document of the API (adds to the policy's `schema` lines)")
+    parser.add_argument("--strict-schema", action="store_true",
+                        help="a case whose response body does not fit the schema fails")
     parser.add_argument("--require-coverage", action="store_true",
                         help="fail when a rule or field statement is not exercised")
     parser.set_defaults(func=run)
@@ -67,23 +71,29 @@ def run(args: argparse.Namespace) -> int:
         policy_paths = [Path(p) for p in args.policy]
     elif not policy_paths and tests:
         policy_paths = [tests[0].resolve().parent.parent]
-    if not tests:
-        print("veil test: no test files (*.yaml) found", file=sys.stderr)
-        return 1
     try:
         policy, schemas = load_checked(policy_paths, extra_schemas=args.schema)
     except Diagnostics as exc:
         print(exc.render(), file=sys.stderr)
         print("veil test: the policy has errors", file=sys.stderr)
         return 1
+    tests = [t for t in tests if t.resolve() not in schemas.files]  # an OpenAPI document is no test file
+    if not tests:
+        print("veil test: no test files (*.yaml) found", file=sys.stderr)
+        return 1
     coverage = Coverage(policy)
     passed = failed = 0
+    misfit_cases: list[str] = []
     for test_file in tests:
         for case in load_cases(test_file):
             if args.select and args.select not in case.name:
                 continue
             result = run_case(policy, case)
-            result.failures.extend(_schema_misfits(policy, schemas, case))
+            misfit = _schema_misfits(policy, schemas, case)
+            if misfit and args.strict_schema:
+                result.failures.extend(misfit)
+            elif misfit:
+                misfit_cases.append(f"  {case.where.file}:{case.where.line}: {case.name}\n    " + "\n    ".join(misfit))
             coverage.add(result.outcome)
             where = f"{case.where.file}:{case.where.line}"
             if result.ok:
@@ -95,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"FAIL  {where}: {case.name}")
             for failure in result.failures:
                 print("      " + failure.replace("\n", "\n      "))
+    if misfit_cases:
+        print("\nresponse bodies the schema does not allow (--strict-schema makes them failures):")
+        print("\n".join(misfit_cases))
     uncovered = coverage.uncovered()
     rules_hit, rules, stmts_hit, stmts = coverage.totals()
     if uncovered:
@@ -126,8 +139,8 @@ def _schema_misfits(policy: CompiledPolicy, schemas: Schemas, case: Case) -> lis
     bad = misfits(rs.shapes, resp.body)
     if not bad:
         return []
-    return [f"the response body does not fit the schema of {route.method} {route.template} ({rs.source}):\n  "
-            + "\n  ".join(bad)]
+    return [f"the response body does not fit the schema of {route.method} {route.template} ({rs.source}): "
+            + "; ".join(bad)]
 
 
 def _source_line(sources: dict[str, str], file: str, line: int) -> str:

@@ -48,6 +48,7 @@ class Schemas:
     apis: list[Api] = field(default_factory=list)
     routes: dict[tuple[str, str], RouteSchema | None] = field(default_factory=dict)  # None: no operation
     missing_body: set[tuple[str, str]] = field(default_factory=set)
+    files: set[Path] = field(default_factory=set)  # every schema document named (resolved paths)
 
     def __bool__(self) -> bool:
         return bool(self.apis) or any(v is not None for v in self.routes.values())
@@ -71,6 +72,7 @@ def load_schemas(modules: Sequence[ast.Module], extra: Sequence[str | Path] = ()
         if key in seen:
             return
         seen.add(key)
+        out.files.add(key)
         try:
             out.apis.append(load_api(path))
         except SchemaError as exc:
@@ -86,6 +88,7 @@ def load_schemas(modules: Sequence[ast.Module], extra: Sequence[str | Path] = ()
         for r in m.routes:
             key = (r.method, r.template)
             if r.schema is not None:
+                out.files.add((Path(m.file).parent / r.schema.target.partition("#")[0]).resolve())
                 try:
                     shape = load_json_schema(r.schema.target, Path(m.file).parent)
                 except SchemaError as exc:
