@@ -69,7 +69,8 @@ _NAME_TOKENS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("lng",), "location.precise"), (("lon",), "location.precise"), (("geo",), "location.precise"),
     (("geolocation",), "location.precise"), (("coordinates",), "location.precise"),
     (("ip",), "online.ip"), (("ipv4",), "online.ip"), (("ipv6",), "online.ip"),
-    (("username",), "online.identifier"), (("device", "id"), "online.identifier"), (("idfa",), "online.identifier"), (("gaid",), "online.identifier"),
+    (("username",), "online.identifier"),
+    (("device", "id"), "online.identifier"), (("idfa",), "online.identifier"), (("gaid",), "online.identifier"),
     (("iban",), "payment.bank_account"), (("bic",), "payment.bank_account"),
     (("account", "number"), "payment.bank_account"), (("routing", "number"), "payment.bank_account"),
     (("card", "number"), "payment.card"), (("pan",), "payment.card"), (("cvv",), "payment.card"),
@@ -105,7 +106,7 @@ _NOT_THE_VALUE = frozenset({
     "enabled", "verified", "required", "requirements", "mappings", "lists", "list", "format", "formats", "mode",
     "method", "methods", "policy", "settings", "config", "visibility", "validation", "provider", "source",
     "consent", "opt", "in", "out", "preference", "preferences", "template", "templates", "capabilities",
-    "limit", "limits", "range", "ranges", "check", "checks", "metrics", "max", "min", "enabled", "allowed",
+    "limit", "limits", "range", "ranges", "check", "checks", "metrics", "max", "min", "allowed",
 })
 
 _SPLIT = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")

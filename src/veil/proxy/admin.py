@@ -1,8 +1,9 @@
 """The admin listener (its own port): health, readiness, metrics, consent API, notice, audit report,
-reload. Scoped bearer tokens: `read` (metrics, notice), `consent`, `audit`, `reload`. Health and
-readiness are open (probes). A scope with no configured token is closed, except `read`, which is
-open when no read token is configured. Every admin action that reads or changes personal data is
-written to the decision log (who, what, when; the subject as a pseudonym only).
+reload, discovery report. Scoped bearer tokens: `read` (metrics, notice, discovery report), `consent`,
+`audit`, `reload`. Health and readiness are open (probes). A scope with no configured token is
+closed, except `read`, which is open when no read token is configured. Every admin action that
+reads or changes personal data is written to the decision log (who, what, when; the subject as a
+pseudonym only).
 """
 
 from __future__ import annotations
@@ -198,6 +199,30 @@ def build_admin_app(rt: Runtime) -> Starlette:
                  "json": "application/json"}[fmt]
         return Response(text, media_type=media)
 
+    async def discovery_report(request: Request) -> Response:
+        """What report-only discovery saw (this process, plus its sibling workers' saved counts)."""
+        if (denied := authorize(request, "read")) is not None:
+            return denied
+        if rt.discovery is None:
+            return _problem(404, "discovery_off", "discovery is not enabled (discovery: in veil.yaml)")
+        policy = rt.policy.current
+        fmt = request.query_params.get("format", "json")
+        if policy is None or fmt not in ("json", "md"):
+            return _problem(400, "request_invalid", "format must be json or md")
+        try:
+            min_rate = float(request.query_params.get("min_rate", "0.5"))
+        except ValueError:
+            min_rate = -1.0
+        if not 0.0 < min_rate <= 1.0:
+            return _problem(400, "request_invalid", "min_rate must be a number in (0, 1]")
+        from veil.discovery.report import build_report, markdown, to_json
+
+        state = rt.discovery.snapshot()  # a copy, taken on the event loop
+        reports = await asyncio.to_thread(build_report, policy, state, min_rate=min_rate)
+        if fmt == "md":
+            return Response(markdown(reports, state), media_type="text/markdown; charset=utf-8")
+        return _json({**to_json(reports, state), "policy_version": policy.version, "errors": rt.discovery.errors})
+
     return Starlette(routes=[
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -207,4 +232,5 @@ def build_admin_app(rt: Runtime) -> Starlette:
         Route("/audit/report", audit_report),
         Route("/reload", reload, methods=["POST"]),
         Route("/notice", notice),
+        Route("/discovery/report", discovery_report),
     ])

@@ -401,6 +401,9 @@ class ProxyApp:
         await self._audit(record)  # report-only never blocks on the log
         metrics.overhead(route).observe(time.perf_counter() - t0 - up_time)
         await send_response(send, resp.status, headers, resp.body, head=scope["method"] == "HEAD")
+        if self.rt.discovery is not None:  # issue 17: discovery of personal data (veil.discovery), after sending
+            purpose = outcome.purpose.name if isinstance(outcome, Admitted) else outcome.purpose
+            self.rt.discovery.observe(scope["method"], route, purpose, resp.status, resp.headers, resp.body)
 
     async def _upstream_status(self, send: Any, scope: Scope, policy: CompiledPolicy, ad: Admitted, status: int,
                                decision_id: str, t0: float, subject: str | None) -> None:

@@ -14,6 +14,7 @@ from veil.audit.log import AuditLog
 from veil.config import Config
 from veil.consent.open import open_store
 from veil.consent.store import ConsentStore, SubjectHasher
+from veil.discovery.recorder import Discovery
 from veil.errors import VeilError
 from veil.keys import KeyRing, generate_key
 from veil.proxy.policyholder import PolicyHolder
@@ -56,6 +57,17 @@ class AuthLimiter:
         self._fails[addr] = (start, count + 1)
 
 
+def _discovery(c: Config, chain_id: str) -> Discovery:
+    from veil.discovery.recorder import Settings
+    from veil.proxy.enforce import decode_content, is_json_type
+
+    d = c.discovery
+    assert d is not None
+    settings = Settings(True, d.routes, d.sample, d.state, d.flush_seconds, d.max_paths, d.array_items,
+                        d.max_values, d.phone_regions, c.max_body_bytes)
+    return Discovery(settings, decode=decode_content, is_json=is_json_type, replica=chain_id)
+
+
 @dataclass
 class Runtime:
     config: Config
@@ -68,6 +80,7 @@ class Runtime:
     audit_ring: KeyRing = field(init=False)
     limiter: AuthLimiter = field(init=False)
     store_ok: bool = True
+    discovery: Discovery | None = None  # report-only discovery (veil.discovery); None: off
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -84,6 +97,8 @@ class Runtime:
             flush_interval=c.audit_flush_ms, checkpoint_every=c.audit_checkpoint_every, fsync=c.audit_fsync,
             fsync_interval=c.audit_fsync_interval_ms,
         )
+        if c.discovery is not None:
+            self.discovery = _discovery(c, self.chain_id)
 
     async def start(self) -> None:
         c = self.config
@@ -95,6 +110,8 @@ class Runtime:
             await self.audit.start()
         except VeilError as exc:
             log.error("decision log not writable at start: %s", exc)
+        if self.discovery is not None:
+            await self.discovery.start()
         if c.policy_watch:
             self._tasks.append(asyncio.create_task(self.policy.watch()))
         self._tasks.append(asyncio.create_task(self._probe_store()))
@@ -124,6 +141,8 @@ class Runtime:
         metrics.tally.flush()
         await self.upstreams.close()
         await self.audit.close()
+        if self.discovery is not None:
+            await self.discovery.close()
         await self.store.close()
 
     def readiness(self) -> dict[str, object]:

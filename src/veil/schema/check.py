@@ -246,7 +246,7 @@ def _target_loc(policy: CompiledPolicy, rules: Sequence[FieldRule], rule_id: int
 
 
 def coverage(policy: CompiledPolicy, schemas: Schemas) -> list[RuleCoverage]:
-    """Every route with a schema × every purpose with a rule: the fate of each schema field."""
+    """Every route with a schema, every purpose with a rule: the fate of each schema field."""
     out: list[RuleCoverage] = []
     for route in policy.routes:
         rs = schemas.of(route.method, route.template)

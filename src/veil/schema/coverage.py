@@ -99,7 +99,8 @@ def personal_of(shapes: Sequence[Shape], names: Sequence[str], context: Sequence
     return classify_name(names, context)
 
 
-def fates(plan: FieldPlan, entries: Sequence[tuple[tuple[str | int, ...], str]]) -> dict[tuple[Any, ...], tuple[str, int]]:
+def fates(plan: FieldPlan, entries: Sequence[tuple[tuple[str | int, ...], str]]
+          ) -> dict[tuple[Any, ...], tuple[str, int]]:
     """(steps, kind class) → (fate, rule_id) from `plan.explain` on synthesized documents."""
     plain = FieldPlan(plan.rules)  # the same rules without aggregate guards (they act on values)
     docs: list[list[Any]] = []
@@ -177,40 +178,60 @@ def _kind_of(node: Any) -> str:
     return "object" if isinstance(node, dict) else "array" if isinstance(node, list) else "scalar"
 
 
+@dataclass(frozen=True)
+class Judged:
+    """A location's fate under one rule (the most disclosing over the kinds it may have)."""
+
+    fate: str
+    rule_id: int
+    how: str | None
+    location: Location
+    statement: str
+    note: str | None
+
+
+def judge(policy: CompiledPolicy, rule: CompiledRule,
+          places: Sequence[tuple[tuple[str | int, ...], frozenset[str]]]) -> dict[tuple[str | int, ...], Judged]:
+    """The fate of each location (steps from the root: keys, `*` for a key nobody names, 0 for array
+    elements) that may hold the given JSON kinds. Used by `veil coverage` (schema locations) and
+    `veil discover` (observed locations) alike."""
+    entries = [(steps, cls) for steps, ks in places for cls in sorted({_CLASSES.get(k, "scalar") for k in ks})]
+    fate_of = fates(rule.plan, entries)
+    out: dict[tuple[str | int, ...], Judged] = {}
+    for steps, ks in places:
+        options = sorted(((fate_of[(steps, cls)], cls) for cls in sorted({_CLASSES.get(k, "scalar") for k in ks})),
+                         key=lambda x: _ORDER[x[0][0]])
+        (fate, rule_id), _cls = options[0]
+        notes = [f"{f} as {c}" for (f, _), c in options[1:] if f != fate]
+        loc = rule.location_of(rule_id) if rule_id >= 0 else rule.loc
+        how = None
+        if fate == "transformed":
+            tr = next((r.transform for r in rule.plan.rules if r.rule_id == rule_id and r.transform), None)
+            how = tr.name if tr is not None else None
+        out[steps] = Judged(fate, rule_id, how, loc, source_line(policy.sources, loc), "; ".join(notes) or None)
+    return out
+
+
 def cover_rule(policy: CompiledPolicy, method: str, route: str, rule: CompiledRule, roots: Sequence[Shape],
                source: str, context: Sequence[str] = ()) -> RuleCoverage:
     found, truncated = locations(roots)
     places = merged(found)
     recursive = {loc.steps for loc in found if loc.recursive}
-    entries: list[tuple[tuple[str | int, ...], str]] = []
-    kinds_by: dict[tuple[str | int, ...], frozenset[str]] = {}
-    for steps, shapes in places:
-        ks = kinds_at(shapes)
-        kinds_by[steps] = ks
-        for cls in sorted({_CLASSES.get(k, "scalar") for k in ks}):
-            entries.append((steps, cls))
-    fate_of = fates(rule.plan, entries)
+    kinds_by = {steps: kinds_at(shapes) for steps, shapes in places}
+    judged = judge(policy, rule, [(steps, kinds_by[steps]) for steps, _ in places])
     cov = RuleCoverage(method, route, rule.purpose.name, source, truncated=truncated)
     for steps, shapes in places:
-        options = sorted(((fate_of[(steps, cls)], cls) for cls in sorted(
-            {_CLASSES.get(k, "scalar") for k in kinds_by[steps]})), key=lambda x: _ORDER[x[0][0]])
-        (fate, rule_id), _cls = options[0]
-        notes = [f"{f} as {c}" for (f, _), c in options[1:] if f != fate]
-        if steps in recursive:
-            notes.append("the schema recurses here")
+        j = judged[steps]
+        note = "; ".join(n for n in (j.note, "the schema recurses here" if steps in recursive else None) if n)
         tpl = template_of(steps)
         names = [s for s in steps if isinstance(s, str) and s != OTHER_KEY]
-        loc = rule.location_of(rule_id) if rule_id >= 0 else rule.loc
         category = policy.category_of(tpl) if steps else "uncategorized"
-        how = None
-        if fate == "transformed":
-            tr = next((r.transform for r in rule.plan.rules if r.rule_id == rule_id and r.transform), None)
-            how = tr.name if tr is not None else None
         cov.rows.append(Row(
             tpl, steps, tuple(k for k in ("object", "array", "string", "number", "integer", "boolean", "null")
                               if k in kinds_by[steps]),
-            fate, how, rule_id, loc, source_line(policy.sources, loc), None if category == "uncategorized" else category,
-            personal_of(shapes, names, context, by_name=not isinstance(steps[-1], int)) if steps else None, "; ".join(notes) or None,
+            j.fate, j.how, j.rule_id, j.location, j.statement, None if category == "uncategorized" else category,
+            personal_of(shapes, names, context, by_name=not isinstance(steps[-1], int)) if steps else None,
+            note or None,
         ))
     for g in rule.plan.guards:
         loc = rule.location_of(g.rule_id)
@@ -223,4 +244,4 @@ def source_line(sources: dict[str, str], loc: Location) -> str:
     return lines[loc.line - 1].strip() if 0 < loc.line <= len(lines) else ""
 
 
-__all__ = ["Row", "RuleCoverage", "cover_rule", "fates", "personal_of"]
+__all__ = ["Judged", "Row", "RuleCoverage", "cover_rule", "fates", "judge", "personal_of"]

@@ -52,7 +52,7 @@ def read_document(path: Path) -> Any:
             if path.suffix.lower() == ".json":
                 raise SchemaError(f"not valid JSON: {exc}", str(path)) from exc
     try:
-        return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a safe loader
+        return yaml.load(text, Loader=_YamlLoader)
     except (yaml.YAMLError, RecursionError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -69,7 +69,7 @@ class _Files:
     def __call__(self, uri: str) -> Resource[Any]:
         parts = urlsplit(uri)
         if parts.scheme not in ("", "file"):
-            raise NoSuchResource(ref=uri) from SchemaError(
+            raise NoSuchResource(ref=uri) from SchemaError(  # type: ignore[call-arg]
                 f"{uri}: only local files are read; download it and refer to the file")
         hit = self.cache.get(uri)
         if hit is None:

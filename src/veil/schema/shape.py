@@ -152,7 +152,7 @@ class Builder:
     memo: dict[int, Shape] = field(default_factory=dict)
     keep: list[Any] = field(default_factory=list)  # schema objects memoized by id() stay alive
 
-    def build(self, schema: Any, resolver: referencing.Resolver[Any], where: str, depth: int = 0) -> Shape:
+    def build(self, schema: Any, resolver: Any, where: str, depth: int = 0) -> Shape:
         if schema is True:
             return ANY
         if schema is False:
@@ -231,7 +231,7 @@ class Builder:
             node.any, node.extra, node.items = True, ANY, ANY  # nothing said about its shape: any JSON
         return node
 
-    def _ref(self, ref: str, resolver: referencing.Resolver[Any], where: str, depth: int) -> Shape:
+    def _ref(self, ref: str, resolver: Any, where: str, depth: int) -> Shape:
         try:
             resolved = resolver.lookup(ref)
         except referencing.exceptions.Unresolvable as exc:
@@ -291,7 +291,7 @@ def _json_kind(v: Any) -> str:
 
 def resource(contents: Any, openapi30: bool) -> Resource[Any]:
     spec = referencing.Specification.OPAQUE if openapi30 else referencing.jsonschema.DRAFT202012
-    return Resource(contents=contents, specification=spec)
+    return spec.create_resource(contents)
 
 
 __all__ = ["ANY", "KINDS", "NEVER", "Builder", "SchemaError", "Shape", "child", "element", "flatten",

@@ -129,7 +129,7 @@ def suggested_categories(api: Api, ops: Iterable[Operation]) -> dict[str, tuple[
             if hit is None:
                 continue
             named[steps] = hit.category
-            sensitive, paths = cats.setdefault(hit.category, (hit.sensitive, []))
+            _sensitive, paths = cats.setdefault(hit.category, (hit.sensitive, []))
             path = _category_path(steps, hit)
             if not any(path in ps for _, ps in cats.values()):  # a path belongs to one category
                 paths.append(path)
@@ -194,9 +194,10 @@ def starter(api: Api, spec_ref: str) -> dict[str, str]:
             continue
         cat_lines.append(f"category {name}{' sensitive' if sensitive else ''} = {', '.join(paths)}")
     files["categories.veil"] = "\n".join(cat_lines) + "\n"
-    files["routes.veil"] = "\n\n".join(
-        ["# One route per GET operation; every rule starts empty: deny and minimize by default."
-         + ("\n# Not routed:\n" + "\n".join(skipped) if skipped else "")] + routes) + "\n"
+    head = "# One route per GET operation; every rule starts empty: deny and minimize by default."
+    if skipped:
+        head += "\n# Not routed:\n" + "\n".join(skipped)
+    files["routes.veil"] = "\n\n".join([head, *routes]) + "\n"
     files["callers.veil"] = "\n".join([
         "# Callers: each needs a key (stored as a hash) and the purposes it may claim. For example:",
         "#",
