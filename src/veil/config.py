@@ -63,7 +63,7 @@ class DiscoveryConfig:
     """`discovery:` (veil.discovery): shapes and detector counts of report-only responses."""
 
     routes: tuple[str, ...] = ()  # "GET /customers/{id}"; empty: every route in report-only mode
-    sample: float = 1.0
+    sample: float = 0.1  # share of report-only responses examined
     state: str | None = None
     flush_seconds: float = 30.0
     max_paths: int = 512
@@ -235,7 +235,7 @@ def _discovery(r: _Reader, value: Any, base: Path) -> DiscoveryConfig | None:
         method, _, tpl = text.partition(" ")
         if method not in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD") or not tpl.startswith("/"):
             raise r.fail(f"discovery.routes[{i}]", 'must be "METHOD /template", as in the policy')
-    sample = m.get("sample", 1.0)
+    sample = m.get("sample", DiscoveryConfig.sample)
     if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0.0 < sample <= 1.0:
         raise r.fail("discovery.sample", "must be a number in (0, 1]")
     state = m.get("state", "veil-data/discovery.json")

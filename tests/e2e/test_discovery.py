@@ -48,7 +48,7 @@ def _veil(veil_factory: Callable[..., Veil], name: str = "veil", policy_src: Pat
           **discovery: Any) -> Veil:
     return veil_factory(name, policy_src=policy_src, overrides={"mode": "report-only",
                                          "discovery": {"flush_seconds": 0.2, "state": "data/discovery.json",
-                                                       **discovery}})
+                                                       "sample": 1.0, **discovery}})
 
 
 def test_discovery_counts_shapes_and_never_stores_a_value(veil_factory: Callable[..., Veil],
@@ -143,7 +143,7 @@ def test_state_survives_a_restart_and_sampling_counts_less(veil_factory: Callabl
 def test_discovery_off_and_only_in_report_only(veil_factory: Callable[..., Veil]) -> None:
     off = veil_factory("off", overrides={"mode": "report-only"})
     assert off.client.get(f"{off.admin}/discovery/report").status_code == 404
-    enforcing = veil_factory("enforce", overrides={"discovery": {"state": None}})
+    enforcing = veil_factory("enforce", overrides={"discovery": {"state": None, "sample": 1.0}})
     enforcing.consent("c-000001", "personalization", notice_version=3)
     assert enforcing.get("/customers/c-000001", purpose=REC).status_code == 200
     rep = enforcing.client.get(f"{enforcing.admin}/discovery/report").json()

@@ -39,6 +39,8 @@ class Observer:
         self.limits = limits
         self._templates: dict[tuple[str | int, ...], str] = {}
         self._keys: dict[str, str] = {}
+        self._recs: dict[tuple[int, tuple[str | int, ...]], PathStats] = {}  # (Shapes, steps) → its record
+        self._serial = 0  # responses observed: a record counts as seen once per response
 
     def fold(self, key: str) -> str:
         hit = self._keys.get(key)
@@ -62,46 +64,62 @@ class Observer:
     def observe(self, doc: Any, into: Shapes) -> None:
         lim = self.limits
         detect = self.detect
-        local: dict[tuple[str | int, ...], PathStats] = {}
+        self._serial += 1
+        serial = self._serial
+        recs = self._recs
+        ident = id(into)
         values = lim.max_values
         nodes = lim.max_nodes
+        items = lim.array_items
+        dict_types, list_types = lz.DICT, lz.LIST
         stack: list[tuple[Any, tuple[str | int, ...]]] = [(doc, ())]
+        pop, push = stack.pop, stack.append
         while stack and nodes > 0:
             nodes -= 1
-            node, steps = stack.pop()
-            rec = local.get(steps)
+            node, steps = pop()
+            rec = recs.get((ident, steps))
             if rec is None:
-                rec = local[steps] = PathStats(seen=1)
-            if isinstance(node, lz.DICT):
-                kind = "object"
-                keys = list(node.keys())
-                as_map = len(keys) > lim.map_keys
-                for k in reversed(keys):
-                    stack.append((node[k], (*steps, "*" if as_map else self.fold(k))))
-            elif isinstance(node, lz.LIST):
-                kind = "array"
-                for i in range(min(len(node), lim.array_items) - 1, -1, -1):
-                    stack.append((node[i], (*steps, 0)))
-            else:
-                kind = _SCALAR.get(type(node), "number")
-                if values > 0 and (kind == "string" or kind == "integer"):
-                    values -= 1
-                    rec.checked += 1
-                    hit = detect(node)
-                    if hit is not None:
-                        rec.hits[hit] = rec.hits.get(hit, 0) + 1
-            rec.types[kind] = rec.types.get(kind, 0) + 1
+                rec = self._stats(steps, into)
+            if rec is not None and rec.last != serial:  # first time in this response
+                rec.last = serial
+                rec.seen += 1
+            t = type(node)
+            kind = _SCALAR.get(t)
+            if kind is None:
+                if isinstance(node, dict_types):
+                    kind = "object"
+                    keys = list(node.keys())
+                    fold = (lambda _k: "*") if len(keys) > lim.map_keys else self.fold
+                    for k in keys:
+                        push((node[k], (*steps, fold(k))))
+                elif isinstance(node, list_types):
+                    kind = "array"
+                    for i in range(min(len(node), items)):
+                        push((node[i], (*steps, 0)))
+                else:
+                    kind = "number"
+            elif values > 0 and (kind == "string" or kind == "integer") and rec is not None:
+                values -= 1
+                rec.checked += 1
+                hit = detect(node)
+                if hit is not None:
+                    rec.hits[hit] = rec.hits.get(hit, 0) + 1
+            if rec is not None:
+                rec.types[kind] = rec.types.get(kind, 0) + 1
         into.responses += 1
-        paths = into.paths
-        for steps, rec in local.items():
-            tpl = self.template(steps)
-            have = paths.get(tpl)
-            if have is None:
-                if len(paths) >= lim.max_paths:
-                    into.overflow += 1
-                    continue
-                have = paths[tpl] = PathStats()
-            have.add(rec)
+
+    def _stats(self, steps: tuple[str | int, ...], into: Shapes) -> PathStats | None:
+        """The record of a path (remembered for the next responses); None (an overflow) over the cap."""
+        tpl = self.template(steps)
+        rec = into.paths.get(tpl)
+        if rec is None:
+            if len(into.paths) >= self.limits.max_paths:
+                into.overflow += 1
+                return None
+            rec = into.paths[tpl] = PathStats()
+        if len(self._recs) < _TEMPLATES_MAX:
+            self._recs[(id(into), steps)] = rec
+        return rec
 
 
 _SCALAR = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}

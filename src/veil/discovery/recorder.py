@@ -46,7 +46,7 @@ _LAZY_MIN = 16 * 1024
 class Settings:
     enabled: bool = False
     routes: tuple[str, ...] = ()  # "GET /customers/{id}"; empty: every route in report-only mode
-    sample: float = 1.0
+    sample: float = 0.1
     state: str | None = None  # file path; None: in memory only
     flush_seconds: float = 30.0
     max_paths: int = 512

@@ -31,6 +31,7 @@ class PathStats:
     types: dict[str, int] = field(default_factory=dict)  # JSON type → values
     checked: int = 0  # values the detectors examined
     hits: dict[str, int] = field(default_factory=dict)  # detector → values it matched
+    last: int = field(default=0, compare=False, repr=False)  # the observer's response serial (not saved)
 
     def add(self, other: PathStats) -> None:
         self.seen += other.seen
