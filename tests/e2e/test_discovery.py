@@ -23,7 +23,7 @@ REC = "personalize.recommendations"
 def _values(doc: Any) -> set[str]:
     """The personal values of demo profiles (a profile, or a list page of them): what must never be
     stored. (Vocabulary such as segment names is left out: `loyal` is part of the field name `loyalty`.)"""
-    profiles = doc["items"] if "items" in doc else [doc]
+    profiles = doc.get("items", [doc])
     out: set[str] = set()
     for c in profiles:
         out |= {c["id"], c["name"]["first"], c["name"]["last"], c["email"], c["phone"], c["birth_date"],

@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         print(exc.render(), file=sys.stderr)
         print("veil test: the policy has errors", file=sys.stderr)
         return 1
-    tests = [t for t in tests if t.resolve() not in schemas.files]  # an OpenAPI document is no test file
+    schema_files = schemas.files | {f for a in schemas.apis for f in a.read_files()}
+    tests = [t for t in tests if t.resolve() not in schema_files]  # an OpenAPI document is no test file
     if not tests:
         print("veil test: no test files (*.yaml) found", file=sys.stderr)
         return 1

@@ -74,10 +74,15 @@ def load_schemas(modules: Sequence[ast.Module], extra: Sequence[str | Path] = ()
         seen.add(key)
         out.files.add(key)
         try:
-            out.apis.append(load_api(path))
+            a = load_api(path)
         except SchemaError as exc:
             diags.append(Diagnostic("schema_invalid", f"schema {path}: {exc.message}", loc,
                                     "an OpenAPI 3.0 or 3.1 document (JSON or YAML)"))
+            return
+        out.apis.append(a)
+        for problem in a.problems[:20]:
+            diags.append(Diagnostic("schema_unusable", f"schema {path}: {problem}; that part is skipped", loc,
+                                    severity=Severity.WARNING))
 
     for p in extra:
         api(Path(p), None)

@@ -105,6 +105,13 @@ class Api:
     prefixes: tuple[str, ...]  # server URL paths, "" first
     builder: Builder = field(repr=False, default=None)  # type: ignore[assignment]
     base_uri: str = ""
+    problems: list[str] = field(default_factory=list)  # parts that could not be read (skipped)
+    files: Any = field(default=None, repr=False)  # the files read for it (a _Files)
+
+    def read_files(self) -> set[Path]:
+        """Every local file read so far for this document (itself, and what its $refs reached)."""
+        cache = self.files.cache if self.files is not None else {}
+        return {Path(unquote(urlsplit(uri).path)).resolve() for uri in cache}
     _shapes: dict[int, list[Shape]] = field(default_factory=dict, repr=False)
 
     @property
@@ -199,25 +206,38 @@ def load_api(path: str | Path) -> Api:
     registry: Registry[Any] = Registry(retrieve=files).with_resource(base_uri, files.cache[base_uri])  # type: ignore[call-arg]
     root = registry.resolver(base_uri=base_uri)
     ops: list[Operation] = []
+    problems: list[str] = []  # parts of the document that cannot be read: skipped, reported as warnings
     for tpl, item in paths.items():
         ptr = f"/paths/{_esc(str(tpl))}"
-        item, item_res = _follow(item, root, ptr)
+        try:
+            item, item_res = _follow(item, root, ptr)
+        except SchemaError as exc:
+            problems.append(exc.message)
+            continue
         if not isinstance(item, dict):
             continue
         for method in METHODS:
             if method not in item:
                 continue
-            op, op_res = _follow(item[method], item_res, f"{ptr}/{method}")
-            if not isinstance(op, dict):
+            try:
+                op, op_res = _follow(item[method], item_res, f"{ptr}/{method}")
+                if not isinstance(op, dict):
+                    continue
+                responses = _responses(op, op_res, f"{ptr}/{method}", version, doc)
+            except SchemaError as exc:
+                problems.append(exc.message)
                 continue
             params = []
             for prm in [*(item.get("parameters") or []), *(op.get("parameters") or [])]:
                 if isinstance(prm, dict) and isinstance(prm.get("name"), str):
                     params.append((str(prm.get("in", "")), prm["name"]))
             ops.append(Operation(method.upper(), str(tpl), op.get("operationId"), op.get("summary"),
-                                 tuple(params), _responses(op, op_res, f"{ptr}/{method}", version, doc), ptr))
+                                 tuple(params), responses, ptr))
     title = str((doc.get("info") or {}).get("title") or p.stem)
-    return Api(name, version, title, doc, ops, _prefixes(doc, version), Builder(registry, openapi30), base_uri)
+    api = Api(name, version, title, doc, ops, _prefixes(doc, version), Builder(registry, openapi30), base_uri)
+    api.problems = problems
+    api.files = files
+    return api
 
 
 def _follow(obj: Any, resolver: Any, where: str) -> tuple[Any, Any]:

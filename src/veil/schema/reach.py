@@ -22,8 +22,9 @@ from veil.schema.shape import Shape, element, flatten, key_children, kinds
 OTHER_KEY = "*"  # how a key the schema does not name is written in a location template
 
 
-def _step_any_key(path: FieldPath, states: frozenset[int]) -> frozenset[int]:
-    """States after a key the schema does not name (any Key segment may match it)."""
+def _step_any_key(path: FieldPath, states: frozenset[int], named: Iterable[str] = ()) -> frozenset[int]:
+    """States after a key the schema does not name (any Key segment may match it, except the names
+    the object declares: those hold what their own schema says)."""
     nxt: list[int] = []
     for i in states:
         if i >= len(path):
@@ -31,7 +32,7 @@ def _step_any_key(path: FieldPath, states: frozenset[int]) -> frozenset[int]:
         seg = path[i]
         if isinstance(seg, Deep):
             nxt.append(i)
-        elif isinstance(seg, Key | AnyKey):
+        elif isinstance(seg, AnyKey) or (isinstance(seg, Key) and seg.name not in named):
             nxt.append(i + 1)
     return _close(path, nxt)
 
@@ -49,10 +50,15 @@ def producible(roots: Sequence[Shape], path: FieldPath) -> bool:
         if mark in seen:
             continue
         seen.add(mark)
-        for name, sub in key_children(shape):
-            nst = _step_any_key(path, st) if name is None else step(path, st, name)
-            if nst:
-                stack.append((sub, nst))
+        for base in flatten(shape):
+            for name, sub in base.props.items():
+                nst = step(path, st, name)
+                if nst:
+                    stack.append((sub, nst))
+            if base.extra is not None:
+                nst = _step_any_key(path, st, base.props)
+                if nst:
+                    stack.append((base.extra, nst))
         for sub in element(shape):
             nst = step(path, st, 0)
             if nst:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin
 
 import referencing
 import referencing.exceptions
@@ -167,8 +168,10 @@ class Builder:
         node = Shape(where)
         self.memo[id(schema)] = node
         self.keep.append(schema)
-        if not self.openapi30 and isinstance(schema.get("$id"), str):
-            resolver = resolver.in_subresource(referencing.jsonschema.DRAFT202012.create_resource(schema))
+        if not self.openapi30 and isinstance(schema.get("$id"), str):  # a new base URI for what is inside
+            uri = urljoin(resolver._base_uri, schema["$id"]).rstrip("#")  # referencing keeps it private
+            self.registry = self.registry.with_resource(uri, referencing.jsonschema.DRAFT202012.create_resource(schema))
+            resolver = self.registry.resolver(base_uri=uri)
         d = depth + 1
         ref = schema.get("$ref")
         if ref is not None:
