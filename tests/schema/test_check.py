@@ -200,7 +200,8 @@ route GET /v2/accounts/{id} {
     assert data["rules"][0]["personal_in_clear"] == []
     assert code == 0
     # without the category, name is personal and in clear: listed first, exit 1
-    (d / "policy.veil").write_text((d / "policy.veil").read_text().replace("category identity = name, ", "category identity = "))
+    text = (d / "policy.veil").read_text()
+    (d / "policy.veil").write_text(text.replace("category identity = name, ", "category identity = "))
     assert main(["coverage", str(d)]) == 1
     md = capsys.readouterr().out
     assert "**Personal and in clear, no category:** `owner.name`" in md
