@@ -38,8 +38,10 @@ CATEGORIES: dict[str, tuple[bool, str]] = {
     "location.precise": (False, "drop {path}"),
     "online.ip": (False, "generalize {path} ip"),
     "online.identifier": (False, "hash {path}"),
-    "payment.card": (True, "mask {path} last 4"),
-    "payment.bank_account": (True, "mask {path} last 4"),
+    # a card or account number alone is neither a GDPR Art. 9 category nor CCPA sensitive personal
+    # information (that needs the code or password that opens the account): mask it, do not auto-drop it
+    "payment.card": (False, "mask {path} last 4"),
+    "payment.bank_account": (False, "mask {path} last 4"),
     "health": (True, "drop {path}"),
     "special": (True, "drop {path}"),
     "credentials": (True, "drop {path}"),
