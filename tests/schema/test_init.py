@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from veil.cli import main
-from veil.schema.starter import guess_subject, route_template
 from veil.schema.openapi import Operation
+from veil.schema.starter import guess_subject, route_template
 
 FIX = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).resolve().parents[2]

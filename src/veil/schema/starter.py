@@ -28,6 +28,8 @@ from veil.schema.openapi import Api, Operation
 from veil.schema.reach import OTHER_KEY, locations, merged, template_of
 from veil.schema.shape import SchemaError, Shape, child, element, flatten
 
+# whose data a path parameter names: people, and the accounts people hold
+SUBJECT_WORDS = PERSON_WORDS | {"account", "accounts", "users", "customers", "members", "patients"}
 _ROUTE_CHARS = re.compile(r"^[A-Za-z0-9._~!$&'()*+,=:@%-]*$")
 _PARAM = re.compile(r"^\{([^{}]+)\}$")
 
@@ -73,9 +75,9 @@ def guess_subject(template: str) -> str | None:
         if not m:
             continue
         name = m.group(1)
-        if set(tokens(name)) & PERSON_WORDS:
+        if set(tokens(name)) & SUBJECT_WORDS:
             return name
-        if i > 0 and not _PARAM.match(segs[i - 1]) and set(tokens(segs[i - 1])) & PERSON_WORDS:
+        if i > 0 and not _PARAM.match(segs[i - 1]) and set(tokens(segs[i - 1])) & SUBJECT_WORDS:
             return name
     return None
 
