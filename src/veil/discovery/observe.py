@@ -90,11 +90,11 @@ class Observer:
                     kind = "object"
                     keys = list(node.keys())
                     fold = (lambda _k: "*") if len(keys) > lim.map_keys else self.fold
-                    for k in keys:
+                    for k in reversed(keys):  # popped in document order
                         push((node[k], (*steps, fold(k))))
                 elif isinstance(node, list_types):
                     kind = "array"
-                    for i in range(min(len(node), items)):
+                    for i in range(min(len(node), items) - 1, -1, -1):
                         push((node[i], (*steps, 0)))
                 else:
                     kind = "number"

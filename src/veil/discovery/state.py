@@ -116,7 +116,7 @@ class State:
         st = State(max_paths=max(_int(data.get("max_paths")), 1) or 512)
         st.overflow = _int(data.get("overflow"))
         st.replicas = [str(r) for r in data.get("replicas") or [] if isinstance(r, str)]
-        routes = data.get("routes") or {}
+        routes = data.get("routes", {})
         if not isinstance(routes, dict):
             raise StateError(f"{where}: routes must be a mapping")
         for route, purposes in routes.items():
@@ -126,7 +126,7 @@ class State:
                 if not isinstance(shapes, dict):
                     raise StateError(f"{where}: routes.{route}.{purpose} must be a mapping")
                 sh = Shapes(_int(shapes.get("responses")), _int(shapes.get("overflow")))
-                paths = shapes.get("paths") or {}
+                paths = shapes.get("paths", {})
                 if not isinstance(paths, dict):
                     raise StateError(f"{where}: routes.{route}.{purpose}.paths must be a mapping")
                 for p, d in paths.items():
