@@ -162,7 +162,19 @@ def suggest(roots: Sequence[Shape], path: FieldPath, *, limit: int = 5000) -> st
     text = format_path(path)
     templates = sorted({loc.template for loc in found if loc.steps and OTHER_KEY not in loc.steps})
     close = difflib.get_close_matches(text, templates, n=1, cutoff=0.6)
-    return close[0] if close else None
+    if close:
+        return close[0]
+    # the right name in another place (`sid` for `accounts[*].sid`), or a near one
+    last = path[-1].name if isinstance(path[-1], Key) else None
+    if last is None:
+        return None
+    by_name: dict[str, list[str]] = {}
+    for loc in found:
+        if loc.steps and isinstance(loc.steps[-1], str) and loc.steps[-1] != OTHER_KEY:
+            by_name.setdefault(loc.steps[-1], []).append(loc.template)
+    name = last if last in by_name else next(iter(difflib.get_close_matches(last, list(by_name), n=1, cutoff=0.75)),
+                                               None)
+    return min(by_name[name], key=lambda t: (len(t), t)) if name else None
 
 
 def all_names(shapes: Iterable[Shape]) -> set[str]:
