@@ -62,7 +62,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_missing_veil_factory_skips_rows_3_to_5() -> None:
     rows = default_scenarios(None, "`veil serve` is not available yet")
     skipped = [s for s in rows if s.skipped]
-    assert [s.label for s in skipped] == ["3", "3b", "4", "5"]
+    assert [s.label for s in skipped] == ["3", "3b", "4", "5", "5b"]
     assert all(s.setup is None for s in skipped)
     assert [s.label for s in rows if not s.skipped] == ["1", "2", "2b", "6"]
 
