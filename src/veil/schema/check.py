@@ -27,7 +27,7 @@ from pathlib import Path
 from veil.errors import Diagnostic, Diagnostics, PathError, Severity
 from veil.location import Location
 from veil.policy import ast
-from veil.policy.compile import CompiledPolicy, CompiledRoute
+from veil.policy.compile import CompiledPolicy, CompiledRoute, CompiledRule
 from veil.policy.load import load_policy
 from veil.redact.engine import Action, FieldRule
 from veil.redact.paths import FieldPath, parse_path
@@ -49,6 +49,17 @@ class Schemas:
     routes: dict[tuple[str, str], RouteSchema | None] = field(default_factory=dict)  # None: no operation
     missing_body: set[tuple[str, str]] = field(default_factory=set)
     files: set[Path] = field(default_factory=set)  # every schema document named (resolved paths)
+    covered: dict[tuple[str, str, str], RuleCoverage] = field(default_factory=dict)  # computed once
+
+    def cover(self, policy: CompiledPolicy, route: CompiledRoute, rule: CompiledRule, rs: RouteSchema
+              ) -> RuleCoverage:
+        """The coverage of one rule (cached: `veil check` and `veil coverage` share it)."""
+        key = (route.method, route.template, rule.purpose.name)
+        hit = self.covered.get(key)
+        if hit is None:
+            hit = self.covered[key] = cover_rule(policy, route.method, route.template, rule, rs.shapes, rs.source,
+                                                 _context(route.template))
+        return hit
 
     def __bool__(self) -> bool:
         return bool(self.apis) or any(v is not None for v in self.routes.values())
@@ -147,7 +158,7 @@ def check_schemas(policy: CompiledPolicy, schemas: Schemas) -> list[Diagnostic]:
             diags.extend(_check_paths(r, rs))
             route = compiled.get(key)
             if route is not None:
-                diags.extend(_check_personal(policy, route, rs))
+                diags.extend(_check_personal(policy, route, rs, schemas))
     return diags
 
 
@@ -207,12 +218,13 @@ def _check_paths(r: ast.Route, rs: RouteSchema) -> list[Diagnostic]:
     return out
 
 
-def _check_personal(policy: CompiledPolicy, route: CompiledRoute, rs: RouteSchema) -> list[Diagnostic]:
+def _check_personal(policy: CompiledPolicy, route: CompiledRoute, rs: RouteSchema, schemas: Schemas
+                    ) -> list[Diagnostic]:
     out: list[Diagnostic] = []
     for rule in route.rules.values():
         if rule.block is not None or not any(r.action is Action.KEEP for r in rule.plan.rules):
             continue  # nothing leaves in clear
-        cov = cover_rule(policy, route.method, route.template, rule, rs.shapes, rs.source, _context(route.template))
+        cov = schemas.cover(policy, route, rule, rs)
         for row in cov.findings:
             assert row.personal is not None
             out.append(Diagnostic(
@@ -258,8 +270,7 @@ def coverage(policy: CompiledPolicy, schemas: Schemas) -> list[RuleCoverage]:
         if rs is None or not rs.shapes:
             continue
         for rule in route.rules.values():
-            out.append(cover_rule(policy, route.method, route.template, rule, rs.shapes, rs.source,
-                                  _context(route.template)))
+            out.append(schemas.cover(policy, route, rule, rs))
     return out
 
 

@@ -198,6 +198,7 @@ def judge(policy: CompiledPolicy, rule: CompiledRule,
     entries = [(steps, cls) for steps, ks in places for cls in sorted({_CLASSES.get(k, "scalar") for k in ks})]
     fate_of = fates(rule.plan, entries)
     out: dict[tuple[str | int, ...], Judged] = {}
+    lines: dict[Location, str] = {}
     for steps, ks in places:
         options = sorted(((fate_of[(steps, cls)], cls) for cls in sorted({_CLASSES.get(k, "scalar") for k in ks})),
                          key=lambda x: _ORDER[x[0][0]])
@@ -208,7 +209,10 @@ def judge(policy: CompiledPolicy, rule: CompiledRule,
         if fate == "transformed":
             tr = next((r.transform for r in rule.plan.rules if r.rule_id == rule_id and r.transform), None)
             how = tr.name if tr is not None else None
-        out[steps] = Judged(fate, rule_id, how, loc, source_line(policy.sources, loc), "; ".join(notes) or None)
+        text = lines.get(loc)
+        if text is None:
+            text = lines[loc] = source_line(policy.sources, loc)
+        out[steps] = Judged(fate, rule_id, how, loc, text, "; ".join(notes) or None)
     return out
 
 
