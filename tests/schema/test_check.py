@@ -246,3 +246,8 @@ route GET /v2/accounts/{id} {
     assert main(["notice", str(d)]) == 1
     assert "owner.name" in capsys.readouterr().err
     assert main(["notice", str(d), "--allow-uncategorized"]) == 0
+
+
+def test_schema_is_a_keyword_only_where_one_is_expected() -> None:
+    text = 'category meta = schema\n\nroute GET /a {\n  for p {\n    keep schema, id\n    drop @meta\n  }\n}\n'
+    assert format_text(text) == text
