@@ -78,6 +78,20 @@ _FLOW = FlowSettings()
 
 
 @dataclass(frozen=True)
+class DiscoveryConfig:
+    """`discovery:` (veil.discovery): shapes and detector counts of report-only responses."""
+
+    routes: tuple[str, ...] = ()  # "GET /customers/{id}"; empty: every route in report-only mode
+    sample: float = 0.1  # share of report-only responses examined
+    state: str | None = None
+    flush_seconds: float = 30.0
+    max_paths: int = 512
+    array_items: int = 20
+    max_values: int = 2000
+    phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR")
+
+
+@dataclass(frozen=True)
 class Config:
     proxy: Listen = Listen("127.0.0.1", 8080)
     admin: Listen = Listen("127.0.0.1", 8081)
@@ -119,6 +133,7 @@ class Config:
     log_format: str = "text"  # text | json (veil.logs)
     log_level: str = "info"
     consent_url_given: str | None = None  # consent.url as written (before a relative sqlite path is resolved)
+    discovery: DiscoveryConfig | None = None  # None: off
 
     def flow(self) -> FlowSettings:
         """What the request flow reads of this config."""
@@ -260,7 +275,7 @@ class _Reader:
 
 TOP_KEYS = (
     "listen", "mode", "upstreams", "policy", "consent", "audit", "keys", "admin", "limits", "tcf",
-    "tls", "workers", "environment", "log",
+    "tls", "workers", "environment", "log", "discovery",
 )
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -289,6 +304,50 @@ def _consent_tuning(r: _Reader, consent: Mapping[str, Any]) -> dict[str, Any]:
         if key in consent:
             out[f"consent_{key}"] = r.int_(consent[key], f"consent.{key}")
     return out
+DISCOVERY_KEYS = ("enabled", "routes", "sample", "state", "flush_seconds", "max_paths", "array_items", "max_values",
+                  "phone_regions")
+
+
+def _discovery(r: _Reader, value: Any, base: Path) -> DiscoveryConfig | None:
+    """`discovery: on`, or a mapping (`enabled` defaults to true when the mapping is given)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return DiscoveryConfig(state=str(base / "veil-data" / "discovery.json"))
+    m = r.mapping(value, "discovery")
+    r.known(m, "discovery", DISCOVERY_KEYS)
+    enabled = m.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise r.fail("discovery.enabled", "must be true or false")
+    if not enabled:
+        return None
+    routes = m.get("routes", [])
+    if not isinstance(routes, list):
+        raise r.fail("discovery.routes", 'must be a list of "METHOD /template"')
+    for i, item in enumerate(routes):
+        text = r.str_(item, f"discovery.routes[{i}]")
+        method, _, tpl = text.partition(" ")
+        if method not in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD") or not tpl.startswith("/"):
+            raise r.fail(f"discovery.routes[{i}]", 'must be "METHOD /template", as in the policy')
+    sample = m.get("sample", DiscoveryConfig.sample)
+    if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0.0 < sample <= 1.0:
+        raise r.fail("discovery.sample", "must be a number in (0, 1]")
+    state = m.get("state", "veil-data/discovery.json")
+    if state is not None:
+        state = r.str_(state, "discovery.state")
+        if not Path(state).is_absolute():
+            state = str(base / state)
+    regions = m.get("phone_regions", ["US", "GB", "DE", "FR"])
+    if not isinstance(regions, list) or not all(isinstance(x, str) and len(x) == 2 and x.isalpha() for x in regions):
+        raise r.fail("discovery.phone_regions", "must be a list of two-letter region codes (US, DE, ...)")
+    return DiscoveryConfig(
+        routes=tuple(str(x) for x in routes), sample=float(sample), state=state,
+        flush_seconds=r.num(m.get("flush_seconds", 30.0), "discovery.flush_seconds"),
+        max_paths=r.int_(m.get("max_paths", 512), "discovery.max_paths"),
+        array_items=r.int_(m.get("array_items", 20), "discovery.array_items"),
+        max_values=r.int_(m.get("max_values", 2000), "discovery.max_values", lo=0),
+        phone_regions=tuple(x.upper() for x in regions),
+    )
 
 
 def parse_config(data: Any, *, file: str | None = None, base: Path | None = None) -> Config:
@@ -425,6 +484,7 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
         log_format=log_format,
         log_level=log_level,
         consent_url_given=consent_url_given,
+        discovery=_discovery(r, top.get("discovery"), base),
     )
 
 

@@ -44,7 +44,8 @@ def admin(tmp_path_factory: pytest.TempPathFactory, demo_upstream: Upstream) -> 
     read.write_text("read-" + "ab" * 16)
     read.chmod(0o600)
     v = start_veil(d, demo_upstream.url, overrides={"admin": {"tokens": {
-        **{s: f"file:{d / f'{s}.token'}" for s in ("consent", "audit", "reload")}, "read": f"file:{read}"}}})
+        **{s: f"file:{d / f'{s}.token'}" for s in ("consent", "audit", "reload")}, "read": f"file:{read}"}},
+        "discovery": {"state": str(d / "discovery.json")}})
     v.tokens["read"] = read.read_text()
     v.consent("c-000001", "personalization", notice_version=3)
     yield v

@@ -1,11 +1,11 @@
 """The admin listener (its own port): health, readiness, metrics, consent API, notice, audit report,
-reload, and its own OpenAPI document (admin_openapi.yaml, at /openapi.json; docs/admin-api.md).
-Scoped bearer tokens: `read` (metrics, notice, readiness details), `consent`, `audit`, `reload`. Health
-and readiness are open (probes): `/readyz` gives the whole veil's status and reason codes only
-(veil.proxy.readiness); its per-worker details (checks, policy version, a rejected policy's error with
-file names and source) need the read token, and are not served when none is configured. A scope with
-no configured token is closed, except `read`, which is open when no read token is configured. Every
-admin action that reads or changes personal data is
+reload, the discovery report, and its own OpenAPI document (admin_openapi.yaml, at /openapi.json;
+docs/admin-api.md). Scoped bearer tokens: `read` (metrics, notice, discovery report, readiness
+details), `consent`, `audit`, `reload`. Health and readiness are open (probes): `/readyz` gives the
+whole veil's status and reason codes only (veil.proxy.readiness); its per-worker details (checks,
+policy version, a rejected policy's error with file names and source) need the read token, and are not
+served when none is configured. A scope with no configured token is closed, except `read`, which is
+open when no read token is configured. Every admin action that reads or changes personal data is
 written to the decision log (who, what, when; the subject as a pseudonym only).
 """
 
@@ -312,6 +312,32 @@ def build_admin_app(rt: Runtime) -> Starlette:
                                               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"}
         return Response(text, media_type=media, headers=headers)
 
+    async def discovery_report(request: Request) -> Response:
+        """What report-only discovery saw (this process, plus its sibling workers' saved counts)."""
+        if (denied := authorize(request, "read")) is not None:
+            return denied
+        if rt.discovery is None:
+            return _problem(404, "discovery_off", "discovery is not enabled (discovery: in veil.yaml)")
+        policy = rt.policy.current
+        fmt = request.query_params.get("format", "json")
+        if fmt not in ("json", "md"):
+            return _invalid([("format", "must be json or md")])
+        if policy is None:
+            return _problem(503, "policy_unavailable", "no valid policy is loaded")
+        try:
+            min_rate = float(request.query_params.get("min_rate", "0.5"))
+        except ValueError:
+            min_rate = -1.0
+        if not 0.0 < min_rate <= 1.0:
+            return _invalid([("min_rate", "must be a number in (0, 1]")])
+        from veil.discovery.report import build_report, markdown, to_json
+
+        state = rt.discovery.snapshot()  # a copy, taken on the event loop
+        reports = await asyncio.to_thread(build_report, policy, state, min_rate=min_rate)
+        if fmt == "md":
+            return Response(markdown(reports, state), media_type="text/markdown; charset=utf-8")
+        return _json({**to_json(reports, state), "policy_version": policy.version, "errors": rt.discovery.errors})
+
     api = openapi_document()
     document = orjson.dumps(api)
     declared = _query_parameters(api)
@@ -350,6 +376,7 @@ def build_admin_app(rt: Runtime) -> Starlette:
         ("/audit/report", audit_report, ["GET"]),
         ("/reload", reload, ["POST"]),
         ("/notice", notice, ["GET"]),
+        ("/discovery/report", discovery_report, ["GET"]),
     ]
     return Starlette(exception_handlers={404: not_found, 405: not_allowed},
                      routes=[Route(path, checked(path, fn), methods=methods) for path, fn, methods in routes])

@@ -20,6 +20,7 @@ from veil.consent.open import ConsentStack, Tuning, open_stack
 from veil.consent.pg_peers import Timeouts, default_member_name
 from veil.consent.propagate import Propagation, record_and_propagate
 from veil.consent.store import ConsentEvent, ConsentStore, SubjectHasher
+from veil.discovery.recorder import Discovery
 from veil.errors import VeilError
 from veil.keys import KeyRing, generate_key
 from veil.proxy.policyholder import PolicyHolder
@@ -93,6 +94,17 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _discovery(c: Config, chain_id: str) -> Discovery:
+    from veil.discovery.recorder import Settings
+    from veil.redact.reading import decode_content, is_json_type
+
+    d = c.discovery
+    assert d is not None
+    settings = Settings(True, d.routes, d.sample, d.state, d.flush_seconds, d.max_paths, d.array_items,
+                        d.max_values, d.phone_regions, c.max_body_bytes)
+    return Discovery(settings, decode=decode_content, is_json=is_json_type, replica=chain_id)
+
+
 @dataclass
 class Runtime:
     """`transports` replaces the socket client of named upstreams (in-process runs of the whole app);
@@ -112,6 +124,7 @@ class Runtime:
     audit_ring: KeyRing = field(init=False)
     limiter: AuthLimiter = field(init=False)
     settings: FlowSettings = field(init=False)  # what the request flow reads of the config (reloadable)
+    discovery: Discovery | None = None  # report-only discovery (veil.discovery); None: off
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -130,6 +143,8 @@ class Runtime:
             flush_interval=c.audit_flush_ms, checkpoint_every=c.audit_checkpoint_every, fsync=c.audit_fsync,
             fsync_interval=c.audit_fsync_interval_ms,
         )
+        if c.discovery is not None:
+            self.discovery = _discovery(c, self.chain_id)
 
     @property
     def replica(self) -> str:
@@ -162,6 +177,8 @@ class Runtime:
             await self.audit.start()
         except VeilError as exc:
             log.error("decision log not writable at start: %s", exc)
+        if self.discovery is not None:
+            await self.discovery.start()
         if c.policy_watch:
             self._tasks.append(asyncio.create_task(self.policy.watch()))
         self._tasks.append(asyncio.create_task(self._probe_store()))
@@ -206,6 +223,8 @@ class Runtime:
         metrics.tally.flush()
         await self.upstreams.close()
         await self.audit.close()
+        if self.discovery is not None:
+            await self.discovery.close()
         await self.store.close()
         if self.siblings is not None:
             self.siblings.close()
