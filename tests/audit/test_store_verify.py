@@ -119,7 +119,7 @@ async def test_truncated_chain(fleet: AuditStore, ring: KeyRing, sql: SQL) -> No
     await sql("DELETE FROM {s}.audit_records WHERE chain_no = $1 AND seq > 9", await sql.chain_no("r2"))
     result = await verify_store(fleet, ring)
     assert failed(result) == [("r2", "truncated", 10)]
-    assert "the ship head says seq 12, the chain ends at 9" in result.chains[1].message
+    assert "the ship head says seq 12, the log ends at 9" in result.chains[1].message
 
 
 async def test_truncated_chain_with_its_head_moved_back(fleet: AuditStore, ring: KeyRing, sql: SQL) -> None:

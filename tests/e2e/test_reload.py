@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import time
@@ -64,7 +65,7 @@ def errors(v: Veil) -> float:
 
 @pytest.fixture(scope="module")
 def reload_veil(tmp_path_factory: pytest.TempPathFactory, demo_upstream: Upstream) -> Iterator[Veil]:
-    v = start_veil(tmp_path_factory.mktemp("reload") / "veil", demo_upstream.url)
+    v = start_veil(tmp_path_factory.mktemp("reload") / "veil", demo_upstream.url, read_token=True)
     yield v
     v.stop()
 
@@ -91,7 +92,7 @@ def test_edit_is_picked_up_by_the_watcher(reload_veil: Veil, routes: Path) -> No
     assert after.json()["phone"].count("*") == len(after.json()["phone"]) - 2
     assert took < 3.0, f"picked up after {took:.2f}s"
     print(f"\nwatcher: edit picked up after {took:.2f}s")
-    ready = reload_veil.client.get(f"{reload_veil.admin}/readyz").json()
+    (ready,) = reload_veil.readyz(details=True).json()["workers"]
     assert ready["policy_version"] == after.headers["veil-policy"] and ready["policy_error"] is None
     scrape = reload_veil.metrics()
     assert sample(scrape, "veil_policy_info", version=after.headers["veil-policy"]) == 1
@@ -117,15 +118,50 @@ def test_bad_policy_keeps_the_last_good_one(reload_veil: Veil, routes: Path, dam
     assert r.status_code == 422, r.text
     assert r.json()["ok"] is False and r.json()["version"] == version and r.json()["error"]
     assert errors(reload_veil) >= errors_before + 1
-    ready = reload_veil.client.get(f"{reload_veil.admin}/readyz")
+    ready = reload_veil.readyz()
     assert ready.status_code == 200  # still serving: the last good policy is active
-    assert ready.json()["policy_error"] and ready.json()["policy_version"] == version
+    # a probe sees the status only: no file path, no policy source (issue 21)
+    assert ready.json() == {"status": "ready", "reasons": [], "mode": "enforce"}
+    assert str(reload_veil.policy_dir) not in ready.text
+    (details,) = reload_veil.readyz(details=True).json()["workers"]  # the read token shows why
+    assert details["policy_error"] and details["policy_version"] == version
+    if damage != "routes_deleted":  # diagnostics name the file (that one says no route is left)
+        assert str(reload_veil.policy_dir) in details["policy_error"]
     still = ship(reload_veil)
     assert still.status_code == 200 and still.headers["veil-policy"] == version
     assert still.content == good.content
     if damage == "garbage":
         time.sleep(1.2)  # the watcher's next pass (1 s) sees nothing new to try: no flapping
         assert ship(reload_veil).headers["veil-policy"] == version
+
+
+def test_reload_gauges_and_one_line_log_records(reload_veil: Veil, routes: Path) -> None:
+    """A rejected reload sets veil_policy_last_reload_successful to 0 and keeps the success timestamp;
+    the recovery sets both and says so in the log; every log record is one line."""
+    scrape = reload_veil.metrics()
+    assert sample(scrape, "veil_policy_last_reload_successful") == 1
+    t0 = sample(scrape, "veil_policy_last_reload_success_timestamp_seconds")
+    assert t0 > 0
+    good = routes.read_text()
+    replace(routes, good + "\nroute GET /broken {\n  for nothing.here {\n")
+    assert reload(reload_veil).status_code == 422
+    scrape = reload_veil.metrics()
+    assert sample(scrape, "veil_policy_last_reload_successful") == 0
+    assert sample(scrape, "veil_policy_last_reload_success_timestamp_seconds") == t0
+    time.sleep(0.01)
+    replace(routes, good)
+    assert reload(reload_veil).status_code == 200
+    scrape = reload_veil.metrics()
+    assert sample(scrape, "veil_policy_last_reload_successful") == 1
+    assert sample(scrape, "veil_policy_last_reload_success_timestamp_seconds") > t0
+    log = Path(reload_veil.proc.log_path).read_text()  # type: ignore[attr-defined]
+    lines = log.splitlines()
+    rejected = [x for x in lines if "policy reload rejected" in x]
+    assert rejected and re.search(r"1 error\(s\): \S+routes\.veil:\d+:\d+: error\[parse_error\]", rejected[-1])
+    assert any("policy reload succeeded after a rejected one" in x for x in lines)
+    assert any(" INFO veil: veil " in x and " listening: proxy " in x for x in lines)  # the startup line
+    for line in lines:  # no record spans lines: each line is a record of its own
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) ", line), line
 
 
 def test_sighup_and_post_reload(reload_veil: Veil) -> None:

@@ -60,6 +60,7 @@ class ShipControl:
         if ship is None:
             return tasks
         metrics.audit_ship_backlog_limit_bytes.set(ship.max_backlog_bytes)
+        metrics.init_ship_series()
         self.audit.on_hold = self._full
         if ship.shipper == "veil":
             self.link = StoreLink(ship.url, timeout=ship.timeout, partition=ship.partition)

@@ -140,6 +140,7 @@ async def serve_sidecar(config: Config, *, metrics_listen: tuple[str, int] | Non
         from prometheus_client import start_http_server
 
         start_http_server(metrics_listen[1], metrics_listen[0], registry=metrics.REGISTRY)
+    metrics.init_ship_series()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -17,6 +17,15 @@ A chain whose oldest segments were removed (retention, or after shipping to the 
 prune marker: verification starts after the seq it names and says so in the result's notes.
 The chain rules live in `ChainCheck`, which `veil.audit.store_verify` feeds from the store.
 
+A malformed line in the middle of a chain is damage or tampering: veil never leaves one there.
+
+An **incomplete last line** (the active file does not end in a newline) is what a crash in the middle of
+a write leaves behind. It is not a failure: the record was never acknowledged (its response waits for
+the whole line), so nothing that was decided is missing. The result is ok and carries `torn_tail`
+(file, line, bytes, the offset to cut at); `veil serve` cuts it off when it next starts and notes
+`discarded_bytes` in its start record. The head file still applies: if it names a record that is not
+complete on disk, that is `truncated` (records cut off the end), not a torn write.
+
 A path may be a log file (its whole chain is verified: rotated segments and active file), a directory
 (every chain in it) or a glob. Chains are verified independently; the first failing one is reported.
 """
@@ -55,6 +64,24 @@ Visitor = Callable[[dict[str, Any], Path | str, int], None]
 
 
 @dataclass(frozen=True)
+class TornTail:
+    """An incomplete last line of a chain's active file: a write cut short by a crash."""
+
+    file: Path
+    line: int
+    bytes: int
+    offset: int  # the file's size without it: where `veil serve` cuts at its next start
+
+    def render(self) -> str:
+        return (f"{self.file}:{self.line}: incomplete last line ({self.bytes} bytes, no newline): a write cut "
+                f"short by a crash, never acknowledged; `veil serve` cuts it off when it next starts "
+                f"(offline: truncate -s {self.offset} {self.file})")
+
+    def to_json(self) -> dict[str, object]:
+        return {"file": str(self.file), "line": self.line, "bytes": self.bytes, "offset": self.offset}
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     ok: bool
     records: int
@@ -64,10 +91,13 @@ class VerifyResult:
     problem: str | None = None
     message: str = ""
     notes: tuple[str, ...] = ()  # what verification found and accepted (records pruned under a marker)
+    torn_tails: tuple[TornTail, ...] = ()
 
     def render(self) -> str:
         if self.ok:
-            return f"ok: {self.records} records in {self.files} files" + "".join(f"; {n}" for n in self.notes)
+            torn = "".join(f"\nnote: {t.render()}" for t in self.torn_tails)
+            notes = "".join(f"; {n}" for n in self.notes)
+            return f"ok: {self.records} records in {self.files} files{notes}{torn}"
         where = f"{self.first_bad[0]}:{self.first_bad[1]}" if self.first_bad else "?"
         return f"FAILED at {where}: {self.problem}: {self.message}"
 
@@ -121,16 +151,20 @@ def verify(
     """
     records = files = 0
     notes: list[str] = []
+    torn: list[TornTail] = []
     actives = find_chains(paths)
     for active in actives:
         chain = chain_files(active)
         files += len(chain)
         try:
-            records += _verify_chain(active, chain, ring, require_head, visit, notes)
+            count, tail = _verify_chain(active, chain, ring, require_head, visit, notes)
         except ChainProblem as bad:
             return VerifyResult(False, records, files, len(actives), (bad.file, bad.line), bad.problem,
                                 bad.message, tuple(notes))
-    return VerifyResult(True, records, files, len(actives), notes=tuple(notes))
+        records += count
+        if tail is not None:
+            torn.append(tail)
+    return VerifyResult(True, records, files, len(actives), notes=tuple(notes), torn_tails=tuple(torn))
 
 
 class _Lines:
@@ -167,7 +201,8 @@ def parse_record(raw: bytes | str, path: Path | str, line: int) -> dict[str, Any
     try:
         rec = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise _Bad("malformed", path, line, "not valid JSON") from None
+        raise _Bad("malformed", path, line, "not valid JSON (a complete line: changed after it was written; "
+                   "a crash only ever leaves an incomplete last line)") from None
     if not isinstance(rec, dict):
         raise _Bad("malformed", path, line, "not a JSON object")
     seq = rec.get("seq")
@@ -269,7 +304,7 @@ class ChainCheck:
         head = self.head
         if head is not None:
             if head["seq"] > self.last_seq:
-                raise _Bad("truncated", *end, f"{self.head_name} says seq {head['seq']}, the chain ends at "
+                raise _Bad("truncated", *end, f"{self.head_name} says seq {head['seq']}, the log ends at "
                                               f"{self.last_seq}")
         elif require_head:
             raise _Bad("truncated", *end, f"no {self.head_name}: cannot rule out records cut off the end")
@@ -307,7 +342,7 @@ def pruned_note(label: str, marker: Mapping[str, Any]) -> str:
 def _verify_chain(
     active: Path, files: list[Path], ring: KeyRing, require_head: bool, visit: Visitor | None,
     notes: list[str],
-) -> int:
+) -> tuple[int, TornTail | None]:
     hpath = head_path(active)
     try:
         head = read_head(hpath)
@@ -318,11 +353,18 @@ def _verify_chain(
     check = ChainCheck(ring, start_seq=start_seq, start_mac=start_mac, head=head, head_name=hpath.name,
                        visit=visit)
     lines = _Lines(files)
+    torn: TornTail | None = None
 
     def ahead() -> list[int]:
         return [s for _, _, r in lines.peek(LOOKAHEAD) if (s := seq_of(r)) is not None]
 
     for path, n, raw in lines:
+        if not raw.endswith(b"\n"):  # only ever the last line of a file
+            if path == active:
+                torn = TornTail(path, n, len(raw), path.stat().st_size - len(raw))
+                break
+            raise _Bad("malformed", path, n, "a rotated segment ends in an incomplete line (segments are "
+                       "closed with a complete checkpoint; a crash can only tear the active file)")
         check.feed(raw, path, n, ahead)
     last = check.last_pos or (files[0] if files else active, 0)
     count = check.finish((last[0], last[1] + 1), require_head=require_head)
@@ -330,4 +372,4 @@ def _verify_chain(
         notes.append(pruned_note(active.name, marker))
     if check.unrecorded:
         notes.append(f"{active.name}: {check.unrecorded} decisions were not recorded (backlog over its bound)")
-    return count
+    return count, torn

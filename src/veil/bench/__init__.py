@@ -40,7 +40,8 @@ __all__ = [
 ]
 
 Headers = tuple[tuple[str, str], ...]
-VEIL_VARIANTS = ("enforce_small", "enforce_small_fsync", "enforce_small_ship", "enforce_list", "report_only")
+VEIL_VARIANTS = ("enforce_small", "enforce_small_fsync", "enforce_small_ship", "enforce_list", "report_only",
+                 "report_only_discovery")
 
 
 @dataclass(frozen=True)
@@ -134,12 +135,15 @@ _VEIL_ROWS = (
     ("veil_enforce_small_ship", "3s", "veil enforce (profile), log shipped", "1 KB", "enforce_small_ship"),
     ("veil_enforce_list", "4", "veil enforce list, per-item consent", "1 MB", "enforce_list"),
     ("veil_report_only", "5", "veil report-only (profile)", "1 KB", "report_only"),
+    ("veil_report_only_discovery", "5b", "veil report-only + discovery (every response)", "1 KB",
+     "report_only_discovery"),
 )
 
 
 def veil_scenarios(factory: VeilScenarioFactory | None, skipped: str | None = None) -> list[Scenario]:
     """Rows 3-5 (3b: row 3 with `audit.fsync: always`; 3s: row 3 shipping its decision log to the
-    PostgreSQL at VEIL_BENCH_PG_URL); with no factory they are listed as skipped with the reason given."""
+    PostgreSQL at VEIL_BENCH_PG_URL; 5b: row 5 with discovery examining every response,
+    `discovery.sample: 1.0`); with no factory they are listed as skipped with the reason given."""
     rows = []
     for key, label, title, body, variant in _VEIL_ROWS:
         why = None if factory else (skipped or "no veil scenario factory")

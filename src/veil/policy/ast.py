@@ -31,6 +31,16 @@ class Import:
 
 
 @dataclass(frozen=True)
+class SchemaRef:
+    """`schema "openapi.yaml"` (top level: the API's OpenAPI document) or, inside a route, the JSON
+    Schema of its response body (`"customer.json"`, `"api.yaml#/components/schemas/Customer"`).
+    Relative to the file that names it."""
+
+    target: str
+    loc: Location = _loc()
+
+
+@dataclass(frozen=True)
 class Duration:
     amount: int
     unit: str  # days | weeks | months | years (singular accepted)
@@ -50,6 +60,7 @@ class Attr:
     """One purpose attribute: name plus its value(s)."""
 
     name: str  # description, basis, consent, retention, recipients, processing, gpc, ...
+    # (`description.de`: the description in another language, written `description de "..."`)
     values: tuple[Any, ...]
     loc: Location = _loc()
 
@@ -65,6 +76,25 @@ class Purpose:
             if a.name == name:
                 return a
         return None
+
+
+@dataclass(frozen=True)
+class Ident:
+    """A bare word where a value may be a string or a name (`jurisdictions gdpr`, `dpo none`)."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A `notice { ... }` block: attributes of the privacy notice (values: str for a string, Ident
+    for a bare word). A policy set may spread them over several blocks; each attribute is set once."""
+
+    attrs: tuple[Attr, ...]
+    loc: Location = _loc()
 
 
 @dataclass(frozen=True)
@@ -183,6 +213,7 @@ class Route:
     mode_loc: Location = _loc()
     # (attribute name, location) in source order, rules as "rule"; layout only (used by `veil fmt`)
     layout: tuple[tuple[str, Location], ...] = field(default=(), compare=False, repr=False)
+    schema: SchemaRef | None = None
 
 
 @dataclass(frozen=True)
@@ -196,5 +227,7 @@ class Module:
     categories: tuple[Category, ...]
     callers: tuple[Caller, ...]
     routes: tuple[Route, ...]
+    notices: tuple[Notice, ...] = ()
+    schemas: tuple[SchemaRef, ...] = ()
     comments: tuple[tuple[int, str], ...] = field(default=(), compare=False, repr=False)
     order: tuple[Any, ...] = field(default=(), compare=False, repr=False)  # items in source order

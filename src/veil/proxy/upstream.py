@@ -28,6 +28,7 @@ from veil.proxy.h1client import H1Error, H1Pool
 from veil.reasons import Reason
 
 _REASON = {"timeout": "upstream_timeout", "too_large": "body_too_large"}
+ERROR_KINDS = ("connect", "timeout", "reset", "protocol", "too_large")  # veil_upstream_errors_total{kind}
 
 Body = AsyncIterator[bytes] | bytes | None
 

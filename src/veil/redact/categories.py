@@ -98,55 +98,78 @@ class CategoryIndex:
                   out: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
         """{category: forms} for the document (or the subtree at template `at`) as it leaves veil."""
         out = {} if out is None else out
-        if not self:
-            return out
-        self._walk(doc, at, self.of(at), transformed or {}, out)
+        if self:
+            merge(out, Walker(self, transformed).pairs(doc, at))
         return out
 
-    def _walk(self, node: Any, tmpl: Loc, cat: str | None, transformed: Mapping[Loc, str | None],
-              out: dict[str, set[str]]) -> None:
+
+_NOT = object()  # a location no transform replaced
+Pairs = tuple[frozenset[str], frozenset[tuple[str, str]]]  # (categories in clear, (category, form) transformed)
+
+
+class Walker:
+    """What documents disclose, for one set of transformed locations (one response's report). Each
+    (template, key) is classified once per walker, so the items of a list, which share their shape,
+    cost a dict lookup per field."""
+
+    __slots__ = ("index", "kids", "tr")
+
+    def __init__(self, index: CategoryIndex, transformed: Mapping[Loc, str | None] | None = None) -> None:
+        self.index = index
+        self.tr = transformed or {}
+        self.kids: dict[Loc, dict[Any, tuple[Loc, str | None, Any]]] = {}
+
+    def pairs(self, doc: Any, at: Loc = ()) -> Pairs:
+        """(categories disclosed in clear, (category, form) pairs disclosed transformed)."""
+        clear: set[str] = set()
+        other: set[tuple[str, str]] = set()
+        if self.index:
+            self._walk(doc, at, self.index.of(at), clear, other)
+        return frozenset(clear), frozenset(other)
+
+    def _classify(self, tmpl: Loc, cat: str | None, k: Any) -> tuple[Loc, str | None, Any]:
+        ct = (*tmpl, k)
+        return ct, self.index.naming(ct) or cat, self.tr.get(ct, _NOT) if self.tr else _NOT
+
+    def _walk(self, node: Any, tmpl: Loc, cat: str | None, clear: set[str], other: set[tuple[str, str]]) -> None:
         t = type(node)
         if t is dict:
-            children: Any = node.items()
+            items: Any = node.items()
         elif t is list:
             if not node:
                 return
-            ct = (*tmpl, 0)
-            if transformed and ct in transformed:
-                self._transformed(node, ct, cat, transformed[ct], out, all_items=True)
-                return
-            ccat = self.naming(ct) or cat
-            for v in node:
-                if type(v) in _SCALARS:
-                    if ccat is not None:
-                        _add(out, ccat, CLEAR)
-                elif v is not None:
-                    self._walk(v, ct, ccat, transformed, out)
-            return
+            items = ((0, v) for v in node)
         else:
             if node is not None and cat is not None:
-                _add(out, cat, CLEAR)
+                clear.add(cat)
             return
-        for k, v in children:
-            ct = (*tmpl, k)
-            if transformed and ct in transformed:
-                self._transformed(v, ct, cat, transformed[ct], out)
-                continue
-            ccat = self.naming(ct) or cat
-            if type(v) in _SCALARS:
+        kids = self.kids.get(tmpl)
+        if kids is None:
+            kids = self.kids[tmpl] = {}
+        scalars = _SCALARS
+        for k, v in items:
+            info = kids.get(k)
+            if info is None:
+                info = kids[k] = self._classify(tmpl, cat, k)
+            ct, ccat, form = info
+            if form is not _NOT:  # a transformed value: its form, once, unless it left as null
+                if v is not None and ccat is not None and form is not None:
+                    other.add((ccat, form))
+            elif type(v) in scalars:
                 if ccat is not None:
-                    _add(out, ccat, CLEAR)
+                    clear.add(ccat)
             elif v is not None:
-                self._walk(v, ct, ccat, transformed, out)
+                self._walk(v, ct, ccat, clear, other)
 
-    def _transformed(self, v: Any, ct: Loc, cat: str | None, form: str | None, out: dict[str, set[str]],
-                     *, all_items: bool = False) -> None:
-        ccat = self.naming(ct) or cat
-        if ccat is None or form is None:
-            return
-        values = v if all_items else (v,)
-        if any(x is not None for x in values):  # a transform that failed on its input leaves null
-            _add(out, ccat, form)
+
+def merge(out: dict[str, set[str]], pairs: Pairs) -> dict[str, set[str]]:
+    """Add what `pairs` discloses to {category: forms}."""
+    clear, other = pairs
+    for c in clear:
+        _add(out, c, CLEAR)
+    for c, form in other:
+        _add(out, c, form)
+    return out
 
 
 def _add(out: dict[str, set[str]], cat: str, form: str) -> None:
@@ -162,4 +185,4 @@ def as_record(disclosed: Mapping[str, set[str]]) -> dict[str, list[str]]:
     return {c: sorted(disclosed[c]) for c in sorted(disclosed)}
 
 
-__all__ = ["CLEAR", "CategoryIndex", "as_record"]
+__all__ = ["CLEAR", "CategoryIndex", "Pairs", "Walker", "as_record", "merge"]
