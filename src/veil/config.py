@@ -6,6 +6,7 @@ a list of `{id, secret}` for rotation: the first is current, the rest still veri
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,20 @@ class Upstream:
     read_timeout: float = 10.0
     pool_size: int = 100
     client: str = "h1"  # h1 (veil.proxy.h1client) or aiohttp
+    pool_timeout: float = 5.0  # waiting for a free connection of the pool → 503 upstream_busy
+    total_timeout: float = 30.0  # the whole exchange: connect, send the request, read the response
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """What veil allows a client connection (see docs/deploy.md, "Slow and broken clients")."""
+
+    header_timeout: float = 10.0  # the request line and headers, from the first byte (or the connection)
+    keep_alive_timeout: float = 5.0  # an idle keep-alive connection between requests
+    body_timeout: float = 30.0  # the whole request body
+    body_idle_timeout: float = 10.0  # between two reads of the request body
+    buffer_bytes: int = 1024 * 1024  # bodies up to this size are read whole before the upstream is called
+    max_body_bytes: int = 10 * 1024 * 1024  # larger request bodies → 413 request_too_large
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,8 @@ class Config:
     tls: TLS | None = None
     admin_tls: TLS | None = None
     auth_fail_limit: int = 20  # failed authentications per client address per minute
+    client_limits: ClientLimits = ClientLimits()
+    trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For veil believes (veil.proxy.forwarded)
     workers: int = 1
     environment: str = "development"
     source: str | None = None  # the file it was read from
@@ -193,8 +210,44 @@ class _Reader:
 
 TOP_KEYS = (
     "listen", "mode", "upstreams", "policy", "consent", "audit", "keys", "admin", "limits", "tcf",
-    "tls", "workers", "environment",
+    "tls", "workers", "environment", "trusted_proxies",
 )
+# limits.<key> → ClientLimits field
+_CLIENT_LIMITS = {
+    "request_header_timeout": "header_timeout", "keep_alive_timeout": "keep_alive_timeout",
+    "request_body_timeout": "body_timeout", "request_body_idle_timeout": "body_idle_timeout",
+    "request_buffer_bytes": "buffer_bytes", "max_request_body_bytes": "max_body_bytes",
+}
+
+
+def _client_limits(r: _Reader, limits: Mapping[str, Any]) -> ClientLimits:
+    values: dict[str, Any] = {}
+    for key, name in _CLIENT_LIMITS.items():
+        if key in limits:
+            if name.endswith("_bytes"):
+                values[name] = r.int_(limits[key], f"limits.{key}")
+            else:
+                values[name] = r.num(limits[key], f"limits.{key}")
+    out = ClientLimits(**values)
+    if out.buffer_bytes > out.max_body_bytes:
+        raise r.fail("limits.request_buffer_bytes", "must not exceed limits.max_request_body_bytes")
+    return out
+
+
+def _trusted_proxies(r: _Reader, value: Any) -> tuple[str, ...]:
+    """A list of networks (`10.0.0.0/8`, `2001:db8::/32`) or addresses; normalized (`10.0.0.0/8`)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise r.fail("trusted_proxies", "must be a list of networks, for example [10.0.0.0/8]")
+    out = []
+    for i, item in enumerate(value):
+        text = r.str_(item, f"trusted_proxies[{i}]")
+        try:
+            out.append(str(ipaddress.ip_network(text.strip(), strict=False)))
+        except ValueError as exc:
+            raise r.fail(f"trusted_proxies[{i}]", "must be an IP network (10.0.0.0/8) or address") from exc
+    return tuple(out)
 
 
 def parse_config(data: Any, *, file: str | None = None, base: Path | None = None) -> Config:
@@ -217,7 +270,8 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
     for name, spec in ups_raw.items():
         k = f"upstreams.{name}"
         m = r.mapping(spec, k)
-        r.known(m, k, ("url", "connect_timeout", "read_timeout", "pool_size", "client"))
+        r.known(m, k, ("url", "connect_timeout", "read_timeout", "pool_size", "client", "pool_timeout",
+                       "total_timeout"))
         client = m.get("client", "h1")
         if client not in ("h1", "aiohttp"):
             raise r.fail(f"{k}.client", "must be h1 or aiohttp")
@@ -233,6 +287,8 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
                 r.num(m.get("read_timeout", 10.0), f"{k}.read_timeout"),
                 r.int_(m.get("pool_size", 100), f"{k}.pool_size"),
                 client,
+                r.num(m.get("pool_timeout", Upstream.pool_timeout), f"{k}.pool_timeout"),
+                r.num(m.get("total_timeout", Upstream.total_timeout), f"{k}.total_timeout"),
             )
         )
 
@@ -279,7 +335,8 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
     tokens = {s: r.keyspec(v, f"admin.tokens.{s}") for s, v in tokens_raw.items()}
 
     limits = r.mapping(top.get("limits"), "limits")
-    r.known(limits, "limits", ("max_body_bytes", "max_json_depth", "lazy_json_min_bytes", "auth_failures_per_minute"))
+    r.known(limits, "limits", ("max_body_bytes", "max_json_depth", "lazy_json_min_bytes", "auth_failures_per_minute",
+                               *_CLIENT_LIMITS))
     lazy_min = limits.get("lazy_json_min_bytes", Config.lazy_json_min_bytes)
     tcf = r.mapping(top.get("tcf"), "tcf")
     r.known(tcf, "tcf", ("header", "cookie"))
@@ -305,6 +362,8 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
         max_json_depth=r.int_(limits.get("max_json_depth", 64), "limits.max_json_depth"),
         lazy_json_min_bytes=None if lazy_min is None else r.int_(lazy_min, "limits.lazy_json_min_bytes"),
         auth_fail_limit=r.int_(limits.get("auth_failures_per_minute", 20), "limits.auth_failures_per_minute"),
+        client_limits=_client_limits(r, limits),
+        trusted_proxies=_trusted_proxies(r, top.get("trusted_proxies")),
         tcf_header=r.optional_str(tcf, "header", "tcf.header", None),
         tcf_cookie=r.optional_str(tcf, "cookie", "tcf.cookie", "euconsent-v2"),
         tls=r.tls(top.get("tls"), "tls"),

@@ -129,7 +129,9 @@ async def test_bodies_are_sent_with_length_or_chunked() -> None:
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"400\r\n" + b"x" * 1024 + b"\r\n" * 1, "too_large"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort", "reset"),
     (b"NOT HTTP AT ALL\r\n\r\n", "protocol"),
-    (b"HTTP/1.1 100 Continue\r\n\r\n", "protocol"),
+    (b"HTTP/1.1 100 Continue\r\n\r\n", "timeout"),  # interim: the final response never comes
+    (b"HTTP/1.1 600 Odd\r\nContent-Length: 2\r\n\r\nok", "status"),
+    (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "status"),
     (b"", "timeout"),
 ])
 async def test_failures_have_kinds(reply: bytes, kind: str) -> None:

@@ -58,7 +58,33 @@ REASONS: dict[str, tuple[int, str]] = {
     "rate_limited": (429, "Too many failed authentications"),
     "headers_too_large": (431, "Request headers are too large"),
     "internal_error": (500, "Internal error"),
+    # The request path (issue 15): a client's body or connection, the upstream's pool and statuses.
+    "request_aborted": (400, "The request body did not arrive whole"),
+    "request_timeout": (408, "The request did not arrive in time"),
+    "request_too_large": (413, "The request body exceeds the size limit"),
+    "upgrade_refused": (400, "Protocol upgrades (WebSocket) are not supported"),
+    "upstream_busy": (503, "No upstream connection became free in time"),
+    "upstream_status_invalid": (502, "The upstream answered with a status veil cannot relay"),
 }
+
+
+def status_reason(status: int) -> str | None:
+    """What an upstream status means before its body is read: None for 2xx (the body is enforced),
+    else the reason of the block. 1xx interim responses never get here (the upstream client skips
+    them); a status veil cannot relay (outside 200-599, 101 included) is `upstream_status_invalid`."""
+    if not 200 <= status <= 599:
+        return "upstream_status_invalid"
+    if status < 300:
+        return None
+    return "upstream_redirect" if status < 400 else "upstream_status"
+
+
+def no_content(status: int, body: bytes) -> bool:
+    """Whether a 2xx response has nothing to enforce, and so passes with an empty body (decision allow,
+    nothing disclosed): 204 and 205 never carry a body; any other 2xx (200, 201, 202, 203, ...) whose
+    body is zero bytes, whatever its content type says (an empty 201 Created with a Location, an empty
+    202 Accepted). A body of one byte or more is enforced as JSON, or refused."""
+    return status in (204, 205) or not body
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from veil.consent.store import ConsentState, Status
 from veil.errors import VeilError
 from veil.location import Location
 from veil.policy.compile import CompiledPolicy, CompiledRule
-from veil.policy.decision import REASONS, Admitted, Blocked, admit, consent_reason
+from veil.policy.decision import REASONS, Admitted, Blocked, admit, consent_reason, no_content, status_reason
 from veil.proxy.enforce import EnforceError, find_list, parse_json, subject_of
 from veil.proxy.normalize import PathInvalid, normalize_path
 from veil.redact.engine import DocumentTooDeep, FieldFate
@@ -149,12 +149,11 @@ def evaluate(policy: CompiledPolicy, req: Request, consent: Consent, resp: Respo
     why = _request_consent(ad, req, query, consent, gpc, now)
     if why is not None:
         return _block(why, (rule.loc,), rule=rule)
-    if 300 <= resp.status < 400:
-        return _block("upstream_redirect", rule=rule)
-    if resp.status >= 400:
-        return _block("upstream_status", status=resp.status, rule=rule)
+    why = status_reason(resp.status)  # issue 15: the proxy's rule for statuses
+    if why is not None:
+        return _block(why, status=resp.status if why == "upstream_status" else None, rule=rule)
     body = resp.payload()
-    if (not body.strip() and resp.status == 204) or (not body and resp.status in (200, 204)):
+    if no_content(resp.status, body):  # issue 15: the proxy's rule for empty 2xx
         return Outcome("allow", "ok", resp.status, None, rule, selected=rule)
     out = Outcome("allow", "ok", resp.status, None, rule, selected=rule)
     try:

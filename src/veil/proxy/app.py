@@ -26,10 +26,10 @@ from veil.consent import signals
 from veil.consent.store import ConsentState
 from veil.errors import ConsentUnavailable, VeilError
 from veil.policy.compile import CompiledPolicy, CompiledRoute
-from veil.policy.decision import Admitted, Blocked, admit, consent_reason, consent_reasons
-from veil.proxy.asgi import lifespan, request_body, send_response
+from veil.policy.decision import Admitted, Blocked, admit, consent_reason, consent_reasons, no_content, status_reason
+from veil.proxy.asgi import ResponseGuard, lifespan, request_body, send_response
 from veil.proxy.enforce import EnforceError, check_depth, decode_content, keep_items, list_items, parse_json
-from veil.proxy.headers import HOP_BY_HOP, OVERRIDE, VARY, forward_headers, response_headers
+from veil.proxy.headers import HOP_BY_HOP, OVERRIDE, VARY, forward_headers, response_headers, wants_upgrade
 from veil.proxy.normalize import PathInvalid, normalize_path
 from veil.proxy.problem import problem_body
 from veil.proxy.records import Recorder, Summary, count
@@ -93,12 +93,14 @@ class ProxyApp:
         t0 = time.perf_counter()
         decision_id = os.urandom(12).hex()
         policy = self.rt.policy.current
+        guard = ResponseGuard(send)  # issue 15: knows whether a response has started
         try:
-            await self._handle(scope, receive, send, policy, decision_id, t0)
+            await self._handle(scope, receive, guard, policy, decision_id, t0)
         except Exception as exc:  # the last line of defence: never a stack trace, never data
             # An exception's message may quote a value from the request or the body: log where, not what.
             log.error("internal error (decision %s): %s", decision_id, where(exc))
-            await self._problem(send, "internal_error", decision_id, policy)
+            if not guard.started:  # issue 15: never a second response; else uvicorn closes the connection
+                await self._problem(guard, "internal_error", decision_id, policy)
 
     # ------------------------------------------------------------------ the flow
     async def _handle(self, scope: Scope, receive: Any, send: Any, policy: CompiledPolicy | None,
@@ -145,6 +147,9 @@ class ProxyApp:
         if override:
             await self._block(send, scope, policy, Blocked("method_override"), decision_id, t0)
             return
+        if wants_upgrade(headers):  # issue 15: WebSocket is off in the server; say so with a problem
+            await self._block(send, scope, policy, Blocked("upgrade_refused"), decision_id, t0)
+            return
         cert = (scope.get("extensions") or {}).get("tls", {}).get("client_cert_name")  # proxy/tlsinfo.py
         outcome = admit(policy, method, path, keys, purposes, cert_subject=cert)
         route = outcome.route if isinstance(outcome, Admitted) else self._route_of(policy, outcome, method, path)
@@ -178,12 +183,14 @@ class ProxyApp:
         t_up = time.perf_counter()
         try:
             resp = await self.rt.upstreams.request(
-                upstream_name, fwd_method, wire_path + qs, fwd_headers, request_body(scope, receive, headers),
+                upstream_name, fwd_method, wire_path + qs, fwd_headers,
+                request_body(scope, receive, headers, self.config.client_limits),  # issue 15: body deadlines
                 self.config.max_body_bytes,
             )
         except UpstreamError as exc:
             up = self.rt.upstreams.name(upstream_name)
-            metrics.upstream_errors_total.labels(up, exc.kind).inc()
+            if exc.kind != "client":  # issue 15: a client's cut-off or slow body is not an upstream error
+                metrics.upstream_errors_total.labels(up, exc.kind).inc()
             await self._block(send, scope, policy, self._as_blocked(outcome, exc.reason), decision_id, t0,
                               subject=subject)
             return
@@ -264,15 +271,16 @@ class ProxyApp:
     async def _evaluate(self, ad: Admitted, resp: UpstreamResponse, scope: Scope, facts: dict[str, str]
                         ) -> _Evaluation:
         """What the policy makes of this upstream response (enforce and report-only alike)."""
-        if 300 <= resp.status < 400:
-            return _Evaluation("upstream_redirect")
-        if resp.status >= 400:
-            return _Evaluation("upstream_status")
+        why = status_reason(resp.status)  # issue 15: one rule for statuses (veil.policy.decision)
+        if why is not None:
+            return _Evaluation(why)
         hdrs = {k.lower(): v for k, v in resp.headers}
         ev = _Evaluation("ok")
         try:
+            if no_content(resp.status, resp.body):  # issue 15: empty 2xx pass empty (decision.no_content)
+                return ev
             body = decode_content(resp.body, hdrs.get("content-encoding"), self.config.max_body_bytes)
-            if (not body.strip() and resp.status == 204) or (not body and resp.status in (200, 204)):
+            if not body:  # issue 15: an encoded empty body is empty too
                 return ev
             plan = ad.rule.plan
             ctype = hdrs.get("content-type")
@@ -334,7 +342,8 @@ class ProxyApp:
         summary = self.rec.summary(policy, ad.rule, ev.report)
         decision = ev.decision(summary)
         out_headers = response_headers(resp.headers, policy, decision, decision_id)
-        out_headers.append((b"content-type", b"application/json"))
+        if ev.has_body:  # issue 15: an empty response gets no content type
+            out_headers.append((b"content-type", b"application/json"))
         if ev.report is not None and ev.report.suppressed:
             out_headers.append((b"veil-suppressed", str(ev.report.suppressed).encode()))
         record = self.rec.decision(policy, ad, decision, "ok", decision_id, subject, ev.subjects, summary, facts,
