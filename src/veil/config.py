@@ -230,7 +230,9 @@ def _client_limits(r: _Reader, limits: Mapping[str, Any]) -> ClientLimits:
                 values[name] = r.num(limits[key], f"limits.{key}")
     out = ClientLimits(**values)
     if out.buffer_bytes > out.max_body_bytes:
-        raise r.fail("limits.request_buffer_bytes", "must not exceed limits.max_request_body_bytes")
+        if "request_buffer_bytes" in limits:
+            raise r.fail("limits.request_buffer_bytes", "must not exceed limits.max_request_body_bytes")
+        out = ClientLimits(**{**values, "buffer_bytes": out.max_body_bytes})
     return out
 
 
@@ -276,7 +278,12 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
         if client not in ("h1", "aiohttp"):
             raise r.fail(f"{k}.client", "must be h1 or aiohttp")
         url = r.str_(m.get("url"), f"{k}.url")
-        parts = urlsplit(url)
+        try:  # an unclosed [IPv6], a port out of range, a host name IDNA cannot encode
+            parts = urlsplit(url)
+            _ = parts.port
+            (parts.hostname or "").encode("idna")
+        except (ValueError, UnicodeError) as exc:
+            raise r.fail(f"{k}.url", "must be an http:// or https:// URL with a host") from exc
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise r.fail(f"{k}.url", "must be an http:// or https:// URL with a host")
         upstreams.append(

@@ -57,7 +57,7 @@ class Raw:
         self.sock.settimeout(max(0.01, deadline - time.monotonic()))
         try:
             chunk = self.sock.recv(65536)
-        except (ConnectionResetError, TimeoutError, socket.timeout):
+        except (ConnectionResetError, TimeoutError):
             return False
         if not chunk:
             return False
@@ -107,7 +107,7 @@ class Raw:
                 chunk = self.sock.recv(65536)
             except ConnectionResetError:
                 return True
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return False
             if not chunk:
                 return True

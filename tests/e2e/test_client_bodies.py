@@ -67,11 +67,12 @@ def test_cut_off_chunked_body_is_never_completed_towards_the_upstream(
                                                        "Content-Type": "application/x-www-form-urlencoded"}))
             c.send(chunk(marker.encode() + b"&pad=" + b"x" * 8000))  # over request_buffer_bytes: streamed
             if up is recording:  # the upstream has the start of the body before the client goes
-                wait_for(lambda m=marker: any(m in r["body"] for r in upstream_log(up)))
+                wait_for(lambda m=marker, u=up: any(m in r["body"] for r in upstream_log(u)))
             else:
                 time.sleep(0.3)
         if up is recording:
-            wait_for(lambda m=marker: any(m in r["target"] and r["complete"] is False for r in upstream_log(up)))
+            wait_for(lambda m=marker, u=up: any(m in r["target"] and r["complete"] is False
+                                                for r in upstream_log(u)))
             rec = next(r for r in upstream_log(up) if marker in r["target"])
             assert rec["framing"] == "chunked" and rec["complete"] is False  # no terminating chunk, ever
         else:

@@ -37,7 +37,8 @@ from veil.errors import VeilError
 from veil.policy.fmt import format_text
 from veil.policy.load import load_policy
 from veil.proxy.enforce import EnforceError, check_depth, decode_content, keep_items, list_items, parse_json
-from veil.proxy.h1client import H1Error, _Conn
+from veil.proxy.forwarded import TrustedProxies
+from veil.proxy.h1client import H1Error, H1Pool, _Conn
 from veil.redact import Action, FieldRule, compile_plan, format_path, parse_path
 from veil.redact import transforms as tr
 from veil.redact.lazy import NotLazy, is_lazy
@@ -90,9 +91,13 @@ def config(data: bytes) -> None:
     path = _DIR / "veil.yaml"
     path.write_bytes(data)
     try:
-        load_config(path)
+        loaded = load_config(path)
     except VeilError:  # ConfigError naming the key path
         return
+    for u in loaded.upstreams:  # what `veil serve` builds from a config that loaded (no I/O yet)
+        H1Pool(u.url, size=u.pool_size, connect_timeout=u.connect_timeout, read_timeout=u.read_timeout,
+               pool_timeout=u.pool_timeout, total_timeout=u.total_timeout)
+    TrustedProxies(loaded.trusted_proxies)
 
 
 # ---------------------------------------------------------------- consent import

@@ -37,3 +37,33 @@ def test_consent_reasons_equal_consent_reason_per_subject(
     want = {s: consent_reason(rule, {k: found[(s, k)] for k in rule.consent_keys if (s, k) in found},  # type: ignore[attr-defined]
                               NOW, gpc=gpc, vendor=vendor) for s in SUBJECTS}
     assert got == want
+
+
+def test_upstream_status_rule() -> None:
+    from veil.policy.decision import status_reason
+
+    assert [status_reason(s) for s in (200, 201, 204, 299)] == [None] * 4
+    assert [status_reason(s) for s in (300, 302, 304, 399)] == ["upstream_redirect"] * 4
+    assert [status_reason(s) for s in (400, 404, 500, 599)] == ["upstream_status"] * 4
+    assert [status_reason(s) for s in (0, 99, 100, 101, 199, 600, 999)] == ["upstream_status_invalid"] * 7
+
+
+def test_empty_2xx_responses_have_nothing_to_enforce() -> None:
+    from veil.policy.decision import no_content
+
+    assert all(no_content(s, b"") for s in (200, 201, 202, 203, 204, 205, 206))
+    assert no_content(204, b"anything") and no_content(205, b" ")
+    assert not any(no_content(s, b" ") for s in (200, 201, 202))  # a byte is a body: enforced or refused
+
+
+def test_veil_test_treats_empty_and_odd_responses_as_the_proxy_does() -> None:
+    from veil.policy.testing import Request, Response, evaluate
+
+    req = Request(method="GET", path="/customers/c-1", caller="warehouse", purposes=("orders.fulfillment",))
+    for status in (200, 201, 202, 204, 205):
+        out = evaluate(POLICY, req, {}, Response(status=status), NOW)
+        assert (out.decision, out.reason, out.status, out.body) == ("allow", "ok", status, None)
+    out = evaluate(POLICY, req, {}, Response(status=201, raw=b" "), NOW)
+    assert (out.decision, out.reason) == ("block", "body_invalid")
+    out = evaluate(POLICY, req, {}, Response(status=600, body={"id": "c-1"}, has_body=True), NOW)
+    assert (out.decision, out.reason, out.status) == ("block", "upstream_status_invalid", 502)

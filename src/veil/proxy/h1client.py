@@ -41,6 +41,10 @@ class H1Error(Exception):
         self.kind = kind  # pool | connect | timeout | reset | protocol | status | too_large
 
 
+class _AfterResponse(Exception):
+    """Data after a complete response: the connection is closed, the response stands."""
+
+
 class _Conn(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -65,6 +69,7 @@ class _Conn(asyncio.Protocol):
         self.headers_done = False
         self.until_eof = False  # no Content-Length, not chunked: the body ends when the connection does
         self.interim = False  # the message being parsed is a 1xx interim response
+        self.status = 0  # of the final response
         self.complete = False
         self.keep_alive = False
         self.error: H1Error | None = None
@@ -107,6 +112,10 @@ class _Conn(asyncio.Protocol):
             self._drained = None
 
     # -- httptools callbacks ----------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete:  # bytes after the response (another response?): never read as part of it
+            raise _AfterResponse
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
@@ -118,6 +127,7 @@ class _Conn(asyncio.Protocol):
         if not 200 <= status <= 599:
             self._fail(H1Error("status", f"the upstream answered with status {status}"))
             return
+        self.status = status
         self.headers_done = True
         framed = False
         for name, value in self.headers:
@@ -210,7 +220,7 @@ class _Conn(asyncio.Protocol):
             self._cancel_timer()
             self._waiter = None
         keep = not self.closed and self.keep_alive
-        return self.parser.get_status_code(), self.headers, b"".join(self.chunks), keep
+        return self.status, self.headers, b"".join(self.chunks), keep
 
     async def _send_body(self, body: AsyncIterator[bytes], chunked: bool) -> None:
         """Stream the body. An exception from `body` propagates before the end is written: the

@@ -62,8 +62,6 @@ class RequestBody:
         loop = asyncio.get_running_loop()
         now = loop.time()
         if self._deadline is None:
-            if self._declared is not None and self._declared > limits.max_body_bytes:
-                raise self._fail("request_too_large", "the declared request body exceeds the size limit")
             self._deadline = now + limits.body_timeout
         wait = min(limits.body_idle_timeout, self._deadline - now)
         try:
@@ -87,8 +85,11 @@ class RequestBody:
         """The whole body as bytes when it is at most `request_buffer_bytes`; else self, to be
         streamed (what was read so far comes first). Raises RequestBodyError like the iteration."""
         limit = self._limits.buffer_bytes
-        if self._declared is not None and self._declared > limit:
-            return self
+        if self._declared is not None:
+            if self._declared > self._limits.max_body_bytes:
+                raise self._fail("request_too_large", "the declared request body exceeds the size limit")
+            if self._declared > limit:
+                return self
         buffered = sum(len(c) for c in self._chunks)
         while buffered <= limit:
             chunk = await self._read()
