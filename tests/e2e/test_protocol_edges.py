@@ -12,6 +12,7 @@ import pytest
 from tests.e2e.conftest import Upstream, Veil, start_request_veil
 from tests.e2e.raw import Raw
 from tests.e2e.test_client_bodies import metric, records
+from veil.policy.decision import REASONS
 
 CLIENTS = ["h1", "aiohttp"]
 
@@ -37,6 +38,7 @@ def problem(r: object, status: int, reason: str) -> None:
     assert r.headers["content-type"] == "application/problem+json"
     doc = r.json()
     assert doc["reason"] == reason and doc["decision_id"] == r.headers["veil-decision-id"]
+    assert (doc["status"], doc["title"]) == REASONS[reason] and r.headers["veil-decision"] == "block"
 
 
 # ------------------------------------------------------------------ item 3: interim responses

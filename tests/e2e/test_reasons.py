@@ -48,6 +48,12 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "encoding_unsupported": "test_hardening.py::test_hostile_bodies_fail_closed",
     "audit_unavailable": "test_faults.py::test_decision_log_down_fails_closed_and_recovers",
     "rate_limited": "tests/security/test_access.py",
+    "request_aborted": "test_client_bodies.py::test_cut_off_chunked_body_is_never_completed_towards_the_upstream",
+    "request_timeout": "test_slow_clients.py::test_stalled_clients_do_not_starve_the_others",
+    "request_too_large": "test_client_bodies.py::test_too_large_bodies_are_refused",
+    "upgrade_refused": "test_protocol_edges.py::test_websocket_upgrade_is_refused_with_a_problem",
+    "upstream_busy": "test_slow_clients.py::test_a_full_upstream_pool_answers_503_then_recovers",
+    "upstream_status_invalid": "test_protocol_edges.py::test_a_status_outside_100_599_is_a_502_problem",
     # Not producible by a running proxy:
     "range_not_allowed": "unreachable: Range and If-Range are stripped on enforced routes "
                          "(test_range_is_ignored_on_enforced_routes)",

@@ -139,18 +139,20 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         self._arm(_HEAD, self.loop.time() + self.limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        super().on_header(name, value)
-
-    def _count(self, n: int) -> None:
-        self._head_bytes += n
+        self._head_bytes += len(url)
         if self._head_bytes > HEAD_LIMIT:
-            self._head_refused = True
-            raise _HeadTooLarge  # the parser stops; uvicorn calls send_400_response
+            self._refuse_head()
+        HttpToolsProtocol.on_url(self, url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:  # per header: kept to one add and a compare
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > HEAD_LIMIT:
+            self._refuse_head()
+        HttpToolsProtocol.on_header(self, name, value)
+
+    def _refuse_head(self) -> None:
+        self._head_refused = True
+        raise _HeadTooLarge  # the parser stops; uvicorn calls send_400_response
 
     def on_headers_complete(self) -> None:
         self._phase = _APP
