@@ -52,7 +52,7 @@ class ClientLimits:
     body_timeout: float = 30.0  # the whole request body
     body_idle_timeout: float = 10.0  # between two reads of the request body
     buffer_bytes: int = 1024 * 1024  # bodies up to this size are read whole before the upstream is called
-    max_body_bytes: int = 10 * 1024 * 1024  # larger request bodies → 413 request_too_large
+    max_body_bytes: int = 10 * 1024 * 1024  # larger request bodies → 413 request_body_too_large
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,30 @@ class KeySpec:
         return KeyRing(self.entries[0][0], keys)
 
 
+@dataclass(frozen=True, slots=True)
+class FlowSettings:
+    """The settings the request flow (veil.policy.flow) reads: the one place of their defaults.
+    `veil serve` takes them from the config file; `veil test` and `veil explain` use the defaults
+    unless given a config."""
+
+    mode: str = "enforce"  # or report-only
+    max_body_bytes: int = 10 * 1024 * 1024  # upstream bodies (decoded)
+    max_json_depth: int = 64
+    lazy_json_min_bytes: int | None = 16 * 1024  # bodies this large are read lazily (veil.redact.lazy); None: never
+    max_request_body_bytes: int = 1024 * 1024  # a request body read for its subject (`subject request_body.…`)
+    max_header_bytes: int = 32 * 1024
+    tcf_header: str | None = None
+    tcf_cookie: str | None = "euconsent-v2"
+
+
+_FLOW = FlowSettings()
+
+
 @dataclass(frozen=True)
 class Config:
     proxy: Listen = Listen("127.0.0.1", 8080)
     admin: Listen = Listen("127.0.0.1", 8081)
-    mode: str = "enforce"
+    mode: str = _FLOW.mode
     upstreams: tuple[Upstream, ...] = ()
     policy_paths: tuple[str, ...] = ("policies",)
     policy_watch: bool = True
@@ -91,11 +110,11 @@ class Config:
     audit_fsync_interval_ms: float = 100.0
     keys: dict[str, KeySpec] = field(default_factory=dict)
     admin_tokens: dict[str, KeySpec] = field(default_factory=dict)  # scope → token spec
-    max_body_bytes: int = 10 * 1024 * 1024
-    max_json_depth: int = 64
-    lazy_json_min_bytes: int | None = 16 * 1024  # bodies this large are read lazily (veil.redact.lazy); None: never
-    tcf_header: str | None = None
-    tcf_cookie: str | None = "euconsent-v2"
+    max_body_bytes: int = _FLOW.max_body_bytes
+    max_json_depth: int = _FLOW.max_json_depth
+    lazy_json_min_bytes: int | None = _FLOW.lazy_json_min_bytes
+    tcf_header: str | None = _FLOW.tcf_header
+    tcf_cookie: str | None = _FLOW.tcf_cookie
     tls: TLS | None = None
     admin_tls: TLS | None = None
     auth_fail_limit: int = 20  # failed authentications per client address per minute
@@ -104,6 +123,15 @@ class Config:
     workers: int = 1
     environment: str = "development"
     source: str | None = None  # the file it was read from
+
+    def flow(self) -> FlowSettings:
+        """What the request flow reads of this config."""
+        return FlowSettings(
+            mode=self.mode, max_body_bytes=self.max_body_bytes, max_json_depth=self.max_json_depth,
+            lazy_json_min_bytes=self.lazy_json_min_bytes, tcf_header=self.tcf_header, tcf_cookie=self.tcf_cookie,
+            # a body read for its subject is read whole in memory: at most what is read ahead of the upstream
+            max_request_body_bytes=self.client_limits.buffer_bytes,
+        )
 
     def upstream(self, name: str | None) -> Upstream:
         if name is None:
@@ -118,6 +146,32 @@ class Config:
         if spec is None:
             raise ConfigError(f"keys.{name}", "is required", file=self.source)
         return spec.resolve(f"keys.{name}")
+
+
+# Config field → the key path in veil.yaml (for reload answers and messages).
+KEY_PATHS: dict[str, str] = {
+    "proxy": "listen.proxy", "admin": "listen.admin", "mode": "mode", "upstreams": "upstreams",
+    "policy_paths": "policy.paths", "policy_watch": "policy.watch", "consent_url": "consent.url",
+    "consent_cache_ttl": "consent.cache_ttl", "consent_cache_size": "consent.cache_size",
+    "audit_path": "audit.path", "audit_flush_ms": "audit.flush_ms", "audit_checkpoint_every": "audit.checkpoint_every",
+    "audit_fsync": "audit.fsync", "audit_fsync_interval_ms": "audit.fsync_interval_ms", "keys": "keys",
+    "admin_tokens": "admin.tokens", "max_body_bytes": "limits.max_body_bytes",
+    "max_json_depth": "limits.max_json_depth", "lazy_json_min_bytes": "limits.lazy_json_min_bytes",
+    "tcf_header": "tcf.header", "tcf_cookie": "tcf.cookie", "tls": "tls", "admin_tls": "admin.tls",
+    "auth_fail_limit": "limits.auth_failures_per_minute", "workers": "workers", "environment": "environment",
+    "client_limits": "limits.request_* (deadlines and sizes of client requests), limits.keep_alive_timeout",
+    "trusted_proxies": "trusted_proxies",
+}
+# What a reload (SIGHUP, POST /reload) applies to a running veil; any other change needs a restart.
+RELOADABLE = frozenset({"mode", "max_body_bytes", "max_json_depth", "lazy_json_min_bytes", "tcf_header",
+                        "tcf_cookie", "auth_fail_limit"})
+
+
+def changed_settings(old: Config, new: Config) -> list[str]:
+    """The Config fields whose values differ (`source` aside)."""
+    from dataclasses import fields
+
+    return [f.name for f in fields(Config) if f.name != "source" and getattr(old, f.name) != getattr(new, f.name)]
 
 
 KEY_NAMES = ("store", "audit", "pseudonym", "hash")
@@ -366,7 +420,7 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
         keys=keys,
         admin_tokens=tokens,
         max_body_bytes=r.int_(limits.get("max_body_bytes", Config.max_body_bytes), "limits.max_body_bytes"),
-        max_json_depth=r.int_(limits.get("max_json_depth", 64), "limits.max_json_depth"),
+        max_json_depth=r.int_(limits.get("max_json_depth", Config.max_json_depth), "limits.max_json_depth"),
         lazy_json_min_bytes=None if lazy_min is None else r.int_(lazy_min, "limits.lazy_json_min_bytes"),
         auth_fail_limit=r.int_(limits.get("auth_failures_per_minute", 20), "limits.auth_failures_per_minute"),
         client_limits=_client_limits(r, limits),

@@ -5,7 +5,11 @@
     ├── ConfigError                names the key path (`upstreams.profiles.url`)
     ├── PathError                  a bad field path in a policy (`items[*.email`)
     ├── ConsentUnavailable         the consent store cannot answer
-    └── AuditWriteError            the decision log cannot be written
+    ├── AuditWriteError            the decision log cannot be written
+    └── Refusal                    veil refuses a request or a response: carries a Reason
+        ├── Unenforceable          an upstream body veil cannot enforce (encoding, type, JSON, depth)
+        ├── UpstreamFailure        the upstream could not be reached or answered badly
+        └── PathInvalid            a request path that is not in normal form
 
 Messages never contain personal data: field paths, route templates and pseudonyms only.
 """
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from veil.location import Location
+from veil.reasons import Reason
 
 MAX_DIAGNOSTICS = 100
 
@@ -130,3 +135,34 @@ class ConsentUnavailable(VeilError):
 
 class AuditWriteError(VeilError):
     code = "audit_unavailable"
+
+
+class Refusal(VeilError):
+    """veil refuses a request or a response for `reason`; `detail` is safe to show (no values)."""
+
+    code = "refused"
+
+    def __init__(self, reason: Reason, detail: str | None = None) -> None:
+        super().__init__(detail or reason.title, code=reason.value)
+        self.reason = reason
+        self.detail = detail
+
+
+class Unenforceable(Refusal):
+    """An upstream body veil cannot enforce: unknown encoding or type, not JSON, too large or deep."""
+
+
+class UpstreamFailure(Refusal):
+    """The upstream could not be reached or answered in a way veil cannot relay; `kind` is the
+    metric label (connect | timeout | reset | protocol | too_large)."""
+
+    def __init__(self, reason: Reason, kind: str, detail: str | None = None) -> None:
+        super().__init__(reason, detail)
+        self.kind = kind
+
+
+class PathInvalid(Refusal):
+    """A request path that is not in normal form (400 path_invalid)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(Reason.PATH_INVALID, detail)

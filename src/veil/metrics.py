@@ -98,7 +98,20 @@ client_errors_total = Counter(
     ["listener", "reason"], registry=REGISTRY,
 )
 
+route_mode = Gauge(
+    "veil_route_mode", "1 for the effective mode of each policy route (enforce or report-only; the route's "
+    "own `mode`, else the config's).", ["route", "mode"], registry=REGISTRY, multiprocess_mode="max",
+)
+
 build_info.labels(__version__, platform.python_version()).set(1)
+
+
+def set_route_modes(modes: dict[str, str]) -> None:
+    """The effective mode of each route template (after a policy or config reload)."""
+    route_mode.clear()
+    for route, mode in sorted(modes.items()):
+        route_mode.labels(route, mode).set(1)
+        route_mode.labels(route, "report-only" if mode == "enforce" else "enforce").set(0)
 
 
 def exposition() -> bytes:

@@ -29,7 +29,7 @@ async def make_log(directory: Path, keys: dict[str, str], n: int = 3) -> Path:
     for i in range(n):
         await log.append({"id": f"d{i}", "time": f"2025-02-0{i + 1}T09:00:00Z", "caller": "storefront",
                           "purpose": "personalize.recs", "decision": "redact", "subject": me,
-                          "categories": ["contact.email", "profile"]})
+                          "released": True, "disclosed": {"contact.email": ["hash"], "profile": ["clear"]}})
     await log.close()
     return log.path
 
@@ -82,7 +82,7 @@ async def test_report_table_and_json(tmp_path: Path, keys: dict[str, str], capsy
     code, out, _ = run([*base, "--subject", "alice"], capsys)
     assert code == 0
     assert "alice" not in out
-    assert "CALLER" in out and "storefront" in out and "contact.email, profile" in out
+    assert "CALLER" in out and "storefront" in out and "contact.email (hash), profile" in out
     assert "2025-02-01T09:00:00Z" in out and "2025-02-03T09:00:00Z" in out
 
     monkeypatch.setattr("sys.stdin", io.StringIO("alice\n"))

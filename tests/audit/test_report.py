@@ -21,8 +21,11 @@ def pring() -> KeyRing:
 
 def rec(subject: str | None, decision: str, caller: str, purpose: str, cats: list[str], time: Any,
         **extra: Any) -> dict[str, Any]:
+    """A decision record as the proxy writes it: `cats` left in clear when the decision let data out."""
+    released = decision in ("allow", "redact", "filter", "allowed")
     out = {"id": f"{caller}-{time}", "time": time, "caller": caller, "purpose": purpose,
-           "route": "GET /c/{id}", "decision": decision, "reason": "ok", "categories": cats, **extra}
+           "route": "GET /c/{id}", "decision": decision, "reason": "ok" if released else "consent_missing",
+           "released": released, "disclosed": {c: ["clear"] for c in cats} if released else {}, **extra}
     if subject is not None:
         out["subject"] = subject
     return out
@@ -68,7 +71,7 @@ async def test_report_lists_disclosures_only(tmp_path: Path, ring: KeyRing, prin
     assert set(recips) == {("storefront", "personalize.recs"), ("crm", "support.lists")}
     sf = recips[("storefront", "personalize.recs")]
     assert (sf.categories, sf.count, sf.first, sf.last) == (
-        ("contact.email", "profile"), 2, "2025-01-02T10:00:00Z", "2025-01-03T10:00:00Z")
+        {"contact.email": ("clear",), "profile": ("clear",)}, 2, "2025-01-02T10:00:00Z", "2025-01-03T10:00:00Z")
     data = rep.to_dict()
     assert data["verified"] is True and data["subjects"] == [me] and len(data["disclosures"]) == 3
 
@@ -96,3 +99,40 @@ async def test_report_on_a_tampered_log_says_so(tmp_path: Path, ring: KeyRing, p
     rep = report([tmp_path], ring, me)
     assert not rep.verification.ok and rep.verification.problem == "mac_mismatch"
     assert len(rep.disclosures) == 2  # the records before the first bad line
+
+
+async def test_report_reads_what_left_by_form_and_per_subject(tmp_path: Path, ring: KeyRing, pring: KeyRing
+                                                              ) -> None:
+    """Categories come from `disclosed` (what the response contained, with its form), per subject on a
+    list response whose items differ; a report-only pass-through counts even when it would have blocked."""
+    me, other = pseudonym(pring, "alice"), pseudonym(pring, "bob")
+    await write(tmp_path / "decisions.log", ring, [
+        {"id": "1", "time": "2025-01-01T00:00:00Z", "caller": "shop", "purpose": "recs", "route": "/c/{id}",
+         "decision": "redact", "reason": "ok", "subject": me, "released": True,
+         "disclosed": {"contact.email": ["hash"], "identity": ["clear"]}},
+        {"id": "2", "time": "2025-01-02T00:00:00Z", "caller": "shop", "purpose": "recs", "route": "/c",
+         "decision": "filter", "reason": "ok", "subjects": [other, me, me], "released": True,
+         "disclosed": {"identity": ["clear"], "health": ["clear"]},
+         "disclosed_by_subject": {"sets": [{"identity": ["clear"], "health": ["clear"]},
+                                           {"identity": ["clear"]}], "of": [0, 1, 1]}},
+        {"id": "3", "time": "2025-01-03T00:00:00Z", "caller": "ads", "purpose": "ads", "route": "/c/{id}",
+         "decision": "block", "reason": "consent_withdrawn", "subject": me, "released": True,
+         "mode": "report-only", "disclosed": None},
+        {"id": "4", "time": "2025-01-04T00:00:00Z", "caller": "ads", "purpose": "ads", "route": "/c/{id}",
+         "decision": "block", "reason": "consent_withdrawn", "subject": me, "released": False, "disclosed": {}},
+        # written before disclosures were recorded: `categories` named what a rule acted on
+        {"id": "5", "time": "2025-01-05T00:00:00Z", "caller": "old", "purpose": "recs", "route": "/c/{id}",
+         "decision": "allow", "reason": "ok", "subject": me, "categories": ["health"]},
+    ])
+    rep = report([tmp_path], ring, me)
+    assert [d.id for d in rep.disclosures] == ["1", "2", "3", "5"]
+    by_id = {d.id: d for d in rep.disclosures}
+    assert by_id["1"].categories == {"contact.email": ("hash",), "identity": ("clear",)}
+    assert by_id["2"].categories == {"identity": ("clear",)}  # bob's item held health, not alice's
+    assert by_id["3"].report_only and not by_id["3"].known
+    assert not by_id["5"].known and by_id["5"].categories == {}
+    recips = {(r.caller, r.purpose): r for r in rep.recipients}
+    assert recips[("shop", "recs")].categories == {"contact.email": ("hash",), "identity": ("clear",)}
+    assert recips[("ads", "ads")].unknown == 1
+    theirs = report([tmp_path], ring, other)
+    assert theirs.disclosures[0].categories == {"health": ("clear",), "identity": ("clear",)}

@@ -141,13 +141,13 @@ def test_too_large_bodies_are_refused(veil_factory: Callable[..., Veil], recordi
     with Raw(v.url) as c:  # declared too large: refused before a byte of the body is read
         c.send(c.head("POST", "/echo/declared", {"Content-Length": "50000"}))
         r = c.response()
-        assert r.status == 413 and r.json()["reason"] == "request_too_large"
+        assert r.status == 413 and r.json()["reason"] == "request_body_too_large"
     with Raw(v.url) as c:  # chunked, too large only on the way: the upstream connection is aborted
         c.send(c.head("POST", "/echo/chunked-large", {"Transfer-Encoding": "chunked"}))
         for _ in range(5):
             c.send(chunk(b"y" * 6000))
         r = c.response()
-        assert r.status == 413 and r.json()["reason"] == "request_too_large"
+        assert r.status == 413 and r.json()["reason"] == "request_body_too_large"
     time.sleep(0.3)
     assert not any("declared" in r["target"] for r in upstream_log(recording))
     assert not any(r["complete"] for r in upstream_log(recording) if "chunked-large" in r["target"])

@@ -16,7 +16,7 @@ from tests.e2e.conftest import Veil
 from veil.consent.sqlite import SqliteConsentStore
 from veil.consent.store import Action, ConsentEvent, SubjectHasher
 from veil.keys import KeyRing, load_secret
-from veil.policy.decision import REASONS
+from veil.reasons import REASONS
 
 REC = "personalize.recommendations"
 ADS = "advertising.targeted"
@@ -48,9 +48,12 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "encoding_unsupported": "test_hardening.py::test_hostile_bodies_fail_closed",
     "audit_unavailable": "test_faults.py::test_decision_log_down_fails_closed_and_recovers",
     "rate_limited": "tests/security/test_access.py",
+    "subject_unidentified": "test_subjects.py::test_subject_from_the_response_body",
+    "request_body_invalid": "test_subjects.py::test_subject_from_the_request_body",
+    "request_body_too_large": "test_subjects.py::test_subject_from_the_request_body, "
+                              "test_client_bodies.py::test_too_large_bodies_are_refused",
     "request_aborted": "test_client_bodies.py::test_cut_off_chunked_body_is_never_completed_towards_the_upstream",
     "request_timeout": "test_slow_clients.py::test_stalled_clients_do_not_starve_the_others",
-    "request_too_large": "test_client_bodies.py::test_too_large_bodies_are_refused",
     "upgrade_refused": "test_protocol_edges.py::test_websocket_upgrade_is_refused_with_a_problem",
     "upstream_busy": "test_slow_clients.py::test_a_full_upstream_pool_answers_503_then_recovers",
     "upstream_status_invalid": "test_protocol_edges.py::test_a_status_outside_100_599_is_a_502_problem",

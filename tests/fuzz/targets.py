@@ -33,15 +33,16 @@ import orjson
 from veil.config import load_config
 from veil.consent import tcf
 from veil.consent.importer import validate_file
-from veil.errors import VeilError
+from veil.errors import Refusal, VeilError
 from veil.policy.fmt import format_text
 from veil.policy.load import load_policy
-from veil.proxy.enforce import EnforceError, check_depth, decode_content, keep_items, list_items, parse_json
 from veil.proxy.forwarded import TrustedProxies
 from veil.proxy.h1client import H1Error, H1Pool, _Conn
 from veil.redact import Action, FieldRule, compile_plan, format_path, parse_path
 from veil.redact import transforms as tr
-from veil.redact.lazy import NotLazy, is_lazy
+from veil.redact.items import keep_items, list_items
+from veil.redact.lazy import is_lazy
+from veil.redact.reading import check_depth, decode_content, parse_json, read_document
 
 _DIR = Path(tempfile.mkdtemp(prefix="veil-fuzz-"))
 
@@ -186,7 +187,7 @@ def decode(data: bytes) -> None:
     limit = 1 << (data[1] % 21)
     try:
         out = decode_content(data[2:], encoding, limit)
-    except EnforceError:
+    except Refusal:  # Unenforceable: encoding_unsupported, body_invalid, body_too_large
         return
     codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
     if any(c != "identity" for c in codings):
@@ -197,7 +198,7 @@ def json_body(data: bytes) -> None:
     try:
         doc = parse_json("application/json", data)
         check_depth(doc, 64, data)
-    except EnforceError:
+    except Refusal:  # Unenforceable: body_invalid
         return
 
 
@@ -238,18 +239,25 @@ def _apply(plan: Any, each: Any, doc: Any, body: bytes) -> tuple[Any, ...]:
 
 
 def _enforce(plan: Any, each: Any, body: bytes, lazy: bool) -> tuple[Any, ...]:
-    """The proxy's reading of one body: parse (lazily when asked), per-item consent, the plan, the
-    depth check; a lazy reading that cannot stand in is redone on an orjson parse."""
+    """The proxy's reading of one body (veil.redact.reading.read_document, as the flow calls it): parse
+    (lazily when asked), per-item consent, the plan, the depth check; a lazy reading that cannot stand
+    in is redone on an orjson parse."""
+    async def work(doc: Any) -> tuple[Any, ...]:
+        return _apply(plan, each, doc, body)
+
+    coro = read_document(body, "application/json", lazy, work)
     try:
-        doc = parse_json("application/json", body, lazy=lazy)
         try:
-            return _apply(plan, each, doc, body)
-        except NotLazy:
-            return _apply(plan, each, parse_json("application/json", body), body)
-    except EnforceError as exc:
-        return ("block", exc.reason)
+            coro.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        raise AssertionError("reading a document waited on I/O")
+    except Refusal as exc:
+        return ("block", exc.reason.value)
     except (RecursionError, TypeError, VeilError):
         return ("block", "body_invalid")
+    finally:
+        coro.close()
 
 
 def lazy_eager(data: bytes) -> None:

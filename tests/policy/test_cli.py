@@ -108,7 +108,7 @@ cases:
 def test_test_file_schema_errors_name_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     f = _write_test(tmp_path, "cases:\n  - name: x\n    request: {path: /a}\n    expect: {decison: allow}\n")
     assert main(["test", str(tmp_path / "p")]) == 1
-    assert f"{f}:2: unknown expectation(s) decison" in capsys.readouterr().err
+    assert f"{f}:4:14: unknown expectation(s) decison (allowed: " in capsys.readouterr().err
 
 
 def test_explain_text_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

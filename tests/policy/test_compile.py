@@ -86,7 +86,7 @@ def test_admit_as_names_callers_without_touching_the_policy(load: Load) -> None:
 
 
 def test_purpose_hierarchy(load: Load) -> None:
-    p = load("route GET /a { for c.child, p { keep x } }")
+    p = load("route GET /a/{id} { subject path.id for c.child, p { keep x } }")
     web = p.callers["web"]
     assert web.may_claim("c.child") and web.may_claim("p") and not web.may_claim("q")
     assert web.claimable == frozenset({"p", "c.child"})

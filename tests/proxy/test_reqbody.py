@@ -62,7 +62,7 @@ async def test_a_declared_length_over_the_buffer_is_streamed_at_once() -> None:
     ((part(b"amount="), 0.5), "request_timeout"),  # stalls longer than the idle timeout
     ((part(b"a"), 0.15, part(b"b"), 0.15, part(b"c"), 0.15, part(b"d"), 0.15, part(b"e"), 0.15, part(b"f"), 0.15,
       part(b"g")), "request_timeout"),  # each gap is short, the whole takes longer than body_timeout
-    (tuple(part(b"y" * 30) for _ in range(4)), "request_too_large"),
+    (tuple(part(b"y" * 30) for _ in range(4)), "request_body_too_large"),
 ])
 async def test_a_body_that_does_not_arrive_whole_raises(messages: tuple[Any, ...], reason: str) -> None:
     for read_ahead in (True, False):
@@ -80,4 +80,4 @@ async def test_a_declared_length_over_the_limit_is_refused_unread() -> None:
     body = RequestBody(receiver(), LIMITS, declared=101)
     with pytest.raises(RequestBodyError) as info:
         await body.read_ahead()
-    assert info.value.reason == "request_too_large"
+    assert info.value.reason == "request_body_too_large"

@@ -143,7 +143,7 @@ def list_rules(draw: st.DrawFn) -> list[FieldRule]:
 
 
 def _flow(body: bytes, rules: list[FieldRule], each: Any, consented: set[str], lazy_: bool) -> Any:
-    from veil.proxy.enforce import keep_items, list_items
+    from veil.redact.items import keep_items, list_items
 
     plan = compile_plan(rules)
     doc = lazy.parse(body) if lazy_ else orjson.loads(body)

@@ -5,8 +5,12 @@ Subjects appear in the log only as pseudonyms: `pseudonym(ring, subject_id)` is 
 computes them, used by the proxy when it writes and by the report when it reads. With a rotated
 pseudonym key, `pseudonyms()` gives the subject's pseudonym under every key of the ring.
 
-A disclosure is a decision record (no `kind`, or kind "decision") whose decision is allow / redact /
-filter (or allowed / redacted / filtered) and whose `subject` or `subjects` list names the subject.
+A disclosure is a decision record (no `kind`, or kind "decision") that released a response to its
+caller (`released`) and whose `subject` or `subjects` list names the subject; its categories are those
+the record says left veil (`disclosed`, by category and form; `disclosed_by_subject` on list responses
+whose items differ). Records written before veil recorded disclosures count when their decision let
+data out (allow / redact / filter), with their categories unknown: their `categories` field named what
+a rule acted on, not what left.
 """
 
 from __future__ import annotations
@@ -41,13 +45,23 @@ def pseudonyms(ring: KeyRing, subject_id: str) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class Disclosure:
+    """One response that carried the subject's data to a caller.
+
+    `categories` maps each category of the subject's data that left to the forms it left in ("clear",
+    "hash", "mask", "generalize"), as the decision record wrote it from the response itself.
+    `known` is False when the record cannot tell (a report-only response passed on a body that was not
+    JSON, or a record written before veil recorded disclosures): the data left, its categories are
+    not known."""
+
     time: str
     caller: str
     purpose: str
-    categories: tuple[str, ...]
+    categories: dict[str, tuple[str, ...]]
     decision: str
     route: str
     id: str
+    known: bool = True
+    report_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,10 +70,11 @@ class Recipient:
 
     caller: str
     purpose: str
-    categories: tuple[str, ...]
+    categories: dict[str, tuple[str, ...]]  # category → forms, over all its disclosures
     count: int
     first: str
     last: str
+    unknown: int = 0  # disclosures whose categories the log cannot tell
 
 
 @dataclass(frozen=True)
@@ -75,9 +90,13 @@ class SubjectReport:
             groups.setdefault((d.caller, d.purpose), []).append(d)
         out = []
         for (caller, purpose), items in sorted(groups.items()):
-            cats = sorted({c for d in items for c in d.categories})
+            cats: dict[str, set[str]] = {}
+            for d in items:
+                for c, forms in d.categories.items():
+                    cats.setdefault(c, set()).update(forms)
             times = sorted(d.time for d in items)
-            out.append(Recipient(caller, purpose, tuple(cats), len(items), times[0], times[-1]))
+            out.append(Recipient(caller, purpose, {c: tuple(sorted(f)) for c, f in sorted(cats.items())},
+                                 len(items), times[0], times[-1], sum(not d.known for d in items)))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,6 +114,61 @@ class SubjectReport:
         }
 
 
+def disclosure_of(rec: dict[str, Any], wanted: Collection[str]) -> Disclosure | None:
+    """The disclosure of a wanted subject's data a decision record holds, or None. The one reading of
+    decision records for the access report (log files and stores alike).
+
+    A record released data when `released` says so (records since disclosures are recorded), or, for
+    older records, when its decision let data out (its categories are then unknown)."""
+    if rec.get("kind", "decision") != "decision":
+        return None
+    names = rec.get("subjects")
+    subjects = names if isinstance(names, list) and all(isinstance(s, str) for s in names) else []
+    single = rec.get("subject")
+    hits = [i for i, s in enumerate(subjects) if s in wanted]
+    if not hits and not (isinstance(single, str) and single in wanted):
+        return None
+    if "released" in rec:
+        if rec.get("released") is not True:
+            return None
+        disclosed = rec.get("disclosed")
+        per = rec.get("disclosed_by_subject")
+        known = isinstance(disclosed, dict)
+        cats: dict[str, set[str]] = {}
+        if known and hits and isinstance(per, dict) and not (isinstance(single, str) and single in wanted):
+            sets, of = per.get("sets"), per.get("of")
+            if isinstance(sets, list) and isinstance(of, list) and len(of) == len(subjects):
+                for i in hits:
+                    one = sets[of[i]] if isinstance(of[i], int) and 0 <= of[i] < len(sets) else None
+                    _merge(cats, one)
+            else:
+                known = False
+        elif known:
+            _merge(cats, disclosed)
+    elif rec.get("decision") in DISCLOSING:
+        known, cats = False, {}
+    else:
+        return None
+    return Disclosure(
+        time=_time(rec.get("time")),
+        caller=str(rec.get("caller") or "(unknown caller)"),
+        purpose=str(rec.get("purpose") or "(no purpose)"),
+        categories={c: tuple(sorted(f)) for c, f in sorted(cats.items())},
+        decision=str(rec.get("decision", "")),
+        route=str(rec.get("route") or ""),
+        id=str(rec.get("id", "")),
+        known=known,
+        report_only=rec.get("mode") == "report-only",
+    )
+
+
+def _merge(into: dict[str, set[str]], found: Any) -> None:
+    if isinstance(found, dict):
+        for c, forms in found.items():
+            if isinstance(c, str) and isinstance(forms, list):
+                into.setdefault(c, set()).update(str(f) for f in forms)
+
+
 def report(
     paths: Sequence[str | Path],
     ring: KeyRing,
@@ -110,24 +184,9 @@ def report(
     found: list[Disclosure] = []
 
     def visit(rec: dict[str, Any], file: Path, line: int) -> None:
-        if rec.get("kind", "decision") != "decision" or rec.get("decision") not in DISCLOSING:
-            return
-        names = rec.get("subjects")
-        subjects = set(names) if isinstance(names, list) and all(isinstance(s, str) for s in names) else set()
-        if isinstance(rec.get("subject"), str):
-            subjects.add(rec["subject"])
-        if subjects.isdisjoint(wanted):
-            return
-        cats = rec.get("categories")
-        found.append(Disclosure(
-            time=_time(rec.get("time")),
-            caller=str(rec.get("caller", "")),
-            purpose=str(rec.get("purpose", "")),
-            categories=tuple(sorted(str(c) for c in cats)) if isinstance(cats, list) else (),
-            decision=str(rec["decision"]),
-            route=str(rec.get("route", "")),
-            id=str(rec.get("id", "")),
-        ))
+        d = disclosure_of(rec, wanted)
+        if d is not None:
+            found.append(d)
 
     result = verify(paths, ring, require_head=require_head, visit=visit)
     found.sort(key=lambda d: d.time)

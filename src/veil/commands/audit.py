@@ -100,8 +100,8 @@ def _report(logs: list[str], ring: KeyRing, args: argparse.Namespace, config: Co
     print(f"log: {v.render()}")
     if not v.ok:
         print("WARNING: the log did not verify; disclosures after the first bad line are not listed")
-    rows = [("CALLER", "PURPOSE", "CATEGORIES", "COUNT", "FIRST", "LAST")]
-    rows += [(r.caller, r.purpose, ", ".join(r.categories) or "-", str(r.count), r.first, r.last)
+    rows = [("CALLER", "PURPOSE", "CATEGORIES (FORM)", "COUNT", "FIRST", "LAST")]
+    rows += [(r.caller, r.purpose, categories_text(r.categories, r.unknown), str(r.count), r.first, r.last)
              for r in rep.recipients]
     if len(rows) == 1:
         print("no disclosures of this subject's data were recorded")
@@ -110,6 +110,15 @@ def _report(logs: list[str], ring: KeyRing, args: argparse.Namespace, config: Co
         for row in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0 if v.ok else 1
+
+
+def categories_text(categories: dict[str, tuple[str, ...]], unknown: int = 0) -> str:
+    """`contact.email (hash), identity` — a category alone left in clear; `+ n unknown` for disclosures
+    whose categories the log cannot tell."""
+    parts = [c if forms == ("clear",) else f"{c} ({', '.join(forms)})" for c, forms in categories.items()]
+    if unknown:
+        parts.append(f"+ {unknown} of unknown categories")
+    return ", ".join(parts) or "uncategorized fields only"
 
 
 def _logs(given: list[str], config: Config | None) -> list[str] | None:

@@ -191,7 +191,7 @@ class _Builder(Transformer[Token, Any]):
 
     def r_subject(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
         source, _, name = str(c[0]).partition(".")
-        return ("subject", (source, name), self._loc(meta))
+        return ("subject", (source, name), _tok_loc(c[0], self.file))
 
     def r_each(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
         return ("each", (ast.PathRef(str(c[0]), _tok_loc(c[0], self.file)),

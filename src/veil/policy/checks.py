@@ -21,6 +21,7 @@ GPC_COVERED = ("sale", "sharing", "targeted_advertising")
 UNITS = ("day", "days", "week", "weeks", "month", "months", "year", "years")
 SOURCES = ("store", "tcf")
 MODES = ("enforce", "report-only")
+BODY_SUBJECTS = ("body", "request_body")  # subjects read from a JSON body (a field path of keys)
 GENERALIZE = {"prefix": "int", "bucket": "int", "round": "int", "month": None, "year": None, "ip": None}
 MASK_ARGS = ("first", "last")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
@@ -99,6 +100,10 @@ def parse_paths(ctx: Context) -> None:
         if route.each:
             for p in route.each:
                 one(p.text, p.loc, id(p))
+        if route.subject and route.subject[0] in BODY_SUBJECTS:
+            source, text = route.subject
+            at = route.subject_loc
+            one(text, Location(at.file, at.line, at.col + len(source) + 1), id(route))
 
 
 def check_purposes(ctx: Context) -> None:
@@ -287,6 +292,57 @@ def check_routes(ctx: Context) -> None:
             seen[shape] = route
 
 
+def check_subjects(ctx: Context) -> None:
+    """Where a rule needs consent from the store, its route names the subject of every response.
+
+    A consent-based purpose whose consent is in the store (`consent_from store`, the default) and any
+    rule with `require consent` need a subject: `subject path.…|query.…|header.…|request_body.…|body.…`
+    or, for a list, `each LIST subject PATH`. Without one the store cannot be asked, and forgetting the
+    line must not switch consent off. A purpose whose consent comes only from the request's TCF string
+    says so (`consent_from tcf`) and needs no subject."""
+    for route in ctx.routes():
+        if route.subject and route.subject[0] in BODY_SUBJECTS:
+            path = ctx.paths.get(id(route))
+            if path is not None and not all(isinstance(s, Key) for s in path):
+                ctx.error("subject_path_invalid", "a subject is one field: a path of keys, without * or [*]",
+                          route.subject_loc, f"for example: subject {route.subject[0]}.customer.id")
+            if route.subject[0] == "request_body" and route.method in ("GET", "HEAD"):
+                ctx.error("subject_path_invalid", f"a {route.method} request has no body to read a subject from",
+                          route.subject_loc, "use subject path.…, query.…, header.… or body.… (the response)")
+        if route.subject or route.each:
+            continue
+        for rule in route.rules:
+            for name, loc in rule.purposes:
+                p = ctx.purposes.get(name)
+                if p is None or _store_consent(p) is None:
+                    continue
+                ctx.error("consent_without_subject",
+                          f"purpose {name!r} needs the subject's consent ({_store_consent(p)!r}), but route "
+                          f"{route.method} {route.template} names no subject: consent could never be checked",
+                          loc, "add `subject path.<param>` (or query./header./request_body./body.), or "
+                          "`each items[*] subject id` for a list; a purpose whose consent comes only from "
+                          "the TCF string says `consent_from tcf`")
+            for st in rule.body:
+                if st.kind == "require_consent":
+                    ctx.error("consent_without_subject",
+                              f"require consent {', '.join(map(repr, st.args))} needs a subject, but route "
+                              f"{route.method} {route.template} names none", st.loc,
+                              "add `subject path.<param>` (or query./header./request_body./body.), or "
+                              "`each items[*] subject id`")
+
+
+def _store_consent(p: ast.Purpose) -> str | None:
+    """The store consent key a purpose needs for each subject, or None (not consent-based, TCF only)."""
+    basis = p.get("basis")
+    if basis is None or basis.values[0] != "consent":
+        return None
+    sources = p.get("consent_from")
+    if sources is not None and "store" not in sources.values:
+        return None
+    key = p.get("consent")
+    return str(key.values[0]) if key else "?"
+
+
 def check_minimization(ctx: Context) -> None:
     """Sensitive categories kept in clear under a basis other than consent; `keep *` under consent."""
     sensitive: list[tuple[ast.Category, list[FieldPath]]] = []
@@ -353,6 +409,7 @@ STAGES: tuple[Callable[[Context], None], ...] = (
     resolve_references,
     check_statements,
     check_routes,
+    check_subjects,  # after parse_paths (body subjects) and collect_definitions (purposes)
     check_minimization,
     check_strings,
 )

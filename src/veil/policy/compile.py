@@ -19,8 +19,9 @@ from veil.location import Location
 from veil.policy import ast
 from veil.policy.checks import Context, parsed_paths
 from veil.redact import transforms as tf
+from veil.redact.categories import CategoryIndex
 from veil.redact.engine import Action, FieldPlan, FieldRule, Guard, compile_plan
-from veil.redact.paths import Deep, Each, FieldPath, ends_with, parse_path
+from veil.redact.paths import Deep, Each, FieldPath
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DEV_HASH_KEY = b"veil-development-hash-key-not-for-production"
@@ -77,6 +78,8 @@ class CompiledRule:
     locations: tuple[Location, ...]  # by rule_id (statement locations; index -1 = the rule itself)
     loc: Location
     categories_by_rule: tuple[str | None, ...]
+    # rule ids the compiler added: drops of sensitive categories for a purpose not based on consent
+    implicit: frozenset[int] = frozenset()
 
     def location_of(self, rule_id: int) -> Location:
         return self.locations[rule_id] if 0 <= rule_id < len(self.locations) else self.loc
@@ -89,12 +92,19 @@ class CompiledRoute:
     statics: tuple[tuple[int, str], ...]
     params: tuple[tuple[int, str], ...]
     nsegs: int
-    subject: tuple[str, str] | None
+    subject: tuple[str, str] | None  # (source, name): path | query | header | request_body | body
     each: tuple[FieldPath, FieldPath] | None
     upstream: str | None
     mode: str | None
     rules: Mapping[str, CompiledRule]
     loc: Location
+    subject_path: FieldPath | None = None  # the parsed field path of a request_body / body subject
+
+    @property
+    def reads_lazily(self) -> bool:
+        """Whether a large body may be read lazily: not when the subject is read from it (the lazy
+        reading of a duplicated key would differ from orjson's before the plan could notice)."""
+        return self.subject is None or self.subject[0] != "body"
 
     @property
     def specificity(self) -> tuple[int, ...]:
@@ -114,8 +124,7 @@ class CompiledPolicy:
     cert_index: dict[str, CompiledCaller]
     _static: dict[tuple[str, str], CompiledRoute] = field(default_factory=dict)
     _dynamic: dict[tuple[str, int], list[CompiledRoute]] = field(default_factory=dict)
-    _category_cache: dict[str, str] = field(default_factory=dict)
-    _disclosed: dict[int, list[str]] = field(default_factory=dict)
+    category_index: CategoryIndex = field(default_factory=lambda: CategoryIndex(()))
     _key_cache: dict[str, CompiledCaller] = field(default_factory=dict)  # keys that authenticated
     warnings: list[Diagnostic] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
@@ -177,38 +186,10 @@ class CompiledPolicy:
             self._key_cache[key] = caller
         return caller
 
-    def disclosed_categories(self, rule: CompiledRule) -> list[str]:
-        """Categories a rule can disclose (kept or transformed paths), computed once per rule."""
-        hit = self._disclosed.get(id(rule))
-        if hit is None:
-            from veil.redact.engine import Action
-            from veil.redact.paths import format_path
-
-            hit = sorted({self.category_of(format_path(r.path)) for r in rule.plan.rules
-                          if r.action is not Action.DROP})
-            self._disclosed[id(rule)] = hit
-        return hit
-
     def category_of(self, template: str) -> str:
-        """Category of a concrete path template (for metrics); 'uncategorized' if none."""
-        hit = self._category_cache.get(template)
-        if hit is not None:
-            return hit
-        name = "uncategorized"
-        try:
-            path = parse_path(template) if template else ()
-        except Exception:
-            path = ()
-        # the field itself first, then its ancestors: `address.street` is in a category of `address`
-        for end in range(len(path), 0, -1):
-            prefix = path[:end]
-            hits = [c for c, (_, cpaths) in self.categories.items() if any(ends_with(prefix, cp) for cp in cpaths)]
-            if hits:
-                name = hits[0]
-                break
-        if len(self._category_cache) < 10_000:
-            self._category_cache[template] = name
-        return name
+        """Category of a field template (for metrics and records); 'uncategorized' if none. The rule
+        is veil.redact.categories.CategoryIndex.of: the one used for disclosures too."""
+        return self.category_index.of_template(template) or "uncategorized"
 
 
 def _duration(d: ast.Duration | None) -> timedelta | None:
@@ -342,12 +323,14 @@ def _compile_rule(
                         add(p if p[:1] == (Deep(),) else (Deep(), *p), action, transform, st.loc, t.text)
                 else:
                     add(ctx.paths[id(t)], action, transform, st.loc, None)
+    implicit: set[int] = set()
     if not purpose.needs_consent:
         # Belt and braces for GDPR Art. 9: sensitive categories never leave in clear without consent.
         for cname, cat in ctx.categories.items():
             if cat.sensitive and cname not in transformed_cats:
                 for cp in cat.paths:
                     p = ctx.paths[id(cp)]
+                    implicit.add(len(locations))
                     add(p if p[:1] == (Deep(),) else (Deep(), *p), Action.DROP, None, cat.loc, cname)
     return CompiledRule(
         route=route.template,
@@ -360,6 +343,7 @@ def _compile_rule(
         locations=tuple(locations),
         loc=rule.loc,
         categories_by_rule=tuple(cats),
+        implicit=frozenset(implicit),
     )
 
 
@@ -398,9 +382,10 @@ def compile_policy(
             each = None
             if r.each:
                 each = (ctx.paths[id(r.each[0])], ctx.paths[id(r.each[1])])
+            subject_path = ctx.paths.get(id(r)) if r.subject and r.subject[0] in ("body", "request_body") else None
             routes.append(CompiledRoute(
                 r.method, r.template, statics, params, len(segs), r.subject, each, r.upstream, r.mode,
-                compiled, r.loc,
+                compiled, r.loc, subject_path,
             ))
     header = next((m.header for m in modules if m.header), None)
     categories = {
@@ -416,6 +401,7 @@ def compile_policy(
         key_index=key_index,
         cert_index=cert_index,
         modules=modules,
+        category_index=CategoryIndex([(name, paths) for name, (_, paths) in categories.items()]),
     )
     policy.warnings.extend(diags)
     return policy

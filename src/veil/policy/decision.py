@@ -15,68 +15,27 @@ from typing import TYPE_CHECKING
 from veil.consent.store import MISSING_STATE, ConsentState, Status
 from veil.location import Location
 from veil.policy.compile import CompiledCaller, CompiledPolicy, CompiledPurpose, CompiledRoute, CompiledRule
+from veil.reasons import REASONS, Reason
 
 if TYPE_CHECKING:
     from veil.consent.tcf import TCFResult
 
 PURPOSE_RE = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")
 
-# reason code → (HTTP status, title)
-REASONS: dict[str, tuple[int, str]] = {
-    "route_not_covered": (403, "No policy route covers this request"),
-    "path_invalid": (400, "The request path is not in normal form"),
-    "method_override": (400, "Method override headers are not accepted"),
-    "unknown_caller": (401, "Unknown caller"),
-    "key_ambiguous": (400, "More than one Veil-Key header"),
-    "caller_not_allowed": (403, "This caller may not use this route for this purpose"),
-    "purpose_missing": (400, "No purpose declared"),
-    "purpose_ambiguous": (400, "More than one purpose declared"),
-    "purpose_invalid": (400, "The declared purpose is not a valid purpose name"),
-    "purpose_unknown": (403, "The declared purpose is not defined by the policy"),
-    "purpose_not_allowed": (403, "This caller may not claim this purpose"),
-    "purpose_not_covered": (403, "This route has no rule for the declared purpose"),
-    "blocked_by_rule": (403, "Blocked by policy"),
-    "subject_missing": (400, "The request does not identify the data subject"),
-    "consent_missing": (403, "The data subject has not consented to this purpose"),
-    "consent_withdrawn": (403, "The data subject withdrew consent for this purpose"),
-    "consent_expired": (403, "The data subject's consent has expired"),
-    "consent_stale": (403, "Consent was given to an older notice version"),
-    "consent_unavailable": (503, "Consent cannot be verified right now"),
-    "gpc_opt_out": (403, "The data subject opted out with Global Privacy Control"),
-    "tcf_invalid": (403, "The TCF consent string is invalid"),
-    "upstream_unavailable": (502, "The upstream service is unavailable"),
-    "upstream_timeout": (504, "The upstream service timed out"),
-    "upstream_redirect": (502, "The upstream answered with a redirect"),
-    "upstream_status": (502, "The upstream answered with an error status"),
-    "body_invalid": (502, "The upstream body cannot be enforced"),
-    "body_too_large": (502, "The upstream body exceeds the size limit"),
-    "content_type_unsupported": (502, "The upstream content type cannot be enforced"),
-    "encoding_unsupported": (502, "The upstream content encoding cannot be enforced"),
-    "range_not_allowed": (416, "Byte ranges are not served on enforced routes"),
-    "audit_unavailable": (503, "The decision log cannot be written"),
-    "policy_unavailable": (503, "No valid policy is loaded"),
-    "rate_limited": (429, "Too many failed authentications"),
-    "headers_too_large": (431, "Request headers are too large"),
-    "internal_error": (500, "Internal error"),
-    # The request path (issue 15): a client's body or connection, the upstream's pool and statuses.
-    "request_aborted": (400, "The request body did not arrive whole"),
-    "request_timeout": (408, "The request did not arrive in time"),
-    "request_too_large": (413, "The request body exceeds the size limit"),
-    "upgrade_refused": (400, "Protocol upgrades (WebSocket) are not supported"),
-    "upstream_busy": (503, "No upstream connection became free in time"),
-    "upstream_status_invalid": (502, "The upstream answered with a status veil cannot relay"),
-}
+# code → (HTTP status, title): the table of veil.reasons.Reason (kept here for older imports)
+__all__ = ["REASONS", "Admitted", "Blocked", "Reason", "admit", "consent_reason", "consent_reasons", "no_content",
+           "status_reason"]
 
 
-def status_reason(status: int) -> str | None:
+def status_reason(status: int) -> Reason | None:
     """What an upstream status means before its body is read: None for 2xx (the body is enforced),
     else the reason of the block. 1xx interim responses never get here (the upstream client skips
     them); a status veil cannot relay (outside 200-599, 101 included) is `upstream_status_invalid`."""
     if not 200 <= status <= 599:
-        return "upstream_status_invalid"
+        return Reason.UPSTREAM_STATUS_INVALID
     if status < 300:
         return None
-    return "upstream_redirect" if status < 400 else "upstream_status"
+    return Reason.UPSTREAM_REDIRECT if status < 400 else Reason.UPSTREAM_STATUS
 
 
 def no_content(status: int, body: bytes) -> bool:
@@ -89,7 +48,7 @@ def no_content(status: int, body: bytes) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Blocked:
-    reason: str
+    reason: Reason
     route: str | None = None  # template, for metrics
     purpose: str | None = None
     caller: str | None = None
@@ -97,7 +56,7 @@ class Blocked:
 
     @property
     def status(self) -> int:
-        return REASONS[self.reason][0]
+        return self.reason.status
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a setattr call per field
@@ -121,37 +80,37 @@ def admit(
     """Steps 1-3 of the request flow: route, caller, purpose, rule. No I/O."""
     found = policy.match(method, path)
     if found is None:
-        return Blocked("route_not_covered")
+        return Blocked(Reason.ROUTE_NOT_COVERED)
     route, params = found
     tpl = route.template
     caller: CompiledCaller | None = None
     if len(keys) > 1:
-        return Blocked("key_ambiguous", tpl)
+        return Blocked(Reason.KEY_AMBIGUOUS, tpl)
     if keys:
         caller = policy.authenticate(keys[0])
     elif cert_subject is not None:
         caller = policy.cert_index.get(cert_subject)
     if caller is None:
-        return Blocked("unknown_caller", tpl)
+        return Blocked(Reason.UNKNOWN_CALLER, tpl)
     if not purposes:
-        return Blocked("purpose_missing", tpl, caller=caller.name)
+        return Blocked(Reason.PURPOSE_MISSING, tpl, caller=caller.name)
     if len(purposes) > 1 or "," in purposes[0]:
-        return Blocked("purpose_ambiguous", tpl, caller=caller.name)
+        return Blocked(Reason.PURPOSE_AMBIGUOUS, tpl, caller=caller.name)
     name = purposes[0].strip()
     purpose = policy.purposes.get(name)  # defined purpose names are valid names: check those first
     if purpose is None:
         if not PURPOSE_RE.fullmatch(name):
-            return Blocked("purpose_invalid", tpl, caller=caller.name)
-        return Blocked("purpose_unknown", tpl, caller=caller.name)
+            return Blocked(Reason.PURPOSE_INVALID, tpl, caller=caller.name)
+        return Blocked(Reason.PURPOSE_UNKNOWN, tpl, caller=caller.name)
     if name not in caller.claimable and not caller.may_claim(name):
-        return Blocked("purpose_not_allowed", tpl, name, caller.name, (caller.loc,))
+        return Blocked(Reason.PURPOSE_NOT_ALLOWED, tpl, name, caller.name, (caller.loc,))
     rule = route.rules.get(name)
     if rule is None:
-        return Blocked("purpose_not_covered", tpl, name, caller.name, (route.loc,))
+        return Blocked(Reason.PURPOSE_NOT_COVERED, tpl, name, caller.name, (route.loc,))
     if rule.callers is not None and caller.name not in rule.callers:
-        return Blocked("caller_not_allowed", tpl, name, caller.name, (rule.loc,))
+        return Blocked(Reason.CALLER_NOT_ALLOWED, tpl, name, caller.name, (rule.loc,))
     if rule.block is not None:
-        return Blocked("blocked_by_rule", tpl, name, caller.name, (rule.loc,))
+        return Blocked(Reason.BLOCKED_BY_RULE, tpl, name, caller.name, (rule.loc,))
     return Admitted(route, params, caller, purpose, rule)
 
 
@@ -163,7 +122,7 @@ def consent_reason(
     gpc: bool = False,
     tcf: TCFResult | None = None,
     vendor: int | None = None,
-) -> str | None:
+) -> Reason | None:
     """None when the subject's consent facts allow the rule, else the reason code.
 
     Precedence: GPC opt-out first; then for each required consent key a withdrawal in the store
@@ -173,7 +132,7 @@ def consent_reason(
     """
     purpose = rule.purpose
     if gpc and (purpose.gpc_honor or rule.respect_gpc):
-        return "gpc_opt_out"
+        return Reason.GPC_OPT_OUT
     reads_tcf = "tcf" in purpose.sources and purpose.needs_consent
     if reads_tcf and (purpose.consent_key is None or "store" not in purpose.sources):
         why = _tcf_reason(purpose, tcf, vendor)
@@ -183,7 +142,7 @@ def consent_reason(
     for key in rule.consent_keys:
         state = states.get(key, MISSING_STATE)
         if state.status is Status.WITHDRAWN:
-            return "consent_withdrawn"
+            return Reason.CONSENT_WITHDRAWN
         why = _store_reason(purpose, state, now, oldest)
         if why is None:
             continue
@@ -191,7 +150,7 @@ def consent_reason(
             tcf_why = _tcf_reason(purpose, tcf, vendor)
             if tcf_why is None:
                 continue
-            if tcf_why == "tcf_invalid" and why == "consent_missing":
+            if tcf_why == Reason.TCF_INVALID and why == Reason.CONSENT_MISSING:
                 why = tcf_why
         return why
     return None
@@ -205,7 +164,7 @@ def consent_reasons(
     *,
     gpc: bool = False,
     vendor: int | None = None,
-) -> dict[str, str | None]:
+) -> dict[str, Reason | None]:
     """`consent_reason` for each subject of a list response (one batched store lookup, no TCF string),
     with what is the same for every subject worked out once."""
     purpose = rule.purpose
@@ -214,13 +173,13 @@ def consent_reasons(
         return {s: consent_reason(rule, {k: states[(s, k)] for k in keys if (s, k) in states}, now, gpc=gpc,
                                   vendor=vendor) for s in subjects}
     oldest = now - purpose.max_age if purpose.max_age is not None else None
-    out: dict[str, str | None] = {}
+    out: dict[str, Reason | None] = {}
     for s in subjects:
         why = None
         for key in keys:
             state = states.get((s, key), MISSING_STATE)
             if state.status is Status.WITHDRAWN:
-                why = "consent_withdrawn"
+                why = Reason.CONSENT_WITHDRAWN
                 break
             why = _store_reason(purpose, state, now, oldest)
             if why is not None:
@@ -230,28 +189,28 @@ def consent_reasons(
 
 
 def _store_reason(purpose: CompiledPurpose, state: ConsentState, now: datetime, oldest: datetime | None
-                  ) -> str | None:
+                  ) -> Reason | None:
     """`oldest`: now less the purpose's max age (None: no max age)."""
     if state.status is Status.EXPIRED:
-        return "consent_expired"
+        return Reason.CONSENT_EXPIRED
     if state.status is not Status.GIVEN:
-        return "consent_missing"
+        return Reason.CONSENT_MISSING
     if state.expires_at is not None and state.expires_at <= now:
-        return "consent_expired"
+        return Reason.CONSENT_EXPIRED
     if oldest is not None and state.at is not None and state.at < oldest:
-        return "consent_expired"
+        return Reason.CONSENT_EXPIRED
     if purpose.min_notice is not None and (state.notice_version or 0) < purpose.min_notice:
-        return "consent_stale"
+        return Reason.CONSENT_STALE
     return None
 
 
-def _tcf_reason(purpose: CompiledPurpose, tcf: TCFResult | None, vendor: int | None) -> str | None:
+def _tcf_reason(purpose: CompiledPurpose, tcf: TCFResult | None, vendor: int | None) -> Reason | None:
     if tcf is None:
-        return "consent_missing"
+        return Reason.CONSENT_MISSING
     if not tcf.valid or tcf.string is None:
-        return "tcf_invalid"
+        return Reason.TCF_INVALID
     from veil.consent.tcf import allows
 
     ok = allows(tcf.string, purposes=purpose.tcf_purposes, special_features=purpose.tcf_features,
                 vendor_id=vendor, legitimate_interest=purpose.tcf_li)
-    return None if ok else "consent_missing"
+    return None if ok else Reason.CONSENT_MISSING

@@ -18,9 +18,10 @@ from datetime import datetime
 from typing import Any
 
 from veil.location import Location
+from veil.policy.cases import Consent, Request, Response, View, decision_locations
 from veil.policy.compile import CompiledPolicy
-from veil.policy.decision import REASONS
-from veil.policy.testing import Consent, Outcome, Request, Response, decision_locations, evaluate
+from veil.policy.testing import evaluate
+from veil.reasons import REASONS
 from veil.redact.paths import format_path
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
@@ -49,7 +50,7 @@ class FieldLine:
 
 @dataclass
 class Explanation:
-    outcome: Outcome
+    outcome: View
     route: str | None
     purpose: str | None
     locations: list[Location]

@@ -13,6 +13,9 @@ from veil.errors import Diagnostic, Diagnostics, Severity
 from veil.location import Location
 from veil.policy import ast
 from veil.policy.build import build_module
+from veil.policy.checks import run_checks
+from veil.policy.compile import CompiledPolicy, compile_policy
+from veil.policy.lint import check_plans
 from veil.policy.syntax import parse_text
 
 
@@ -85,9 +88,6 @@ def load_policy(
     paths: Iterable[str | Path], *, hash_key: bytes | None = None, strict_warnings: bool = False
 ) -> CompiledPolicy:
     """Parse, check and compile a policy set; raises Diagnostics when any error was found."""
-    from veil.policy.checks import run_checks
-    from veil.policy.compile import compile_policy
-
     paths = list(paths)
     modules, sources, diags = load_sources(paths)
     if not any(d.severity is Severity.ERROR for d in diags):
@@ -96,9 +96,11 @@ def load_policy(
     if errors:
         raise Diagnostics(diags, sources)
     policy = compile_policy(modules, version=policy_version(sources), hash_key=hash_key)
+    # the compiled plans are asked what their statements do (statements that are silent no-ops)
+    seen = {(d.code, d.location) for d in diags}
+    diags.extend(d for d in check_plans(policy) if (d.code, d.location) not in seen)
+    if any(d.severity is Severity.ERROR or strict_warnings for d in diags):
+        raise Diagnostics(diags, sources)
     policy.warnings = [d for d in diags if d.severity is Severity.WARNING] + policy.warnings
     policy.sources = sources
     return policy
-
-
-from veil.policy.compile import CompiledPolicy  # noqa: E402  (type used in the signature above)

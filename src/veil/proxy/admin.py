@@ -173,14 +173,15 @@ def build_admin_app(rt: Runtime) -> Starlette:
     async def reload(request: Request) -> Response:
         if (denied := authorize(request, "reload")) is not None:
             return denied
-        ok = await rt.policy.reload()
+        done = await rt.reload()
         from veil.proxy.workers import reload_all_workers
 
         reload_all_workers()  # under `veil serve --workers N` this request reached one worker only
-        await admin_audit(request, "policy.reload", "reload", None, {"ok": ok})
-        policy = rt.policy.current
-        return _json({"ok": ok, "version": policy.version if policy else None, "error": rt.policy.last_error},
-                     200 if ok else 422)
+        await admin_audit(request, "policy.reload", "reload", None, {"ok": done.ok})
+        # 200: everything the files say is in effect; 422: the policy or the config file is invalid (the
+        # last good one stays); 409: valid, but some changed settings need a restart (named in the answer)
+        status = 422 if (not done.policy_ok or done.config_error) else 409 if done.restart_required else 200
+        return _json(done.to_json(rt.settings.mode), status)
 
     async def notice(request: Request) -> Response:
         if (denied := authorize(request, "read")) is not None:

@@ -33,6 +33,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from veil import metrics
 from veil.config import ClientLimits
 from veil.proxy.problem import problem_body
+from veil.reasons import Reason
 
 HEAD_LIMIT = 64 * 1024
 
@@ -43,7 +44,7 @@ class _HeadTooLarge(Exception):
     pass
 
 
-def _problem_bytes(reason: str, phrase: bytes) -> bytes:
+def _problem_bytes(reason: Reason, phrase: bytes) -> bytes:
     status, body = problem_body(reason, os.urandom(12).hex())
     return b"".join([
         b"HTTP/1.1 %d %s\r\n" % (status, phrase),
@@ -92,7 +93,7 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         if self._phase == _HEAD:
             metrics.client_errors(self.listener, "header_timeout").inc()
             if self._head_bytes:  # part of a request arrived: say why the connection ends
-                self.transport.write(_problem_bytes("request_timeout", b"Request Timeout"))
+                self.transport.write(_problem_bytes(Reason.REQUEST_TIMEOUT, b"Request Timeout"))
         else:
             metrics.client_errors(self.listener, "body_discard_timeout").inc()
         self._phase = _IDLE
@@ -120,7 +121,7 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         if self._head_refused:
             metrics.client_errors(self.listener, "header_too_large").inc()
-            self.transport.write(_problem_bytes("headers_too_large", b"Request Header Fields Too Large"))
+            self.transport.write(_problem_bytes(Reason.HEADERS_TOO_LARGE, b"Request Header Fields Too Large"))
             self.transport.close()
             return
         super().send_400_response(msg)

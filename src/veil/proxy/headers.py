@@ -12,12 +12,9 @@ describe the unredacted body, hop-by-hop headers, and what veil sets itself.
 
 from __future__ import annotations
 
-from typing import Any
-
 from veil.policy.compile import CompiledPolicy
+from veil.proxy.asgi import Scope
 from veil.proxy.forwarded import CHAIN, HOST, PROTO
-
-Scope = dict[str, Any]
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -95,8 +92,3 @@ def response_headers(upstream: list[tuple[str, str]], policy: CompiledPolicy, de
     ]
     return out
 
-
-def wants_upgrade(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether the request asks to switch to WebSocket (refused: veil enforces HTTP responses only).
-    Other upgrade offers (`h2c`) are ignored as HTTP allows: `Upgrade` is not forwarded."""
-    return any(name == b"upgrade" and b"websocket" in value.lower() for name, value in headers)

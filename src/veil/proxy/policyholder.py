@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from veil import metrics
@@ -45,8 +45,9 @@ def _signature(paths: Sequence[str]) -> tuple[tuple[str, int, int, int], ...]:
 
 class PolicyHolder:
     def __init__(self, paths: Sequence[str], *, hash_key: bytes | None,
-                 mode_override: str | None = None) -> None:
+                 on_install: Callable[[], None] | None = None) -> None:
         self.paths = list(paths)
+        self.on_install = on_install
         self.hash_key = hash_key
         self.current: CompiledPolicy | None = None
         self.last_error: str | None = None
@@ -67,6 +68,8 @@ class PolicyHolder:
         self.current = policy
         self.last_error = None
         metrics.set_policy_version(policy.version)
+        if self.on_install is not None:
+            self.on_install()
         for w in policy.warnings:
             log.warning("policy warning: %s", w.render())
 

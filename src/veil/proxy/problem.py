@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import orjson
 
-from veil.policy.decision import REASONS
+from veil.reasons import Reason
 
 PROBLEM_BASE = "https://veil.dev/problems/"
 
 
-def problem_body(reason: str, decision_id: str, detail: str | None = None) -> tuple[int, bytes]:
-    status, title = REASONS.get(reason, REASONS["internal_error"])
+def problem_body(reason: Reason, decision_id: str, detail: str | None = None, *, status: int | None = None
+                 ) -> tuple[int, bytes]:
+    """(status, body) for a refusal; `status` overrides the reason's (an upstream error status passed on)."""
+    code = reason.status if status is None else status
     body = {
-        "type": PROBLEM_BASE + reason.replace("_", "-"),
-        "title": title,
-        "status": status,
-        "detail": detail or title,
-        "reason": reason,
+        "type": PROBLEM_BASE + reason.value.replace("_", "-"),
+        "title": reason.title,
+        "status": code,
+        "detail": detail or reason.title,
+        "reason": reason.value,
         "decision_id": decision_id,
     }
-    return status, orjson.dumps(body)
+    return code, orjson.dumps(body)

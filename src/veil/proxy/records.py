@@ -16,7 +16,9 @@ from veil import metrics
 from veil.audit.report import pseudonym, pseudonym_list
 from veil.keys import KeyRing
 from veil.policy.compile import CompiledPolicy, CompiledRule
-from veil.policy.decision import Admitted
+from veil.policy.flow import Outcome
+from veil.reasons import Reason
+from veil.redact.categories import as_record
 
 _SAFE_TEMPLATE = re.compile(r"[A-Za-z0-9_\-\[\]*.]{1,200}")
 MAX_LOGGED_PATHS = 100
@@ -95,39 +97,62 @@ class Recorder:
             categories=sorted({c for c, _ in counts if c != "aggregate"}),
             locations=locations,
             increments=tuple((metrics.fields(c, a), n) for (c, a), n in counts.items()),
-            changed=bool(counts) or bool(report.type_errors),
+            changed=report.changed,
         )
         if len(self._summaries) >= 4096:
             self._summaries.clear()
         self._summaries[key] = summary
         return summary
 
-    def decision(self, policy: CompiledPolicy, ad: Admitted, decision: str, reason: str, decision_id: str,
-                 subject: str | None, subjects: list[str], summary: Summary, facts: dict[str, str],
-                 filtered: int = 0) -> dict[str, Any]:
-        ring = self.ring
-        rec: dict[str, Any] = {
-            "id": decision_id, "time": now_iso(), "caller": ad.caller.name,
-            "purpose": ad.purpose.name, "basis": ad.purpose.basis, "route": ad.route.template,
-            "subject": pseudonym(ring, subject) if subject else None,
-            "decision": decision, "reason": reason, "fields": summary.fields, "categories": summary.categories,
-            "disclosed_categories": policy.disclosed_categories(ad.rule), "consent": facts,
-            "policy": policy.version, "rules": summary.locations,
-        }
-        if subjects:
-            rec["subjects"] = pseudonym_list(ring, subjects)
-        if filtered:
-            rec["filtered"] = filtered
-        return rec
+    def record(self, policy: CompiledPolicy, out: Outcome, decision_id: str, summary: Summary | None = None
+               ) -> dict[str, Any]:
+        """The decision record of an outcome (what the decision log keeps and the access report reads).
 
-    def block(self, policy: CompiledPolicy, decision_id: str, reason: str, route: str | None, purpose: str | None,
-              caller: str | None, subject: str | None, consent: dict[str, str] | None, rules: list[str]
-              ) -> dict[str, Any]:
-        return {
-            "id": decision_id, "time": now_iso(), "caller": caller, "purpose": purpose, "route": route,
-            "subject": pseudonym(self.ring, subject) if subject else None, "decision": "block",
-            "reason": reason, "consent": consent or {}, "policy": policy.version, "rules": rules,
+        `disclosed` lists, by category, the forms in which data left veil with this response ("clear",
+        "hash", "mask", "generalize"): read from the document that left, never from what the rule
+        mentions. It is {} when nothing left (a block, a HEAD request, an empty body) and null when veil
+        cannot tell (report-only passing on a body that is not JSON). On a list response whose items
+        disclose different categories, `disclosed_by_subject` gives each entry of `subjects` its own."""
+        ring = self.ring
+        ad, blocked = out.admitted, out.blocked
+        rec: dict[str, Any] = {
+            "id": decision_id, "time": now_iso(),
+            "caller": ad.caller.name if ad is not None else (blocked.caller if blocked else None),
+            "purpose": ad.purpose.name if ad is not None else (blocked.purpose if blocked else None),
+            "route": ad.route.template if ad is not None else (blocked.route if blocked else None),
+            "subject": pseudonym(ring, out.subject) if out.subject else None,
+            "decision": out.decision, "reason": out.reason.value, "consent": out.consent,
+            "policy": policy.version,
         }
+        if ad is not None:
+            rec["basis"] = ad.purpose.basis
+        if summary is not None and (out.reason is Reason.OK or blocked is None):
+            rec["fields"] = summary.fields
+            rec["rules"] = summary.locations
+        else:
+            rec["rules"] = [str(loc) for loc in blocked.locations] if blocked is not None else []
+        rec["released"] = out.released
+        disclosed = out.disclosed
+        rec["disclosed"] = as_record(disclosed) if disclosed is not None else None
+        if out.subjects:
+            rec["subjects"] = pseudonym_list(ring, out.subjects)
+            per = out.disclosed_by_subject
+            if per is not None:
+                sets: list[dict[str, list[str]]] = []
+                index: dict[str, int] = {}
+                of: list[int] = []
+                for sid in out.subjects:
+                    i = index.get(sid)
+                    if i is None:
+                        i = index[sid] = len(sets)
+                        sets.append(as_record(per.get(sid, {})))
+                    of.append(i)
+                rec["disclosed_by_subject"] = {"sets": sets, "of": of}
+        if out.filtered:
+            rec["filtered"] = out.filtered
+        if out.report_only:
+            rec["mode"] = "report-only"
+        return rec
 
 
 def count(route: str, purpose: str, decision: str, reason: str, summary: Summary, filtered: int) -> None:

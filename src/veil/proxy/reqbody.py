@@ -4,7 +4,7 @@
 ends quietly when the body does not arrive whole: a client that disconnects mid-body, stalls longer
 than `limits.request_body_idle_timeout` between two reads or `limits.request_body_timeout` in all,
 or sends more than `limits.max_request_body_bytes`, makes the iteration raise `RequestBodyError`
-(reason `request_aborted`, `request_timeout` or `request_too_large`). The upstream client that
+(reason `request_aborted`, `request_timeout` or `request_body_too_large`). The upstream client that
 consumes it must then abort its connection without finishing the request (no terminating chunk, no
 missing Content-Length bytes made up): a cut-off body never reaches the upstream as a whole one.
 
@@ -16,12 +16,12 @@ client never holds an upstream connection; a larger one is streamed, the part re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from veil.config import ClientLimits
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]  # veil.proxy.asgi.Receive (which imports this)
 
 
 class RequestBodyError(Exception):
@@ -29,7 +29,7 @@ class RequestBodyError(Exception):
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
-        self.reason = reason  # request_aborted | request_timeout | request_too_large
+        self.reason = reason  # request_aborted | request_timeout | request_body_too_large
 
 
 class RequestBody:
@@ -76,7 +76,7 @@ class RequestBody:
         chunk: bytes = msg.get("body", b"")
         self._size += len(chunk)
         if self._size > limits.max_body_bytes:
-            raise self._fail("request_too_large", "the request body exceeds the size limit")
+            raise self._fail("request_body_too_large", "the request body exceeds the size limit")
         if not msg.get("more_body", False):
             self._done = True
         return chunk
@@ -87,7 +87,7 @@ class RequestBody:
         limit = self._limits.buffer_bytes
         if self._declared is not None:
             if self._declared > self._limits.max_body_bytes:
-                raise self._fail("request_too_large", "the declared request body exceeds the size limit")
+                raise self._fail("request_body_too_large", "the declared request body exceeds the size limit")
             if self._declared > limit:
                 return self
         buffered = sum(len(c) for c in self._chunks)

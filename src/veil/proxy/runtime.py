@@ -7,17 +7,19 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from veil import metrics
 from veil.audit.log import AuditLog
-from veil.config import Config
+from veil.config import KEY_PATHS, RELOADABLE, Config, FlowSettings, changed_settings, load_config
 from veil.consent.open import open_store
 from veil.consent.store import ConsentStore, SubjectHasher
 from veil.errors import VeilError
 from veil.keys import KeyRing, generate_key
 from veil.proxy.policyholder import PolicyHolder
-from veil.proxy.upstream import UpstreamPool
+from veil.proxy.upstream import Transport, UpstreamPool
 
 log = logging.getLogger("veil")
 
@@ -56,10 +58,44 @@ class AuthLimiter:
         self._fails[addr] = (start, count + 1)
 
 
+@dataclass(frozen=True)
+class Reloaded:
+    """What a reload did: the policy (reloaded, or rejected with the last good one kept) and the config
+    file (settings applied now; settings that changed but need a restart; or the file's error)."""
+
+    policy_ok: bool
+    version: str | None
+    policy_error: str | None
+    applied: tuple[str, ...] = ()  # key paths, e.g. "mode"
+    restart_required: tuple[str, ...] = ()
+    config_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True only when everything the files now say is in effect."""
+        return self.policy_ok and not self.restart_required and self.config_error is None
+
+    def to_json(self, mode: str) -> dict[str, object]:
+        return {
+            "ok": self.ok, "version": self.version, "error": self.policy_error, "mode": mode,
+            "config": {"applied": list(self.applied), "restart_required": list(self.restart_required),
+                       "error": self.config_error},
+        }
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class Runtime:
+    """`transports` replaces the socket client of named upstreams (in-process runs of the whole app);
+    `clock` is what the flow calls now (conformance cases fix it)."""
+
     config: Config
     chain_id: str = "main"
+    transports: Mapping[str, Transport] | None = None
+    clock: Callable[[], datetime] = _utcnow
     policy: PolicyHolder = field(init=False)
     store: ConsentStore = field(init=False)
     audit: AuditLog = field(init=False)
@@ -68,17 +104,19 @@ class Runtime:
     audit_ring: KeyRing = field(init=False)
     limiter: AuthLimiter = field(init=False)
     store_ok: bool = True
+    settings: FlowSettings = field(init=False)  # what the request flow reads of the config (reloadable)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         c = self.config
+        self.settings = c.flow()
         self.pseudonym_ring = _ring(c, "pseudonym")
         self.audit_ring = _ring(c, "audit")
         hash_key = _ring(c, "hash").current  # ephemeral when not configured: never the public dev key
-        self.policy = PolicyHolder(c.policy_paths, hash_key=hash_key)
+        self.policy = PolicyHolder(c.policy_paths, hash_key=hash_key, on_install=self._publish_modes)
         self.policy.load_initial()
         self.limiter = AuthLimiter(c.auth_fail_limit)
-        self.upstreams = UpstreamPool(c.upstreams)
+        self.upstreams = UpstreamPool(c.upstreams, self.transports)
         self.audit = AuditLog(
             c.audit_path, self.audit_ring, chain_id=self.chain_id,
             flush_interval=c.audit_flush_ms, checkpoint_every=c.audit_checkpoint_every, fsync=c.audit_fsync,
@@ -126,6 +164,47 @@ class Runtime:
         await self.audit.close()
         await self.store.close()
 
+    # ------------------------------------------------------------------ reload
+    async def reload(self) -> Reloaded:
+        """Reload the policy files and the config file (SIGHUP, admin POST /reload). Settings listed in
+        veil.config.RELOADABLE take effect at once; any other changed setting is reported as needing a
+        restart (and left as it was); an invalid config file changes nothing."""
+        policy_ok = await self.policy.reload()
+        applied: list[str] = []
+        restart: list[str] = []
+        error: str | None = None
+        if self.config.source is not None:
+            try:
+                new = await asyncio.to_thread(load_config, self.config.source)
+            except VeilError as exc:
+                error = str(exc)
+                log.error("config reload rejected; keeping the running settings: %s", exc)
+            else:
+                changed = changed_settings(self.config, new)
+                now = {f: getattr(new, f) for f in changed if f in RELOADABLE}
+                applied = sorted(KEY_PATHS.get(f, f) for f in now)
+                restart = sorted(KEY_PATHS.get(f, f) for f in changed if f not in RELOADABLE)
+                if now:
+                    from dataclasses import replace
+
+                    self.config = replace(self.config, **now)
+                    self.settings = self.config.flow()
+                    self.limiter.limit = self.config.auth_fail_limit
+                    self._publish_modes()
+                    log.info("config reloaded: %s applied", ", ".join(applied))
+                if restart:
+                    log.warning("config changes need a restart to take effect: %s", ", ".join(restart))
+        policy = self.policy.current
+        return Reloaded(policy_ok, policy.version if policy else None, self.policy.last_error, tuple(applied),
+                        tuple(restart), error)
+
+    def _publish_modes(self) -> None:
+        policy = self.policy.current
+        if policy is None:
+            return
+        mode = self.settings.mode if hasattr(self, "settings") else self.config.mode
+        metrics.set_route_modes({r.template: r.mode or mode for r in policy.routes})
+
     def readiness(self) -> dict[str, object]:
         policy = self.policy.current
         checks = {
@@ -137,5 +216,6 @@ class Runtime:
             "ready": all(checks.values()),
             "checks": checks,
             "policy_version": policy.version if policy else None,
+            "mode": self.settings.mode,
             "policy_error": self.policy.last_error,
         }

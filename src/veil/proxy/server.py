@@ -89,10 +89,10 @@ async def serve(config: Config, *, chain_id: str = "main", ready: asyncio.Event 
         proxy.should_exit = True
         admin.should_exit = True
 
-    reloads: set[asyncio.Task[bool]] = set()
+    reloads: set[asyncio.Task[Any]] = set()
 
     def reload(*_: Any) -> None:
-        task = loop.create_task(rt.policy.reload())
+        task = loop.create_task(rt.reload())
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 

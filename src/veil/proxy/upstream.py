@@ -1,48 +1,61 @@
-"""The upstream client on the per-request path, behind one small seam.
+"""The upstream client on the per-request path, behind one narrow seam (httpx's transport idea).
 
-Two backends, chosen per upstream (`upstreams.<name>.client`): `h1` (default; veil.proxy.h1client,
-asyncio protocols + the httptools parser) and `aiohttp` (ClientSession). Both pool keep-alive
-connections, stream request bodies, never follow redirects and never decompress. `veil bench`
-measured both (see the README's performance notes); h1 spends far less CPU per request.
-Foreign exceptions become UpstreamError with a stable reason at this boundary.
+    Transport (Protocol): start(), request(method, target, headers, body, max_bytes) → UpstreamResponse, close()
+      H1Transport       veil.proxy.h1client: asyncio protocols + the httptools parser (the default, `client: h1`)
+      AiohttpTransport  aiohttp's ClientSession (`client: aiohttp`)
+      MemoryTransport   a handler function answering in-process (conformance runs of the whole app)
+    UpstreamPool        one transport per configured upstream; routes name them, the first is the default
 
-Both backends keep the same deadlines (`pool_timeout` for a free connection → `upstream_busy`,
+Every transport pools keep-alive connections where it has any, streams request bodies, never follows
+redirects and never decompresses. Foreign exceptions become UpstreamError with a stable reason at
+this boundary. `veil bench` measured h1 and aiohttp (see the README's performance notes): h1 spends far
+less CPU per request.
+
+The socket transports keep the same deadlines (`pool_timeout` for a free connection → `upstream_busy`,
 `connect_timeout`, `read_timeout` between reads, `total_timeout` for the whole exchange), skip 1xx
-interim responses and refuse a status outside 100-599 (`upstream_status_invalid`). A request body
-(veil.proxy.reqbody) is read ahead up to `limits.request_buffer_bytes` before a connection is taken;
-when it fails (the client went away, stalled or sent too much) the upstream connection is aborted
-and `ClientBodyError` (an UpstreamError of kind `client`) says why.
+interim responses and refuse a status outside 200-599 (`upstream_status_invalid`). The pool reads a
+request body (veil.proxy.reqbody) ahead up to `limits.request_buffer_bytes` before a transport is
+called, so a slow client holds no connection while its (small) body arrives; when a body fails (the
+client went away, stalled or sent too much) the transport's connection is aborted without ending the
+request, and `ClientBodyError` (an UpstreamError of kind `client`) says why.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 from yarl import URL
 
 from veil.config import Upstream
+from veil.errors import UpstreamFailure
 from veil.proxy.h1client import H1Error, H1Pool
 from veil.proxy.reqbody import RequestBody, RequestBodyError
+from veil.reasons import Reason
 
 _REASON = {"timeout": "upstream_timeout", "too_large": "body_too_large", "pool": "upstream_busy",
            "status": "upstream_status_invalid"}
 
+Body = AsyncIterator[bytes] | bytes | None
 
-class UpstreamError(Exception):
+
+class UpstreamError(UpstreamFailure):
+    """An upstream failure with its reason (upstream_unavailable | upstream_timeout | upstream_busy |
+    upstream_status_invalid | body_too_large) and metric label `kind` (pool | connect | timeout | reset |
+    protocol | status | too_large)."""
+
     def __init__(self, reason: str, kind: str) -> None:
-        super().__init__(reason)
-        # upstream_unavailable | upstream_timeout | upstream_busy | upstream_status_invalid | body_too_large,
-        # or (ClientBodyError) request_aborted | request_timeout | request_too_large
-        self.reason = reason
-        self.kind = kind  # metric label: pool | connect | timeout | reset | protocol | status | too_large | client
+        super().__init__(Reason.of(reason), kind)
 
 
 class ClientBodyError(UpstreamError):
-    """The client's request body did not arrive whole: not the upstream's fault (kind `client`; not
-    an upstream error for the metrics). The upstream connection has been aborted."""
+    """The client's request body did not arrive whole (request_aborted | request_timeout |
+    request_body_too_large): not the upstream's fault (kind `client`, not counted as an upstream
+    error). The upstream connection, if one was taken, has been aborted."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason, "client")
@@ -55,95 +68,86 @@ class UpstreamResponse:
     body: bytes
 
 
-class UpstreamPool:
-    def __init__(self, upstreams: Sequence[Upstream]) -> None:
-        self._config = {u.name: u for u in upstreams}
-        self._default = upstreams[0].name
-        self._h1: dict[str, H1Pool] = {}
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
-        self._slots: dict[str, asyncio.Semaphore] = {}  # aiohttp: a slot per connection, with pool_timeout
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """A request as a transport receives it (what MemoryTransport's handler sees)."""
+
+    method: str
+    target: str  # path and query, as sent
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class Transport(Protocol):
+    async def start(self) -> None: ...
+
+    async def request(self, method: str, target: str, headers: list[tuple[str, str]], body: Body,
+                      max_bytes: int) -> UpstreamResponse:
+        """The whole response (its body at most `max_bytes`). Raises UpstreamError."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class H1Transport:
+    def __init__(self, u: Upstream) -> None:
+        self._pool = H1Pool(u.url, size=u.pool_size, connect_timeout=u.connect_timeout,
+                            read_timeout=u.read_timeout, pool_timeout=u.pool_timeout, total_timeout=u.total_timeout)
 
     async def start(self) -> None:
-        for u in self._config.values():
-            if u.client == "aiohttp":
-                connector = aiohttp.TCPConnector(limit=u.pool_size, ttl_dns_cache=300)
-                timeout = aiohttp.ClientTimeout(total=u.total_timeout, sock_connect=u.connect_timeout,
-                                                sock_read=u.read_timeout)
-                self._slots[u.name] = asyncio.Semaphore(u.pool_size)
-                self._sessions[u.name] = aiohttp.ClientSession(
-                    connector=connector, timeout=timeout, auto_decompress=False,
-                    skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-                )
-            else:
-                self._h1[u.name] = H1Pool(u.url, size=u.pool_size, connect_timeout=u.connect_timeout,
-                                          read_timeout=u.read_timeout, pool_timeout=u.pool_timeout,
-                                          total_timeout=u.total_timeout)
+        return None
+
+    async def request(self, method: str, target: str, headers: list[tuple[str, str]], body: Body,
+                      max_bytes: int) -> UpstreamResponse:
+        try:
+            status, rheaders, data = await self._pool.request(method, target, headers, body, max_bytes)
+        except H1Error as exc:
+            raise UpstreamError(_REASON.get(exc.kind, "upstream_unavailable"), exc.kind) from exc
+        return UpstreamResponse(status, rheaders, data)
 
     async def close(self) -> None:
-        for s in self._sessions.values():
-            await s.close()
-        for p in self._h1.values():
-            await p.close()
-        self._sessions.clear()
-        self._h1.clear()
+        await self._pool.close()
 
-    def name(self, upstream: str | None) -> str:
-        return upstream or self._default
 
-    async def request(
-        self,
-        upstream: str | None,
-        method: str,
-        path_qs: str,
-        headers: list[tuple[str, str]],
-        body: AsyncIterator[bytes] | bytes | None,
-        max_bytes: int,
-    ) -> UpstreamResponse:
-        name = self.name(upstream)
-        if isinstance(body, RequestBody):
-            try:  # before a connection is taken: a slow client holds none while its body is small
-                body = await body.read_ahead()
-            except RequestBodyError as exc:
-                raise ClientBodyError(exc.reason) from exc
-        pool = self._h1.get(name)
-        try:
-            if pool is not None:
-                try:
-                    status, rheaders, data = await pool.request(method, path_qs, headers, body, max_bytes)
-                except H1Error as exc:
-                    raise UpstreamError(_REASON.get(exc.kind, "upstream_unavailable"), exc.kind) from exc
-                return UpstreamResponse(status, rheaders, data)
-            return await self._aiohttp(name, method, path_qs, headers, body, max_bytes)
-        except RequestBodyError as exc:
-            raise ClientBodyError(exc.reason) from exc
-        except UpstreamError as exc:
-            failed = body.error if isinstance(body, RequestBody) else None
-            if failed is not None and not isinstance(exc, ClientBodyError):  # the body failed first
-                raise ClientBodyError(failed.reason) from exc
-            raise
+class AiohttpTransport:
+    def __init__(self, u: Upstream) -> None:
+        self._u = u
+        self._session: aiohttp.ClientSession | None = None
+        self._slots = asyncio.Semaphore(u.pool_size)  # a slot per connection: waiting for one is bounded
 
-    async def _aiohttp(self, name: str, method: str, path_qs: str, headers: list[tuple[str, str]],
-                       body: AsyncIterator[bytes] | bytes | None, max_bytes: int) -> UpstreamResponse:
-        slots = self._slots[name]
+    async def start(self) -> None:
+        u = self._u
+        connector = aiohttp.TCPConnector(limit=u.pool_size, ttl_dns_cache=300)
+        timeout = aiohttp.ClientTimeout(total=u.total_timeout, sock_connect=u.connect_timeout,
+                                        sock_read=u.read_timeout)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        )
+
+    async def request(self, method: str, target: str, headers: list[tuple[str, str]], body: Body,
+                      max_bytes: int) -> UpstreamResponse:
+        slots = self._slots
         if slots.locked():
             try:
-                async with asyncio.timeout(self._config[name].pool_timeout):
+                async with asyncio.timeout(self._u.pool_timeout):
                     await slots.acquire()
             except TimeoutError as exc:
                 raise UpstreamError("upstream_busy", "pool") from exc
         else:
             await slots.acquire()
         try:
-            return await self._aiohttp_request(name, method, path_qs, headers, body, max_bytes)
+            return await self._request(method, target, headers, body, max_bytes)
         finally:
             slots.release()
 
-    async def _aiohttp_request(self, name: str, method: str, path_qs: str, headers: list[tuple[str, str]],
-                               body: AsyncIterator[bytes] | bytes | None, max_bytes: int) -> UpstreamResponse:
-        session = self._sessions[name]
-        url = URL(self._config[name].url + path_qs, encoded=True)
+    async def _request(self, method: str, target: str, headers: list[tuple[str, str]], body: Body,
+                       max_bytes: int) -> UpstreamResponse:
+        assert self._session is not None, "start() first"
+        url = URL(self._u.url + target, encoded=True)
         try:
-            async with session.request(method, url, headers=headers, data=body, allow_redirects=False) as resp:
+            async with self._session.request(method, url, headers=headers, data=body,
+                                             allow_redirects=False) as resp:
                 if not 200 <= resp.status <= 599:  # aiohttp has skipped 1xx interim responses
                     raise UpstreamError("upstream_status_invalid", "status")
                 length = resp.content_length
@@ -170,3 +174,93 @@ class UpstreamPool:
             raise UpstreamError("upstream_unavailable", "reset") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError("upstream_unavailable", "protocol") from exc
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+Handler = Callable[[UpstreamRequest], UpstreamResponse | Awaitable[UpstreamResponse]]
+
+
+class MemoryTransport:
+    """Answers in-process with `handler(request)`: the whole app runs without sockets (wire behaviour
+    is tested on sockets elsewhere). The request body is read whole, as a socket transport would send it."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[UpstreamRequest] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def request(self, method: str, target: str, headers: list[tuple[str, str]], body: Body,
+                      max_bytes: int) -> UpstreamResponse:
+        if body is None or isinstance(body, bytes):
+            data = body or b""
+        else:
+            data = b"".join([chunk async for chunk in body])
+        req = UpstreamRequest(method, target, headers, data)
+        self.requests.append(req)
+        got = self.handler(req)
+        resp = await got if inspect.isawaitable(got) else got
+        if len(resp.body) > max_bytes:
+            raise UpstreamError("body_too_large", "too_large")
+        return resp
+
+    async def close(self) -> None:
+        return None
+
+
+def transport_for(u: Upstream) -> Transport:
+    return AiohttpTransport(u) if u.client == "aiohttp" else H1Transport(u)
+
+
+class UpstreamPool:
+    def __init__(self, upstreams: Sequence[Upstream], transports: Mapping[str, Transport] | None = None) -> None:
+        """One transport per upstream: `transports` (by upstream name) where given, else the client the
+        upstream's config names."""
+        self._default = upstreams[0].name
+        given = transports or {}
+        self._transports: dict[str, Transport] = {u.name: given.get(u.name) or transport_for(u) for u in upstreams}
+
+    async def start(self) -> None:
+        for t in self._transports.values():
+            await t.start()
+
+    async def close(self) -> None:
+        for t in self._transports.values():
+            await t.close()
+
+    def name(self, upstream: str | None) -> str:
+        return upstream or self._default
+
+    async def request(self, upstream: str | None, method: str, path_qs: str, headers: list[tuple[str, str]],
+                      body: Body, max_bytes: int) -> UpstreamResponse:
+        transport = self._transports[self.name(upstream)]
+        if not isinstance(body, RequestBody):
+            return await transport.request(method, path_qs, headers, body, max_bytes)
+        try:  # before a transport takes a connection: a slow client holds none while its body is small
+            ahead = await body.read_ahead()
+            return await transport.request(method, path_qs, headers, ahead, max_bytes)
+        except RequestBodyError as exc:
+            raise ClientBodyError(exc.reason) from exc
+        except UpstreamError as exc:
+            if body.error is not None and not isinstance(exc, ClientBodyError):  # the body failed first
+                raise ClientBodyError(body.error.reason) from exc
+            raise
+
+
+__all__ = [
+    "AiohttpTransport",
+    "ClientBodyError",
+    "H1Transport",
+    "MemoryTransport",
+    "Transport",
+    "UpstreamError",
+    "UpstreamPool",
+    "UpstreamRequest",
+    "UpstreamResponse",
+    "transport_for",
+]

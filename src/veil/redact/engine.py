@@ -70,6 +70,14 @@ class Report:
     type_errors: dict[tuple[str, int], int] = field(default_factory=dict)
     suppressed: int = 0
     shared: bool = field(default=False, compare=False)
+    # location template (keys, 0 for indices) of each transformed value → the transform's form
+    # ("hash", "mask", "generalize"; None: nothing of the value leaves): what the disclosure reads
+    transformed_at: dict[tuple[str | int, ...], str | None] = field(default_factory=dict, compare=False)
+
+    @property
+    def changed(self) -> bool:
+        """Whether the document that leaves differs from the one that came (the decision `redact`)."""
+        return bool(self.removed or self.dropped or self.transformed or self.type_errors or self.suppressed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +118,7 @@ class FieldPlan:
                 raise RuleError(f"guard {guard.rule_id}: empty list path")
         self.rules: tuple[FieldRule, ...] = tuple(rules)
         self.guards: tuple[Guard, ...] = tuple(guards)
+        self._forms = {r.rule_id: r.transform.form for r in rules if r.transform is not None}
         # The output is never nested deeper than the input plus this (a transform's container result).
         self.added_depth = max((r.transform.added_depth() for r in rules if r.transform), default=0)
         specs = [
@@ -240,7 +249,37 @@ class FieldPlan:
                 i, rk = resolve(key)
                 tgt = targets[i]
                 tgt[rk] = tgt.get(rk, 0) + n
+                if i == 2:
+                    rep.transformed_at[key[1]] = self._forms.get(key[2])
         return rep
+
+    # ---- static questions ------------------------------------------------------------------------
+
+    def fate_at(self, path: FieldPath) -> tuple[str, int] | None:
+        """The fate the plan gives every value at `path` (keys, `*` and `[*]`), decided at the path or
+        above it: ("dropped" | "transformed", rule_id), ("kept" | "removed", -1), or None when it depends
+        on what lies below (or `path` has `**`). The compiled automaton answers: no second reading of the
+        rules."""
+        st = self._builder.auto.root
+        for seg in path:
+            if st.kind != c.VISIT:
+                break
+            if isinstance(seg, Key):
+                st = st.child(seg.name)
+            elif isinstance(seg, AnyKey):
+                st = st.child(c.OTHER)
+            elif isinstance(seg, Each):
+                st = st.elem()
+            else:
+                return None
+        if st.kind in (c.DROPPED, c.TRANSFORMED):
+            assert st.rule is not None
+            return (st.kind, st.rule.rule_id)
+        if st.kind == c.WHOLE:
+            return ("kept", -1)
+        if st.kind == c.REMOVED:
+            return ("removed", -1)
+        return None
 
     # ---- explain -------------------------------------------------------------------------------
 

@@ -21,14 +21,19 @@ from typing import Any
 
 import simdjson
 
+from veil.errors import VeilError
+
 Object: Any = simdjson.Object
 Array: Any = simdjson.Array
 DICT: Any = (dict, Object)  # what a lazy plan treats as an object
 LIST: Any = (list, Array)
 
 
-class NotLazy(Exception):
-    """The lazy reading cannot stand in for an orjson parse of this document: parse it with orjson."""
+class NotLazy(VeilError):
+    """The lazy reading cannot stand in for an orjson parse of this document: parse it with orjson.
+    Raised and handled inside veil.redact (`reading.read_document` retries on an orjson parse)."""
+
+    code = "not_lazy"
 
 
 def parse(body: bytes) -> Any:
@@ -46,7 +51,7 @@ def materialize(v: Any) -> Any:
     """The plain Python value of a (possibly lazy) node: what orjson.loads would have given.
 
     Python containers occur in a lazy document only along a list path the proxy made plain (see
-    `veil.proxy.enforce.plain_list`); their contents may still be lazy."""
+    `veil.redact.items.plain_list`); their contents may still be lazy."""
     t = type(v)
     if t is Object:
         return v.as_dict()

@@ -50,6 +50,9 @@ class Transform:
     """Base: `name` identifies the transform; dataclass fields are its arguments."""
 
     name: ClassVar[str] = "transform"
+    # How the subject's data leaves in a transformed value, for the disclosure record and the access
+    # report: "hash", "mask" or "generalize"; None when nothing of it leaves (null, replace).
+    form: ClassVar[str | None] = None
 
     def __call__(self, value: Any) -> Any:
         raise NotImplementedError
@@ -104,6 +107,7 @@ def _depth(v: Any) -> int:
 @dataclass(frozen=True, slots=True)
 class Mask(Transform):
     name: ClassVar[str] = "mask"
+    form: ClassVar[str | None] = "mask"
     first: int = 0
     last: int = 0
     char: str = "*"
@@ -126,6 +130,7 @@ class Mask(Transform):
 @dataclass(frozen=True, slots=True)
 class Hash(Transform):
     name: ClassVar[str] = "hash"
+    form: ClassVar[str | None] = "hash"
     key: bytes = field(default=b"", repr=False)
     prefix: str = "ps_"
 
@@ -148,6 +153,7 @@ class Hash(Transform):
 @dataclass(frozen=True, slots=True)
 class Prefix(Transform):
     name: ClassVar[str] = "prefix"
+    form: ClassVar[str | None] = "generalize"
     n: int = 0
 
     def __call__(self, value: Any) -> Any:
@@ -160,6 +166,7 @@ class Prefix(Transform):
 @dataclass(frozen=True, slots=True)
 class Bucket(Transform):
     name: ClassVar[str] = "bucket"
+    form: ClassVar[str | None] = "generalize"
     width: int | float = 10
 
     def __call__(self, value: Any) -> Any:
@@ -177,6 +184,7 @@ class Bucket(Transform):
 @dataclass(frozen=True, slots=True)
 class Date(Transform):
     name: ClassVar[str] = "date"
+    form: ClassVar[str | None] = "generalize"
     granularity: Literal["month", "year"] = "month"
 
     def __call__(self, value: Any) -> Any:
@@ -195,6 +203,7 @@ class Date(Transform):
 @dataclass(frozen=True, slots=True)
 class Round(Transform):
     name: ClassVar[str] = "round"
+    form: ClassVar[str | None] = "generalize"
     decimals: int = 0
 
     def __call__(self, value: Any) -> Any:
@@ -207,6 +216,7 @@ class Round(Transform):
 @dataclass(frozen=True, slots=True)
 class Ip(Transform):
     name: ClassVar[str] = "ip"
+    form: ClassVar[str | None] = "generalize"
     v4_prefix: int = 24
     v6_prefix: int = 48
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, unquote_to_bytes
 
+from veil.errors import PathInvalid
+
 _SAFE = "/:@!$&'()*+,=-._~"
 _BAD_ENCODED = (b"%2f", b"%5c", b"%25", b"%00")
 
@@ -21,12 +23,9 @@ _BAD_ENCODED = (b"%2f", b"%5c", b"%25", b"%00")
 _PLAIN = re.compile(rb"(?:/[A-Za-z0-9:@!$&'()*+,=\-_~][A-Za-z0-9:@!$&'()*+,=\-_~.]*)+/?|/")
 
 
-class PathInvalid(Exception):
-    pass
-
-
 def normalize_path(raw: bytes) -> tuple[str, str]:
-    """raw (as on the wire, without query) → (decoded normalized path, re-encoded path for upstream)."""
+    """raw (as on the wire, without query) → (decoded normalized path, re-encoded path for upstream).
+    PathInvalid (400 path_invalid) for a path veil does not accept."""
     if len(raw) <= 4096 and _PLAIN.fullmatch(raw):
         text = raw.decode("ascii")
         if len(text) > 1 and text.endswith("/"):

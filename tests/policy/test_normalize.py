@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from veil.proxy.normalize import _PLAIN, PathInvalid, _normalize, normalize_path
+from veil.errors import PathInvalid
+from veil.policy.normalize import _PLAIN, _normalize, normalize_path
 
 ALPHABET = [b"/", b".", b"a", b"Z", b"0", b"-", b"_", b"~", b":", b"@", b"%", b"2f", b"2e", b"25", b";",
             b"\\", b"\x00", b"\x7f", b" ", b"?", b"#", b"\xc3\xa9", b"\xff", b"%C3%A9", b"'", b"(", b"+"]

@@ -1,118 +1,22 @@
-"""Response enforcement helpers: decode the content encoding, parse JSON strictly, find list items
-and their subjects. Pure functions; the field plan itself lives in veil.redact.
+"""List responses: the items of a list route and their subjects, on plain or lazy documents.
 
-Anything veil cannot enforce raises EnforceError with a reason code: the proxy then fails closed.
+    list_items(doc, each, lazy)                     → (root, items or None, subject per item)
+    keep_items(items, ids, verdicts, subject_path)  → (kept subjects, how many removed)   (in place)
+    subject_at(doc, path)                           → the subject id a path names, or None
+
+A subject is a non-empty string or an integer (read as its decimal text); anything else is no subject.
+On a lazy document, NotLazy (handled by veil.redact.reading) where a lazy lookup could read another
+value than an orjson parse would.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from typing import Any
-
-import orjson
 
 from veil.redact import lazy as lazy_json
 from veil.redact.lazy import NotLazy
 from veil.redact.paths import Each, FieldPath, Key
-
-
-class EnforceError(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-def decode_content(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
-    """Undo Content-Encoding (identity, gzip, deflate; stacked in order). Unknown → fail closed."""
-    if not encoding:
-        return body
-    codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
-    for coding in reversed(codings):
-        if coding == "identity":
-            continue
-        if coding in ("gzip", "x-gzip"):
-            wbits = 16 + zlib.MAX_WBITS
-        elif coding == "deflate":
-            wbits = zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS
-        else:
-            raise EnforceError("encoding_unsupported", f"content encoding {coding!r} is not supported")
-        d = zlib.decompressobj(wbits)
-        try:
-            out = d.decompress(body, max_bytes + 1)
-        except zlib.error as exc:
-            raise EnforceError("body_invalid", f"the body is not valid {coding}") from exc
-        if len(out) > max_bytes or d.unconsumed_tail:
-            raise EnforceError("body_too_large", "the decoded body exceeds the size limit")
-        if not d.eof:
-            raise EnforceError("body_invalid", f"the {coding} body is cut short")
-        body = out
-    return body
-
-
-def is_json_type(content_type: str | None) -> bool:
-    if not content_type:
-        return False
-    mime = content_type.split(";", 1)[0].strip().lower()
-    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
-
-
-def parse_json(content_type: str | None, body: bytes, *, lazy: bool = False) -> Any:
-    """The parsed body; with `lazy`, a lazy document (veil.redact.lazy) where simdjson reads the body
-    (an orjson parse otherwise: it decides what simdjson refuses)."""
-    if not is_json_type(content_type):
-        raise EnforceError("content_type_unsupported", "the upstream body is not JSON")
-    assert content_type is not None
-    for param in content_type.split(";")[1:]:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
-            raise EnforceError("body_invalid", "JSON must be UTF-8")
-    if lazy:
-        try:
-            return lazy_json.parse(body)
-        except NotLazy:
-            pass
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise EnforceError("body_invalid", "the upstream body is not valid JSON") from exc
-
-
-_COUNT_BELOW = 64 * 1024  # a larger body almost never has so few brackets: don't scan it twice for nothing
-
-
-def check_depth(doc: Any, limit: int, body: bytes | None = None, added: int = 0) -> None:
-    """Refuse documents nested deeper than `limit` (bounded recursion: never a RecursionError).
-
-    The proxy checks the enforced document, i.e. what would leave veil: fields the plan removes are
-    never walked (the parser itself refuses input nested deeper than 1024 levels, and the field plan
-    fails closed on recursion it cannot finish).
-
-    With the raw input `body`, the walk is skipped when it has no more than `limit` opening brackets
-    at all, less the depth `added` by transforms (counting is C-speed; most profiles end here).
-    """
-    if body is not None and len(body) <= _COUNT_BELOW and body.count(b"[") + body.count(b"{") + added <= limit:
-        return
-    if not _depth_ok(doc, limit):
-        raise EnforceError("body_invalid", f"the document is nested deeper than {limit}")
-
-
-def _depth_ok(node: Any, remaining: int) -> bool:
-    t = type(node)
-    if t is dict:
-        values: Any = node.values()
-    elif t is list:
-        values = node
-    else:
-        return True
-    if remaining <= 0:
-        return False
-    for v in values:
-        tv = type(v)
-        if (tv is dict or tv is list) and not _depth_ok(v, remaining - 1):
-            return False
-    return True
 
 
 def find_list(doc: Any, list_path: FieldPath) -> list[Any] | None:
@@ -169,7 +73,8 @@ def duplicate_keys_on(item: Any, subject_path: FieldPath) -> bool:
     return False
 
 
-def subject_of(item: Any, subject_path: FieldPath) -> str | None:
+def subject_at(item: Any, subject_path: FieldPath) -> str | None:
+    """The subject id at `subject_path` (keys only) in `item`, or None."""
     node: Any = item
     for seg in subject_path:
         if not isinstance(seg, Key) or not isinstance(node, lazy_json.DICT):
@@ -179,11 +84,11 @@ def subject_of(item: Any, subject_path: FieldPath) -> str | None:
 
 
 def subjects_of(items: list[Any], subject_path: FieldPath) -> list[str | None]:
-    """`subject_of` for each item (a subject one key down, the usual case, read without the walk)."""
+    """`subject_at` for each item (a subject one key down, the usual case, read without the walk)."""
     if len(subject_path) == 1 and isinstance(subject_path[0], Key):
         name, dicts = subject_path[0].name, lazy_json.DICT
         return [_subject_value(item.get(name)) if isinstance(item, dicts) else None for item in items]
-    return [subject_of(item, subject_path) for item in items]
+    return [subject_at(item, subject_path) for item in items]
 
 
 def _subject_value(v: Any) -> str | None:
@@ -219,3 +124,6 @@ def keep_items(items: list[Any], ids: list[str | None], verdicts: Mapping[str, s
     filtered = len(items) - len(keep)
     items[:] = keep
     return kept_ids, filtered
+
+
+__all__ = ["duplicate_keys_on", "find_list", "keep_items", "list_items", "plain_list", "subject_at", "subjects_of"]

@@ -1,14 +1,16 @@
-"""check_depth: the bracket-count shortcut never lets a too-deep enforced document out."""
+"""Reading documents: check_depth (the bracket-count shortcut never lets a too-deep enforced document
+out) and list items on lazy documents."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from veil.proxy.enforce import EnforceError, check_depth
+from veil.errors import Unenforceable as EnforceError
 from veil.redact import Action, FieldRule, compile_plan
 from veil.redact import transforms as tr
 from veil.redact.paths import Key
+from veil.redact.reading import check_depth
 
 
 def nested(n: int) -> object:
@@ -41,8 +43,9 @@ def test_depth_added_by_a_transform_is_counted() -> None:
 
 # ---------------------------------------------------------------- lazy list documents
 def test_plain_list_makes_the_path_plain_and_keeps_items_lazy() -> None:
-    from veil.proxy.enforce import plain_list, subject_of
     from veil.redact import lazy
+    from veil.redact.items import plain_list
+    from veil.redact.items import subject_at as subject_of
     from veil.redact.paths import parse_path
 
     doc, items = plain_list(lazy.parse(b'{"page":{"items":[{"id":"a","x":{"y":1}},{"id":7}]},"n":2}'),
@@ -56,8 +59,8 @@ def test_plain_list_makes_the_path_plain_and_keeps_items_lazy() -> None:
 
 
 def test_plain_list_adds_nothing_where_the_list_is_missing() -> None:
-    from veil.proxy.enforce import plain_list
     from veil.redact import lazy
+    from veil.redact.items import plain_list
     from veil.redact.paths import parse_path
 
     for body in (b'{"n":1}', b'{"items":{"a":1}}', b'{"items":null}', b"[1]"):
@@ -66,8 +69,8 @@ def test_plain_list_adds_nothing_where_the_list_is_missing() -> None:
 
 
 def test_duplicate_keys_on_the_list_path_or_the_subject_path_are_not_lazy() -> None:
-    from veil.proxy.enforce import duplicate_keys_on, plain_list
     from veil.redact import lazy
+    from veil.redact.items import duplicate_keys_on, plain_list
     from veil.redact.lazy import NotLazy
     from veil.redact.paths import parse_path
 
@@ -83,8 +86,9 @@ def test_duplicate_keys_on_the_list_path_or_the_subject_path_are_not_lazy() -> N
 
 
 def test_subjects_of_reads_as_subject_of() -> None:
-    from veil.proxy.enforce import subject_of, subjects_of
     from veil.redact import lazy
+    from veil.redact.items import subject_at as subject_of
+    from veil.redact.items import subjects_of
     from veil.redact.paths import parse_path
 
     items = [{"id": "a"}, {"id": ""}, {"id": 7}, {"id": True}, {"id": 1.5}, {"id": None}, {}, [1], "s",
