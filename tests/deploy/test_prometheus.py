@@ -41,6 +41,8 @@ CONTRACT: dict[str, tuple[str, ...]] = {
     "veil_audit_up": (),
     "veil_auth_failures_total": ("listener", "reason"),
     "veil_auth_rate_limited_total": ("listener",),
+    "veil_client_errors_total": ("listener", "reason"),
+    "veil_route_mode": ("route", "mode"),
 }
 HISTOGRAMS = ("veil_consent_store_latency_seconds", "veil_overhead_seconds", "veil_upstream_latency_seconds")
 TARGET_LABELS = ("instance", "job")  # added by Prometheus at scrape time
