@@ -7,9 +7,10 @@ seconds (slowloris), would keep a connection forever. This subclass adds, per co
   next request on a keep-alive connection) to the end of the headers. Past it, a connection that sent
   part of a request gets a 408 `request_timeout` problem, an idle one is closed; both are counted in
   `veil_client_errors_total{reason="header_timeout"}`.
-- **head size** (`HEAD_LIMIT`, 64 KiB of request line and headers): beyond it, 431
-  `headers_too_large` and the connection is closed, before the request reaches the app (which refuses
-  heads over 32 KiB with a recorded decision).
+- **head size** (`HEAD_LIMIT`, 64 KiB of request line and headers, counted per read while the head
+  is incomplete, so a head may overshoot by one read): beyond it, 431 `headers_too_large` and the
+  connection is closed, before the request reaches the app (which refuses heads over 32 KiB with a
+  recorded decision).
 - **unread bodies**: when veil has answered before the request body arrived (a block, a 408), a
   client that sent `Expect: 100-continue` and no body byte is disconnected (it will not send one, and
   the connection cannot be reused); otherwise the rest of the body is read and discarded for at most
@@ -19,7 +20,9 @@ seconds (slowloris), would keep a connection forever. This subclass adds, per co
   requests (`upgrade_refused`), and the connection is closed after that answer (uvicorn's parser
   cannot continue after an upgrade request), without uvicorn's warning per request.
 
-One timer per connection: deadlines move a field, the timer re-arms itself when it fires early.
+One timer per connection: deadlines move a field, the timer re-arms itself when it fires early. No
+per-header work: the head is measured per read (`scripts/bench_protocol.py` compares the protocol with
+uvicorn's own).
 """
 
 from __future__ import annotations
@@ -38,10 +41,6 @@ from veil.reasons import Reason
 HEAD_LIMIT = 64 * 1024
 
 _IDLE, _HEAD, _APP, _DISCARD = range(4)  # connection phases
-
-
-class _HeadTooLarge(Exception):
-    pass
 
 
 def _problem_bytes(reason: Reason, phrase: bytes) -> bytes:
@@ -70,9 +69,8 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         self._discard_end = 0.0
         self._guard: asyncio.TimerHandle | None = None
         self._head_bytes = 0
-        self._body_bytes = 0
+        self._body_seen = False
         self._message_done = True
-        self._head_refused = False
 
     # -- the timer ---------------------------------------------------------------------------------
     def _arm(self, phase: int, deadline: float) -> None:
@@ -113,18 +111,18 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._phase == _DISCARD:  # the answer is out; the rest of the body is read and dropped
+        phase = self._phase
+        if phase == _DISCARD:  # the answer is out; the rest of the body is read and dropped
             deadline = self.loop.time() + self.limits.body_idle_timeout
             self._deadline = deadline if deadline < self._discard_end else self._discard_end
-        super().data_received(data)
-
-    def send_400_response(self, msg: str) -> None:
-        if self._head_refused:
-            metrics.client_errors(self.listener, "header_too_large").inc()
-            self.transport.write(_problem_bytes(Reason.HEADERS_TOO_LARGE, b"Request Header Fields Too Large"))
-            self.transport.close()
-            return
-        super().send_400_response(msg)
+        HttpToolsProtocol.data_received(self, data)
+        if phase == _HEAD and self._phase == _HEAD:  # this whole read belongs to a head still incomplete
+            self._head_bytes += len(data)
+            if self._head_bytes > HEAD_LIMIT and not self.transport.is_closing():
+                metrics.client_errors(self.listener, "header_too_large").inc()
+                self._phase = _IDLE
+                self.transport.write(_problem_bytes(Reason.HEADERS_TOO_LARGE, b"Request Header Fields Too Large"))
+                self.transport.close()
 
     def _unsupported_upgrade_warning(self) -> None:
         # The app answers upgrade requests (upgrade_refused); the parser cannot go on after one.
@@ -133,47 +131,31 @@ class GuardedHTTPProtocol(HttpToolsProtocol):
 
     # -- parser callbacks ------------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._head_bytes = 1
-        self._body_bytes = 0
+        HttpToolsProtocol.on_message_begin(self)
+        self._head_bytes = 1  # something arrived (the head deadline then answers 408)
+        self._body_seen = False
         self._message_done = False
         self._arm(_HEAD, self.loop.time() + self.limits.header_timeout)
 
-    def on_url(self, url: bytes) -> None:
-        self._head_bytes += len(url)
-        if self._head_bytes > HEAD_LIMIT:
-            self._refuse_head()
-        HttpToolsProtocol.on_url(self, url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:  # per header: kept to one add and a compare
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > HEAD_LIMIT:
-            self._refuse_head()
-        HttpToolsProtocol.on_header(self, name, value)
-
-    def _refuse_head(self) -> None:
-        self._head_refused = True
-        raise _HeadTooLarge  # the parser stops; uvicorn calls send_400_response
-
     def on_headers_complete(self) -> None:
         self._phase = _APP
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_body(self, body: bytes) -> None:
-        self._body_bytes += len(body)
-        super().on_body(body)
+        self._body_seen = True
+        HttpToolsProtocol.on_body(self, body)
 
     def on_message_complete(self) -> None:
         self._message_done = True
         if self._phase == _DISCARD:
             self._phase = _IDLE
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        HttpToolsProtocol.on_response_complete(self)
         if self._message_done or self.transport.is_closing():
             return
-        if self.expect_100_continue and not self._body_bytes:
+        if self.expect_100_continue and not self._body_seen:
             self.transport.close()  # the client waits for 100 Continue and will not send the body now
             return
         now = self.loop.time()
