@@ -63,9 +63,11 @@ class VerifyResult:
         return f"FAILED at {where}: {self.problem}: {self.message}"
 
 
-class _Bad(Exception):
+class _Bad(VeilError):
+    """The first verification problem: ends the walk, reported as a VerifyResult."""
+
     def __init__(self, problem: str, file: Path, line: int, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, code=problem)
         self.problem, self.file, self.line, self.message = problem, file, line, message
 
 

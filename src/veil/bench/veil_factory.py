@@ -11,10 +11,10 @@ from pathlib import Path
 import yaml
 
 from veil.bench import VeilCase, VeilSetup
-from veil.commands.demo import policies_dir
 from veil.config import load_config
 from veil.consent.sqlite import SqliteConsentStore
 from veil.consent.store import Action, ConsentEvent, SubjectHasher
+from veil.demo import policies_dir
 from veil.keys import write_private_file
 
 HEADERS = (("Veil-Key", "demo-storefront-key"), ("Veil-Purpose", "personalize.recommendations"))

@@ -18,11 +18,14 @@ from veil.audit._chain import WILDCARD_KID
 from veil.audit.report import pseudonyms, report
 from veil.audit.verify import verify
 from veil.config import Config, load_config
+from veil.errors import VeilError
 from veil.keys import KeyRing, load_secret
 
 
-class _Usage(Exception):
+class _Usage(VeilError):
     """A usage mistake: exit code 2."""
+
+    code = "usage"
 
 
 def register(subparsers: Any) -> None:

@@ -9,7 +9,6 @@ import contextlib
 import logging
 import sys
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import yaml
 from veil.config import load_config
 from veil.consent.sqlite import SqliteConsentStore
 from veil.consent.store import Action, ConsentEvent, SubjectHasher
+from veil.demo import policies_dir
 from veil.keys import generate_key, load_secret, write_private_file
 
 N_CUSTOMERS = 1000
@@ -33,14 +33,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--upstream-port", type=int, default=9000)
     p.add_argument("--host", default="127.0.0.1")
     p.set_defaults(func=run)
-
-
-def policies_dir() -> Path:
-    """The example policies: inside the installed package, or at the root of a source checkout."""
-    packaged = resources.files("veil").joinpath("policies")
-    if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[3] / "policies"
 
 
 def prepare(directory: Path, host: str, port: int, admin_port: int, upstream_port: int) -> Path:
@@ -129,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(config_path)
     hasher = SubjectHasher(config.keyring("store"))
     db = Path(config.consent_url[len("sqlite:///"):])
-    from veil.commands.serve import run_async
+    from veil.proxy.server import run_async
 
     seeded: list[int] = []
 

@@ -6,6 +6,9 @@
 Prints the decision (admitted, or blocked with its reason) and the policy locations behind it; with
 --body, every field's fate (kept / removed by minimization / dropped / transformed / suppressed /
 filtered) and the policy line (file:line:col) that decided it. `--json` prints the same as JSON.
+`--show-plan` adds the rule's compiled field plan: its statements by rule id, and the Python source
+generated for it, under the file names (`<veil plan GET /customers/{id} for … #1: $>`) that tracebacks
+and profilers show.
 Consent given with --consent applies to the request's subject and to every list item's subject;
 `--consent KEY=given` marks it given to the purpose's current notice version now.
 Exit 0 when admitted, 1 when blocked, 2 on usage errors.
@@ -49,6 +52,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--body", metavar="FILE.json", help="the upstream response body (JSON)")
     parser.add_argument("--status", type=int, default=200, help="the upstream status (default 200)")
     parser.add_argument("--now", metavar="ISO8601", help="evaluate at this time (default: now)")
+    parser.add_argument("--show-plan", action="store_true",
+                        help="also print the compiled field plan of the rule (its statements and the generated "
+                             "Python source, under the file names tracebacks and profilers show)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=run)
 
@@ -93,8 +99,21 @@ def run(args: argparse.Namespace) -> int:
                   purposes=tuple(args.purpose), headers=tuple(headers), tcf=args.tcf)
     consent = None if args.consent_store_down else {"*": states}
     exp = explain_request(policy, req, consent, resp, now)
+    rule = exp.outcome.rule or exp.outcome.selected
     if args.json:
-        print(json.dumps(exp.to_json(), indent=2, ensure_ascii=False))
+        data = exp.to_json()
+        if args.show_plan:
+            data["plan"] = None if rule is None else {
+                "name": rule.plan.name,
+                "sources": [{"file": f, "source": src} for f, src in rule.plan.sources],
+            }
+        print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         print(exp.render())
+        if args.show_plan:
+            print()
+            if rule is None:
+                print("no plan: the request is refused before a rule applies")
+            else:
+                print(rule.plan.describe(lambda i: str(rule.location_of(i))))
     return 1 if exp.outcome.decision == "block" else 0

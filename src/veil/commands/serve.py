@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
-from collections.abc import Coroutine
-from typing import Any
 
 from veil.config import load_config
 from veil.errors import Diagnostics
@@ -26,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
                         stream=sys.stderr)
     config = load_config(args.config)
     workers = args.workers or config.workers
-    from veil.proxy.server import serve
+    from veil.proxy.server import run_async, serve
 
     if workers > 1:
         from veil.proxy.workers import run_workers
@@ -41,13 +38,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"veil serve: error: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def run_async(coro: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop where it is installed (measurably faster), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-        return
-    uvloop.run(coro)

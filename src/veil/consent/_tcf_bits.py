@@ -15,13 +15,17 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 
+from veil.errors import VeilError
+
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _SIX_BITS = {char: format(value, "06b") for value, char in enumerate(ALPHABET)}
 _ONES = re.compile("1+")
 
 
-class Malformed(Exception):
+class Malformed(VeilError):
     """A segment that cannot be decoded further; `detail` is the stable detail code."""
+
+    code = "tcf_invalid"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from veil.location import Location
@@ -111,18 +112,53 @@ class Target:
         return f"@{self.text}" if self.is_category else self.text
 
 
+class StmtKind(StrEnum):
+    """The statements of a rule body (the keyword, `require consent` as require_consent)."""
+
+    KEEP = "keep"
+    DROP = "drop"
+    HASH = "hash"
+    MASK = "mask"
+    NULL = "null"
+    REPLACE = "replace"
+    GENERALIZE = "generalize"
+    SUPPRESS = "suppress"
+    REQUIRE_CONSENT = "require_consent"
+    REQUIRE_CALLER = "require_caller"
+    RESPECT_GPC = "respect_gpc"
+    BLOCK = "block"
+
+    @property
+    def transforms(self) -> bool:
+        """A statement that replaces the values it names (hash, mask, null, replace, generalize)."""
+        return self in _TRANSFORMS
+
+    @property
+    def acts_on_fields(self) -> bool:
+        """A statement whose effect is on response fields (keep, drop, a transform, suppress), as
+        opposed to one on the request (require …, respect gpc, block)."""
+        return self not in _REQUEST_STATEMENTS
+
+
+_TRANSFORMS = frozenset({StmtKind.HASH, StmtKind.MASK, StmtKind.NULL, StmtKind.REPLACE, StmtKind.GENERALIZE})
+_REQUEST_STATEMENTS = frozenset({StmtKind.REQUIRE_CONSENT, StmtKind.REQUIRE_CALLER, StmtKind.RESPECT_GPC,
+                                 StmtKind.BLOCK})
+
+
 @dataclass(frozen=True)
 class Stmt:
-    """One statement of a rule body.
+    """One statement of a rule body: its kind, the fields or categories it names, its arguments
+    (mask: ((first|last, N), ...); generalize: (method, arg?); suppress: (k,); replace: (value,);
+    require consent: keys; require caller: names; block: (message,))."""
 
-    kind: keep | drop | hash | mask | null | replace | generalize | suppress | require_consent |
-    require_caller | respect_gpc | block
-    """
-
-    kind: str
+    kind: StmtKind
     targets: tuple[Target, ...] = ()
     args: tuple[Any, ...] = ()
     loc: Location = _loc()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, StmtKind):
+            object.__setattr__(self, "kind", StmtKind(self.kind))  # an unknown kind is a ValueError
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,17 @@ from lark import Token, Transformer, Tree, v_args
 from lark.exceptions import VisitError
 from lark.tree import Meta
 
-from veil.errors import Diagnostic
+from veil.errors import Diagnostic, VeilError
 from veil.location import Location
 from veil.policy import ast
+from veil.policy.ast import StmtKind
 
 
-class _BuildError(Exception):
+class _BuildError(VeilError):
+    """A problem found while building the AST; carried out as its Diagnostic."""
+
     def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(diagnostic.message, code=diagnostic.code)
         self.diagnostic = diagnostic
 
 
@@ -215,31 +219,31 @@ class _Builder(Transformer[Token, Any]):
     def category_ref(self, meta: Meta, c: list[Token]) -> ast.Target:
         return ast.Target(str(c[0]), True, self._loc(meta))
 
-    def _stmt(self, kind: str, meta: Meta, c: list[Any]) -> ast.Stmt:
+    def _stmt(self, kind: StmtKind, meta: Meta, c: list[Any]) -> ast.Stmt:
         targets = tuple(x for x in c if isinstance(x, ast.Target))
         args = tuple(x for x in c if not isinstance(x, ast.Target))
         return ast.Stmt(kind, targets, args, self._loc(meta))
 
     def s_keep(self, meta: Meta, c: list[Any]) -> ast.Stmt:
-        return self._stmt("keep", meta, c)
+        return self._stmt(StmtKind.KEEP, meta, c)
 
     def s_drop(self, meta: Meta, c: list[Any]) -> ast.Stmt:
-        return self._stmt("drop", meta, c)
+        return self._stmt(StmtKind.DROP, meta, c)
 
     def s_hash(self, meta: Meta, c: list[Any]) -> ast.Stmt:
-        return self._stmt("hash", meta, c)
+        return self._stmt(StmtKind.HASH, meta, c)
 
     def s_mask(self, meta: Meta, c: list[Any]) -> ast.Stmt:
-        return self._stmt("mask", meta, c)
+        return self._stmt(StmtKind.MASK, meta, c)
 
     def mask_arg(self, meta: Meta, c: list[Token]) -> tuple[str, int]:
         return (str(c[0]), int(c[1]))
 
     def s_null(self, meta: Meta, c: list[Any]) -> ast.Stmt:
-        return self._stmt("null", meta, c)
+        return self._stmt(StmtKind.NULL, meta, c)
 
     def s_replace(self, meta: Meta, c: list[Any]) -> ast.Stmt:
-        return self._stmt("replace", meta, c)
+        return self._stmt(StmtKind.REPLACE, meta, c)
 
     def s_generalize(self, meta: Meta, c: list[Any]) -> ast.Stmt:
         targets = tuple(x for x in c if isinstance(x, ast.Target))
@@ -248,24 +252,24 @@ class _Builder(Transformer[Token, Any]):
         if len(rest) > 1:
             tok = rest[1]
             args.append(int(tok) if tok.type == "INT" else str(tok))
-        return ast.Stmt("generalize", targets, tuple(args), self._loc(meta))
+        return ast.Stmt(StmtKind.GENERALIZE, targets, tuple(args), self._loc(meta))
 
     def s_suppress(self, meta: Meta, c: list[Token]) -> ast.Stmt:
         lst = ast.Target(str(c[0]), False, _tok_loc(c[0], self.file))
         cnt = ast.Target(str(c[1]), False, _tok_loc(c[1], self.file))
-        return ast.Stmt("suppress", (lst, cnt), (int(c[2]),), self._loc(meta))
+        return ast.Stmt(StmtKind.SUPPRESS, (lst, cnt), (int(c[2]),), self._loc(meta))
 
     def s_require_consent(self, meta: Meta, c: list[Token]) -> ast.Stmt:
-        return ast.Stmt("require_consent", (), tuple(self._s(t) for t in c), self._loc(meta))
+        return ast.Stmt(StmtKind.REQUIRE_CONSENT, (), tuple(self._s(t) for t in c), self._loc(meta))
 
     def s_require_caller(self, meta: Meta, c: list[Token]) -> ast.Stmt:
-        return ast.Stmt("require_caller", (), tuple(str(t) for t in c), self._loc(meta))
+        return ast.Stmt(StmtKind.REQUIRE_CALLER, (), tuple(str(t) for t in c), self._loc(meta))
 
     def s_respect_gpc(self, meta: Meta, c: list[Token]) -> ast.Stmt:
-        return ast.Stmt("respect_gpc", (), (), self._loc(meta))
+        return ast.Stmt(StmtKind.RESPECT_GPC, (), (), self._loc(meta))
 
     def s_block(self, meta: Meta, c: list[Token]) -> ast.Stmt:
-        return ast.Stmt("block", (), (self._s(c[0]),), self._loc(meta))
+        return ast.Stmt(StmtKind.BLOCK, (), (self._s(c[0]),), self._loc(meta))
 
     # ------------------------------------------------------------ values
     def v_string(self, meta: Meta, c: list[Token]) -> str:

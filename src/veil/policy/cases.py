@@ -444,7 +444,7 @@ class Coverage:
                         out.append((rule.loc, f"rule never selected ({where})"))
                         continue
                     for st in rule.body:
-                        if st.kind in ("require_consent", "require_caller", "respect_gpc", "block"):
+                        if not st.kind.acts_on_fields:
                             continue
                         if st.loc not in self.fired:
                             out.append((st.loc, f"{st.kind} never acted ({where})"))
@@ -459,7 +459,7 @@ class Coverage:
                     rules += 1
                     rules_hit += rule.loc in self.selected
                     for st in rule.body:
-                        if st.kind not in ("require_consent", "require_caller", "respect_gpc", "block"):
+                        if st.kind.acts_on_fields:
                             stmts += 1
                             stmts_hit += st.loc in self.fired
         return rules_hit, rules, stmts_hit, stmts

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from veil.errors import Diagnostic, PathError, Severity
 from veil.location import Location
 from veil.policy import ast
+from veil.policy.ast import StmtKind
 from veil.redact.paths import AnyKey, Deep, FieldPath, Key, ends_with, parse_path
 
 BASES = ("consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests")
@@ -199,7 +200,7 @@ def resolve_references(ctx: Context) -> None:
                 if t.is_category and t.text not in ctx.categories:
                     ctx.error("unknown_category", f"unknown category @{t.text}", t.loc,
                               did_you_mean(t.text, ctx.categories))
-            if st.kind == "require_caller":
+            if st.kind is StmtKind.REQUIRE_CALLER:
                 for name in st.args:
                     if name not in ctx.callers:
                         ctx.error("unknown_caller", f"unknown caller {name!r}", st.loc,
@@ -210,7 +211,7 @@ def check_statements(ctx: Context) -> None:
     """Transform arguments and one-off statements."""
     for _route, rule in ctx.rules():
         for st in rule.body:
-            if st.kind == "mask":
+            if st.kind is StmtKind.MASK:
                 names = [a[0] for a in st.args]
                 for n, v in st.args:
                     if n not in MASK_ARGS:
@@ -220,7 +221,7 @@ def check_statements(ctx: Context) -> None:
                         ctx.error("transform_args", f"mask {n} {v} is too large (at most 64)", st.loc)
                 if len(set(names)) != len(names):
                     ctx.error("transform_args", "mask repeats an argument", st.loc)
-            elif st.kind == "generalize":
+            elif st.kind is StmtKind.GENERALIZE:
                 method = st.args[0]
                 if method not in GENERALIZE:
                     ctx.error("transform_args", f"unknown generalization {method!r}", st.loc,
@@ -237,10 +238,10 @@ def check_statements(ctx: Context) -> None:
                     ctx.error("transform_args", "bucket width must be at least 1", st.loc)
                 elif method == "round" and isinstance(arg, int) and arg > 10:
                     ctx.error("transform_args", "round keeps at most 10 decimals", st.loc)
-            elif st.kind == "suppress" and st.args[0] < 2:
+            elif st.kind is StmtKind.SUPPRESS and st.args[0] < 2:
                 ctx.error("transform_args", "a k-threshold below 2 suppresses nothing", st.loc)
         kinds = [s.kind for s in rule.body]
-        if kinds.count("block") > 1:
+        if kinds.count(StmtKind.BLOCK) > 1:
             ctx.error("duplicate_block", "a rule blocks at most once", rule.loc)
 
 
@@ -323,7 +324,7 @@ def check_subjects(ctx: Context) -> None:
                           "`each items[*] subject id` for a list; a purpose whose consent comes only from "
                           "the TCF string says `consent_from tcf`")
             for st in rule.body:
-                if st.kind == "require_consent":
+                if st.kind is StmtKind.REQUIRE_CONSENT:
                     ctx.error("consent_without_subject",
                               f"require consent {', '.join(map(repr, st.args))} needs a subject, but route "
                               f"{route.method} {route.template} names none", st.loc,
@@ -355,7 +356,7 @@ def check_minimization(ctx: Context) -> None:
             basis_attr = purpose.get("basis") if purpose else None
             basis = basis_attr.values[0] if basis_attr else None
             for st in rule.body:
-                if st.kind != "keep":
+                if st.kind is not StmtKind.KEEP:
                     continue
                 for t in st.targets:
                     if t.is_category:

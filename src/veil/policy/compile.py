@@ -17,6 +17,7 @@ from typing import Any
 from veil.errors import Diagnostic, Severity
 from veil.location import Location
 from veil.policy import ast
+from veil.policy.ast import StmtKind
 from veil.policy.checks import Context, parsed_paths
 from veil.redact import transforms as tf
 from veil.redact.categories import CategoryIndex
@@ -252,14 +253,14 @@ def purpose_hash_key(master: bytes, purpose: str) -> bytes:
 
 
 def _transform(st: ast.Stmt, purpose: str, hash_key: bytes) -> tf.Transform:
-    if st.kind == "hash":
+    if st.kind is StmtKind.HASH:
         return tf.hash(purpose_hash_key(hash_key, purpose))
-    if st.kind == "mask":
+    if st.kind is StmtKind.MASK:
         args = dict(st.args)
         return tf.mask(first=args.get("first", 0), last=args.get("last", 0))
-    if st.kind == "null":
+    if st.kind is StmtKind.NULL:
         return tf.null()
-    if st.kind == "replace":
+    if st.kind is StmtKind.REPLACE:
         return tf.replace(st.args[0])
     method = st.args[0]
     arg = int(st.args[1]) if len(st.args) > 1 and isinstance(st.args[1], int) else 0
@@ -296,23 +297,23 @@ def _compile_rule(
         cats.append(cat)
 
     for st in rule.body:
-        if st.kind == "suppress":
+        if st.kind is StmtKind.SUPPRESS:
             lst, cnt = (ctx.paths[id(t)] for t in st.targets)
             if len(lst) > 1 and isinstance(lst[-1], Each):
                 lst = lst[:-1]  # `suppress groups[*] where ...` names the elements; the guard takes the array
             guards.append(Guard(lst, cnt, int(st.args[0]), len(locations)))
             locations.append(st.loc)
             cats.append(None)
-        elif st.kind == "require_consent":
+        elif st.kind is StmtKind.REQUIRE_CONSENT:
             consent_keys.extend(k for k in st.args if k not in consent_keys)
-        elif st.kind == "require_caller":
+        elif st.kind is StmtKind.REQUIRE_CALLER:
             callers = (callers or set()) | set(st.args)
-        elif st.kind == "respect_gpc":
+        elif st.kind is StmtKind.RESPECT_GPC:
             respect_gpc = True
-        elif st.kind == "block":
+        elif st.kind is StmtKind.BLOCK:
             block = st.args[0]
         else:
-            action = {"keep": Action.KEEP, "drop": Action.DROP}.get(st.kind, Action.TRANSFORM)
+            action = {StmtKind.KEEP: Action.KEEP, StmtKind.DROP: Action.DROP}.get(st.kind, Action.TRANSFORM)
             transform = _transform(st, purpose.name, hash_key) if action is Action.TRANSFORM else None
             for t in st.targets:
                 if t.is_category:
@@ -335,7 +336,7 @@ def _compile_rule(
     return CompiledRule(
         route=route.template,
         purpose=purpose,
-        plan=compile_plan(rules, guards),
+        plan=compile_plan(rules, guards, f"{route.method} {route.template} for {purpose.name}"),
         consent_keys=tuple(consent_keys),
         callers=frozenset(callers) if callers is not None else None,
         respect_gpc=respect_gpc,

@@ -262,6 +262,8 @@ async def decide(policy: CompiledPolicy, req: RequestFacts, exchange: Exchange, 
         if need.from_request:
             subject, forward_body, why = await _request_subject(ad, need, req, exchange, settings)
             out.subject = subject
+            if forward_body is None and need.subject is not None and need.subject[0] == "request_body":
+                out.report_only = False  # a body read in part cannot be forwarded whole: refuse, whatever the mode
         if why is None:
             if need.subject is not None and need.subject[0] == "body":
                 # judged once the answer names the subject; an opt-out by GPC needs no answer

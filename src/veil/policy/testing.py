@@ -100,7 +100,7 @@ class RecordedExchange:
     async def request_body(self, limit: int) -> bytes:
         body = self.request.body or b""
         if len(body) > limit:
-            raise Refusal(Reason.REQUEST_BODY_INVALID, "the request body exceeds the size limit")
+            raise Refusal(Reason.REQUEST_BODY_TOO_LARGE)
         return body
 
     async def forward(self, fwd: Forward) -> Answer:

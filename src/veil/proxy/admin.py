@@ -174,7 +174,7 @@ def build_admin_app(rt: Runtime) -> Starlette:
         if (denied := authorize(request, "reload")) is not None:
             return denied
         done = await rt.reload()
-        from veil.proxy.workers import reload_all_workers
+        from veil.proxy.supervisor import reload_all_workers
 
         reload_all_workers()  # under `veil serve --workers N` this request reached one worker only
         await admin_audit(request, "policy.reload", "reload", None, {"ok": done.ok})

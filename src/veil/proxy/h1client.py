@@ -32,16 +32,23 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from veil.errors import VeilError
+
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
-class H1Error(Exception):
+class H1Error(VeilError):
+    """An upstream connection failure; `kind` is its metric label (translated into UpstreamError by
+    veil.proxy.upstream)."""
+
+    code = "upstream_unavailable"
+
     def __init__(self, kind: str, message: str = "") -> None:
         super().__init__(message or kind)
         self.kind = kind  # pool | connect | timeout | reset | protocol | status | too_large
 
 
-class _AfterResponse(Exception):
+class _AfterResponse(VeilError):
     """Data after a complete response: the connection is closed, the response stands."""
 
 
@@ -114,7 +121,7 @@ class _Conn(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------------------
     def on_message_begin(self) -> None:
         if self.complete:  # bytes after the response (another response?): never read as part of it
-            raise _AfterResponse
+            raise _AfterResponse("data after a complete response")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))

@@ -20,15 +20,16 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from veil.config import ClientLimits
+from veil.errors import VeilError
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]  # veil.proxy.asgi.Receive (which imports this)
 
 
-class RequestBodyError(Exception):
-    """The request body did not arrive whole; `reason` is a reason code of veil.policy.decision."""
+class RequestBodyError(VeilError):
+    """The request body did not arrive whole; `reason` is its reason code (veil.reasons.Reason)."""
 
     def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, code=reason)
         self.reason = reason  # request_aborted | request_timeout | request_body_too_large
 
 

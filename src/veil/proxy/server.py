@@ -8,8 +8,9 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 import ssl
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 import uvicorn
@@ -103,8 +104,6 @@ async def serve(config: Config, *, chain_id: str = "main", ready: asyncio.Event 
         loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         if reuse_port:
-            from veil.proxy.workers import bind_reuse_port
-
             psock, asock = bind_reuse_port(config.proxy), bind_reuse_port(config.admin)
             tasks = [asyncio.create_task(proxy.serve([psock])), asyncio.create_task(admin.serve([asock]))]
         else:
@@ -128,3 +127,34 @@ async def serve(config: Config, *, chain_id: str = "main", ready: asyncio.Event 
             raise OSError(f"could not listen on {config.proxy} and {config.admin}")
     finally:
         await rt.close()
+
+
+def bind_reuse_port(listen: Listen, backlog: int = 2048) -> socket.socket:
+    """A listening TCP socket on `listen` with SO_REUSEPORT (and SO_REUSEADDR) set."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError(f"cannot share {listen} between workers: SO_REUSEPORT is not available here")
+    infos = socket.getaddrinfo(listen.host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, type_, proto, _, addr = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.listen(backlog)
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def run_async(coro: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it is installed (measurably faster), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)

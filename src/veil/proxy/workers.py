@@ -20,7 +20,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -29,47 +28,13 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
 
-from veil.config import Config, Listen
+from veil.config import Config
+from veil.proxy.supervisor import SUPERVISOR_ENV
 
 log = logging.getLogger("veil.workers")
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-SUPERVISOR_ENV = "VEIL_SUPERVISOR_PID"
-
-
-def reload_all_workers() -> bool:
-    """In a worker: ask the supervisor to send SIGHUP to every worker (admin `POST /reload` reaches
-    one worker only). False when this process is not a supervised worker."""
-    pid = os.environ.get(SUPERVISOR_ENV)
-    if not pid or not pid.isdigit() or int(pid) != os.getppid():
-        return False
-    try:
-        os.kill(int(pid), signal.SIGHUP)
-    except OSError:
-        return False
-    return True
-
-
-def bind_reuse_port(listen: Listen, backlog: int = 2048) -> socket.socket:
-    """A listening TCP socket on `listen` with SO_REUSEPORT (and SO_REUSEADDR) set."""
-    if not hasattr(socket, "SO_REUSEPORT"):
-        raise OSError(f"cannot share {listen} between workers: SO_REUSEPORT is not available here")
-    infos = socket.getaddrinfo(listen.host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, type_, proto, _, addr = infos[0]
-    sock = socket.socket(family, type_, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(addr)
-        sock.listen(backlog)
-        sock.set_inheritable(True)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def _metrics_dir() -> tuple[Path, bool]:
@@ -88,9 +53,8 @@ def _worker(config: Config, chain_id: str) -> None:
     """A worker's main (in a spawned interpreter)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s %(name)s[{chain_id}]: %(message)s")
-    from veil.commands.serve import run_async
     from veil.errors import Diagnostics
-    from veil.proxy.server import serve
+    from veil.proxy.server import run_async, serve
 
     try:
         run_async(serve(config, chain_id=chain_id, reuse_port=True))

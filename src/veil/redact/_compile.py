@@ -14,13 +14,35 @@ template tuples (indices as 0) and turned into text only when the report is made
 
 from __future__ import annotations
 
+import linecache
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from enum import IntEnum
+from typing import Any, NamedTuple
 
 from veil.redact import lazy as lz
 from veil.redact.paths import AnyKey, Deep, Each, FieldPath, Key
 from veil.redact.transforms import Transform, TransformTypeError
+
+
+class Fate(IntEnum):
+    """What happened to a value, as counted in a report (the value is the report field's index)."""
+
+    REMOVED = 0  # minimization: no keep covers it
+    DROPPED = 1
+    TRANSFORMED = 2
+    TYPE_ERROR = 3  # a transform refused the value's type: it left as null
+
+
+class Event(NamedTuple):
+    """A counter key of one apply: a fate at a location template (keys, 0 for indices) by a rule.
+    A tuple underneath, so counting one costs a C-level hash (events are counted per value)."""
+
+    fate: Fate
+    tmpl: tuple[str | int, ...]
+    rule_id: int = -1
+
 
 GONE: Any = object()  # a closure's "this node is removed" result
 MAX_CLOSURES = 20_000  # closures built per plan; beyond this, lazily built ones are not cached
@@ -167,14 +189,14 @@ class Shape:
 
     __slots__ = ("allowed", "default", "gone", "seen", "tmpl")
 
-    def __init__(self, tmpl: Tmpl, allowed: frozenset[str], gone: dict[str, tuple[Any, ...]],
+    def __init__(self, tmpl: Tmpl, allowed: frozenset[str], gone: dict[str, Event],
                  default: State) -> None:
         self.tmpl, self.allowed, self.gone, self.default = tmpl, allowed, gone, default
         self.seen: dict[tuple[str, ...], list[tuple[int, Any]]] = {}  # key set → report entries (engine)
 
-    def classify(self, sig: tuple[str, ...]) -> list[tuple[Any, ...]]:
-        """The event keys for the keys of `sig` this filter removed (named children count their own)."""
-        out: list[tuple[Any, ...]] = []
+    def classify(self, sig: tuple[str, ...]) -> list[Event]:
+        """The events for the keys of `sig` this filter removed (named children count their own)."""
+        out: list[Event] = []
         for k in sig:
             if k in self.allowed:
                 continue
@@ -182,12 +204,13 @@ class Shape:
             if key is None:
                 d = self.default
                 t = (*self.tmpl, k)
-                key = ("d", t, d.rule.rule_id) if d.kind == DROPPED and d.rule else ("r", t)
+                key = Event(Fate.DROPPED, t, d.rule.rule_id) if d.kind == DROPPED and d.rule else Event(
+                    Fate.REMOVED, t)
             out.append(key)
         return out
 
 
-Slot = Any  # WHOLE (str) | event-key tuple (node is removed/dropped) | Fn
+Slot = Any  # WHOLE (str) | Event (the node is removed or dropped) | Fn
 
 
 class Builder:
@@ -195,15 +218,18 @@ class Builder:
     see veil.redact.lazy): filtered objects are read in place, whatever they keep or transform is
     materialized, and any other object is materialized whole and handed to the eager closure."""
 
-    def __init__(self, auto: Automaton, lazy: bool = False) -> None:
+    def __init__(self, auto: Automaton, lazy: bool = False, name: str = "plan") -> None:
         self.auto = auto
         self.count = 0
         self.lazy = lazy
+        self.name = name
+        self.sources: list[tuple[str, str]] = []  # (file name, source) of the code generated so far
         self._eager: Builder | None = None
 
     def eager(self) -> Builder:
         if self._eager is None:
-            self._eager = Builder(self.auto)
+            self._eager = Builder(self.auto, name=self.name)
+            self._eager.sources = self.sources  # one listing for the plan
         return self._eager
 
     def slot(self, st: State, t: Tmpl, stack: frozenset[State] = frozenset()) -> Slot:
@@ -211,10 +237,10 @@ class Builder:
         if kind == WHOLE:
             return WHOLE
         if kind == REMOVED:
-            return ("r", t)
+            return Event(Fate.REMOVED, t)
         if kind == DROPPED:
             assert st.rule is not None
-            return ("d", t, st.rule.rule_id)
+            return Event(Fate.DROPPED, t, st.rule.rule_id)
         if kind == TRANSFORMED:
             assert st.rule is not None and st.rule.transform is not None
             return _transform_fn(st.rule.transform, t, st.rule.rule_id, self.lazy)
@@ -255,7 +281,7 @@ class Builder:
         self.count += 1
         arr = self._arr(st, t, stack) if st.arr_ok else None
         covered = st.covered
-        rkey = ("r", t)
+        rkey = Event(Fate.REMOVED, t)
         lst, dct = (lz.LIST, lz.DICT) if self.lazy else (list, dict)
 
         def nondict(v: Any, ev: dict[Any, Any]) -> Any:
@@ -359,7 +385,7 @@ def _scrub_fn(st: State, t: Tmpl) -> Fn:
             if not names.isdisjoint(v):
                 for k in [k for k in v if k in names]:
                     del v[k]
-                    key = ("d", (*t, k), drops[k])
+                    key = Event(Fate.DROPPED, (*t, k), drops[k])
                     ev[key] = ev.get(key, 0) + 1
             for k, x in v.items():
                 if type(x) not in _SCALARS:
@@ -421,19 +447,31 @@ class _FilterGen:
         self.lines: list[str] = []
         self.n = 0
 
-    def bind(self, value: Any) -> str:
+    def bind(self, value: Any, hint: str = "") -> str:
+        """A name in the generated code's namespace for `value` (`hint` makes it readable)."""
         self.n += 1
-        name = f"_{self.n}"
+        tail = re.sub(r"[^0-9A-Za-z_]+", "_", hint).strip("_")[:40]
+        name = f"_{self.n}_{tail}" if tail else f"_{self.n}"
         self.ns[name] = value
         return name
 
     def function(self, st: State, t: Tmpl, stack: frozenset[State], nondict: Fn) -> Fn:
-        nd = self.bind(nondict)
-        self.lines += ["def filter_obj(d0, ev):", "    if not isinstance(d0, DICT):"]
+        b = self.b
+        where = _tmpl_text(t)
+        nd = self.bind(nondict, "not_an_object")
+        self.lines += [f"# {b.name}: objects at {where}{' (read lazily)' if b.lazy else ''}",
+                       "def filter_obj(d0, ev):", "    if not isinstance(d0, DICT):"]
         self.lines.append(f"        return {nd}(d0, ev)")
         self.body(st, t, stack, 0, "    ")
         self.lines.append("    return o0")
-        exec("\n".join(self.lines), self.ns)  # generated from rule structure only
+        source = "\n".join(self.lines) + "\n"
+        filename = f"<veil plan {b.name}{' (lazy)' if b.lazy else ''} #{len(b.sources) + 1}: {where}>"
+        # generated from rule structure only; a real file name, its source kept, so a traceback or a
+        # profiler points at a readable line (`veil explain --show-plan` prints it)
+        code = compile(source, filename, "exec")
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        b.sources.append((filename, source))
+        exec(code, self.ns)
         fn: Fn = self.ns["filter_obj"]
         return fn
 
@@ -442,7 +480,7 @@ class _FilterGen:
         emit = self.lines.append
         emit(f"{ind}{out} = {{}}")
         allowed: set[str] = set()
-        gone: dict[str, tuple[Any, ...]] = {}
+        gone: dict[str, Event] = {}
         for k in st.named:
             cs, ct, key = st.child(k), (*t, k), repr(k)
             if cs.kind in (REMOVED, DROPPED):
@@ -461,8 +499,9 @@ class _FilterGen:
                     emit(f"{inner}{out}[{key}] = {src}[{key}]")
             elif cs.kind == TRANSFORMED:
                 assert cs.rule is not None and cs.rule.transform is not None
-                tr = self.bind(cs.rule.transform)
-                tk, ek = self.bind(("t", ct, cs.rule.rule_id)), self.bind(("e", ct, cs.rule.rule_id))
+                tr = self.bind(cs.rule.transform, f"{cs.rule.transform.name}_{k}")
+                tk = self.bind(Event(Fate.TRANSFORMED, ct, cs.rule.rule_id), f"transformed_{k}")
+                ek = self.bind(Event(Fate.TYPE_ERROR, ct, cs.rule.rule_id), f"type_error_{k}")
                 arg = f"{src}[{key}]"
                 if lazy:
                     emit(f"{inner}r = {arg}")
@@ -476,7 +515,7 @@ class _FilterGen:
             elif filters(cs) and cs not in stack and depth < self.MAX_INLINE_DEPTH:
                 self.b.count += 1
                 sub = stack | {cs}
-                nd = self.bind(self.b.nondict(cs, ct, sub))
+                nd = self.bind(self.b.nondict(cs, ct, sub), f"{k}_not_an_object")
                 v, o = f"v{depth + 1}", f"o{depth + 1}"
                 emit(f"{inner}{v} = {src}[{key}]")
                 emit(f"{inner}if isinstance({v}, DICT):")
@@ -487,21 +526,33 @@ class _FilterGen:
                 emit(f"{inner}    if r is not GONE:")
                 emit(f"{inner}        {out}[{key}] = r")
             elif _scrubs(cs):  # a kept field that may hide a dropped category: scalars need no call
-                fn = self.bind(self.b.slot(cs, ct, stack))
+                fn = self.bind(self.b.slot(cs, ct, stack), f"scrub_{k}")
                 emit(f"{inner}r = {src}[{key}]")
                 emit(f"{inner}{out}[{key}] = r if type(r) in SCALARS else {fn}(r, ev)")
             else:
-                fn = self.bind(self.b.slot(cs, ct, stack))
+                fn = self.bind(self.b.slot(cs, ct, stack), f"visit_{k}")
                 emit(f"{inner}r = {fn}({src}[{key}], ev)")
                 emit(f"{inner}if r is not GONE:")
                 emit(f"{inner}    {out}[{key}] = r")
-        shape = self.bind(Shape(t, frozenset(allowed), gone, st.child(OTHER)))
+        shape = self.bind(Shape(t, frozenset(allowed), gone, st.child(OTHER)), f"keys_at_{_tmpl_text(t)}")
         emit(f"{ind}if len({out}) != len({src}):")
         emit(f"{ind}    sg = ev.get({shape})")
         emit(f"{ind}    if sg is None:")
         emit(f"{ind}        sg = ev[{shape}] = {{}}")
         emit(f"{ind}    sk = tuple({src})")
         emit(f"{ind}    sg[sk] = sg.get(sk, 0) + 1")
+
+
+def _tmpl_text(t: Tmpl) -> str:
+    """A location template as a path (`items[*].email`; `$` for the root)."""
+    out = ""
+    for seg in t:
+        if isinstance(seg, int):
+            out += "[*]"
+        else:
+            key = seg if seg.isidentifier() else repr(seg)
+            out += ("." if out else "") + key
+    return out or "$"
 
 
 def _identity(v: Any, ev: dict[Any, Any]) -> Any:
@@ -522,8 +573,8 @@ def _materializing(f: Fn) -> Fn:
 
 
 def _transform_fn(tr: Transform, t: Tmpl, rule_id: int, lazy: bool = False) -> Fn:
-    tkey = ("t", t, rule_id)
-    ekey = ("e", t, rule_id)
+    tkey = Event(Fate.TRANSFORMED, t, rule_id)
+    ekey = Event(Fate.TYPE_ERROR, t, rule_id)
 
     def transform(v: Any, ev: dict[Any, Any]) -> Any:
         try:

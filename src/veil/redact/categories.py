@@ -100,52 +100,50 @@ class CategoryIndex:
         out = {} if out is None else out
         if not self:
             return out
-        self._walk(doc, at, self.of(at), transformed or {}, out)
+        tr = transformed or {}
+        # Only a key that ends a category path or a transformed template needs the full location;
+        # every other value inherits its container's category (the walk builds no path for it).
+        watch: set[str | int] = set(self._by_key)
+        watch.update(t[-1] for t in tr if t)
+        clear: set[str] = set()
+        self._walk(doc, at, self.of(at), tr, frozenset(watch), bool(self._wild), clear, out)
+        for c in clear:
+            _add(out, c, CLEAR)
         return out
 
-    def _walk(self, node: Any, tmpl: Loc, cat: str | None, transformed: Mapping[Loc, str | None],
-              out: dict[str, set[str]]) -> None:
-        t = type(node)
-        if t is dict:
-            children: Any = node.items()
-        elif t is list:
+    def _walk(self, node: Any, tmpl: Loc, cat: str | None, tr: Mapping[Loc, str | None], watch: frozenset[Any],
+              wild: bool, clear: set[str], out: dict[str, set[str]]) -> None:
+        if type(node) is list:
             if not node:
                 return
-            ct = (*tmpl, 0)
-            if transformed and ct in transformed:
-                self._transformed(node, ct, cat, transformed[ct], out, all_items=True)
-                return
-            ccat = self.naming(ct) or cat
-            for v in node:
-                if type(v) in _SCALARS:
-                    if ccat is not None:
-                        _add(out, ccat, CLEAR)
-                elif v is not None:
-                    self._walk(v, ct, ccat, transformed, out)
-            return
+            items: Any = ((0, v) for v in node)
+        elif type(node) is dict:
+            items = node.items()
         else:
             if node is not None and cat is not None:
-                _add(out, cat, CLEAR)
+                clear.add(cat)
             return
-        for k, v in children:
-            ct = (*tmpl, k)
-            if transformed and ct in transformed:
-                self._transformed(v, ct, cat, transformed[ct], out)
-                continue
-            ccat = self.naming(ct) or cat
-            if type(v) in _SCALARS:
+        scalars = _SCALARS
+        for k, v in items:
+            if wild or k in watch:
+                ct = (*tmpl, k)
+                if tr and ct in tr:
+                    self._transformed(v, ct, cat, tr[ct], out)
+                    continue
+                ccat = self.naming(ct) or cat
+            else:
+                ct, ccat = None, cat
+            if type(v) in scalars:
                 if ccat is not None:
-                    _add(out, ccat, CLEAR)
+                    clear.add(ccat)
             elif v is not None:
-                self._walk(v, ct, ccat, transformed, out)
+                self._walk(v, ct if ct is not None else (*tmpl, k), ccat, tr, watch, wild, clear, out)
 
-    def _transformed(self, v: Any, ct: Loc, cat: str | None, form: str | None, out: dict[str, set[str]],
-                     *, all_items: bool = False) -> None:
+    def _transformed(self, v: Any, ct: Loc, cat: str | None, form: str | None, out: dict[str, set[str]]) -> None:
         ccat = self.naming(ct) or cat
         if ccat is None or form is None:
             return
-        values = v if all_items else (v,)
-        if any(x is not None for x in values):  # a transform that failed on its input leaves null
+        if v is not None:  # a transform that failed on its input leaves null
             _add(out, ccat, form)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from veil.errors import PathError, VeilError
 from veil.redact import _compile as c
 from veil.redact.lazy import NotLazy, has_duplicate_keys, lazy_key, materialize
-from veil.redact.paths import AnyKey, Deep, Each, FieldPath, Key, positions, step, template
+from veil.redact.paths import AnyKey, Deep, Each, FieldPath, Key, format_path, positions, step, template
 from veil.redact.transforms import Transform
 
 _MAX_SIGS = 256  # cached key-set classifications per filtered template (one shape is the norm)
@@ -96,14 +96,14 @@ class RuleError(VeilError):
     code = "redact_rule_invalid"
 
 
-def compile_plan(rules: Sequence[FieldRule], guards: Sequence[Guard] = ()) -> FieldPlan:
-    return FieldPlan(rules, guards)
+def compile_plan(rules: Sequence[FieldRule], guards: Sequence[Guard] = (), name: str = "plan") -> FieldPlan:
+    return FieldPlan(rules, guards, name)
 
 
 class FieldPlan:
     """Compile once, apply many. `apply` may mutate its input; `explain` never does."""
 
-    def __init__(self, rules: Sequence[FieldRule], guards: Sequence[Guard] = ()) -> None:
+    def __init__(self, rules: Sequence[FieldRule], guards: Sequence[Guard] = (), name: str = "plan") -> None:
         for rule in rules:
             if (rule.action is Action.TRANSFORM) != (rule.transform is not None):
                 raise RuleError(f"rule {rule.rule_id}: a transform rule needs a transform, others none")
@@ -125,9 +125,10 @@ class FieldPlan:
             c.RuleSpec(r.path, r.action.value, r.transform, r.rule_id, n) for n, r in enumerate(self.rules)
         ]
         self._specs = specs
-        self._builder = c.Builder(c.Automaton(specs))
+        self.name = name
+        self._builder = c.Builder(c.Automaton(specs), name=name)
         self._root: c.Slot = self._builder.slot(self._builder.auto.root, ())
-        self._keys: dict[tuple[Any, ...], tuple[int, Any]] = {}
+        self._keys: dict[c.Event, tuple[int, Any]] = {}
         self._reports: dict[tuple[Any, ...], Report] = {}
         self._lazy_root: c.Slot | None = None
         self._lazy_ok: dict[Any, bool] = {}
@@ -185,7 +186,9 @@ class FieldPlan:
         Only for plans with `lazy_ok()`."""
         root = self._lazy_root
         if root is None:
-            root = self._lazy_root = c.Builder(self._builder.auto, lazy=True).slot(self._builder.auto.root, ())
+            lazy = c.Builder(self._builder.auto, lazy=True, name=self.name)
+            lazy.sources = self._builder.sources
+            root = self._lazy_root = lazy.slot(self._builder.auto.root, ())
         ev: dict[Any, Any] = {}
         out = _run(root, doc, ev, materialize)
         for key, n in ev.items():
@@ -203,12 +206,12 @@ class FieldPlan:
                 arr[:] = kept
         return n
 
-    def _resolve(self, key: tuple[Any, ...]) -> tuple[int, Any]:
-        """Event key → (report field index, report key); cached, so templates are formatted once."""
+    def _resolve(self, key: c.Event) -> tuple[int, Any]:
+        """Event → (report field index, report key); cached, so templates are formatted once."""
         hit = self._keys.get(key)
         if hit is None:
-            t = template(key[1])
-            hit = (0, t) if key[0] == "r" else ("dte".index(key[0]) + 1, (t, key[2]))
+            t = template(key.tmpl)
+            hit = (0, t) if key.fate is c.Fate.REMOVED else (int(key.fate), (t, key.rule_id))
             if len(self._keys) < c.MAX_CLOSURES:
                 self._keys[key] = hit
         return hit
@@ -249,9 +252,36 @@ class FieldPlan:
                 i, rk = resolve(key)
                 tgt = targets[i]
                 tgt[rk] = tgt.get(rk, 0) + n
-                if i == 2:
-                    rep.transformed_at[key[1]] = self._forms.get(key[2])
+                if i == c.Fate.TRANSFORMED:
+                    rep.transformed_at[key.tmpl] = self._forms.get(key.rule_id)
         return rep
+
+    # ---- what it is ---------------------------------------------------------------------------------
+
+    @property
+    def sources(self) -> list[tuple[str, str]]:
+        """(file name, source) of the code generated for this plan so far (filtered objects; closures
+        built on first use are added when they are)."""
+        return list(self._builder.sources)
+
+    def describe(self, location_of: Callable[[int], str] | None = None) -> str:
+        """The plan as text: its statements in the order they decide (rule id, action, path, where),
+        the guards, then the generated source."""
+        lines = [f"plan {self.name}"]
+        for r in self.rules:
+            what = r.action.value if r.transform is None else f"transform {r.transform.name}"
+            at = f"  ({location_of(r.rule_id)})" if location_of else ""
+            cat = f" @{r.category}" if r.category else ""
+            lines.append(f"  #{r.rule_id:<3} {what:<20} {format_path(r.path)}{cat}{at}")
+        for g in self.guards:
+            at = f"  ({location_of(g.rule_id)})" if location_of else ""
+            lines.append(f"  #{g.rule_id:<3} {'suppress':<20} {format_path(g.list_path)} where "
+                         f"{format_path(g.count_field)} < {g.k}{at}")
+        for filename, source in self.sources:
+            lines.append("")
+            lines.append(f"# ---- {filename}")
+            lines.extend(source.rstrip("\n").splitlines())
+        return "\n".join(lines)
 
     # ---- static questions ------------------------------------------------------------------------
 

@@ -1,0 +1,94 @@
+"""The request flow's own edges (veil.policy.flow), in-process: when the upstream is called, what a
+report-only pass-through discloses, and requests that must never be forwarded whatever the mode."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from veil.config import FlowSettings
+from veil.consent.store import ConsentState, Status
+from veil.policy.cases import Request, Response
+from veil.policy.compile import CompiledPolicy
+from veil.policy.flow import decide
+from veil.policy.load import load_policy
+from veil.policy.testing import CaseConsent, RecordedExchange, caller_view, request_facts, run_sync
+from veil.reasons import Reason
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+POLICY = """
+purpose p { description "d" basis consent consent "k" retention 1 year recipients "r" }
+caller c { key sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa may p }
+category contact = email
+category identity = name
+route POST /recs { subject request_body.customer for p { keep recs } }
+route GET /orders/{id} { subject body.customer.id for p { keep order, customer.id, customer.email } }
+route GET /users/{id} { subject path.id mode report-only for p { keep name } }
+"""
+GIVEN = {"k": ConsentState("k", Status.GIVEN, NOW)}
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory: pytest.TempPathFactory) -> CompiledPolicy:
+    f = tmp_path_factory.mktemp("flow") / "p.veil"
+    f.write_text(POLICY)
+    return load_policy([Path(f)])
+
+
+def run(policy: CompiledPolicy, req: Request, resp: Response, consent: dict[str, dict[str, ConsentState]],
+        settings: FlowSettings | None = None) -> tuple[object, RecordedExchange]:
+    settings = settings or FlowSettings()
+    view, token = caller_view(policy, "c")
+    ex = RecordedExchange(req, resp)
+    out = run_sync(decide(view, request_facts(req, token, settings), ex, CaseConsent(consent), settings, NOW))
+    return out, ex
+
+
+def test_a_request_body_subject_is_judged_before_the_upstream_and_forwarded_as_read(policy: CompiledPolicy
+                                                                                    ) -> None:
+    body = b'{"customer": "u1", "page": 2}'
+    req = Request("POST", "/recs", caller="c", purposes=("p",), body=body)
+    out, ex = run(policy, req, Response(body={"recs": [1]}, has_body=True), {"u1": GIVEN})
+    assert out.reason is Reason.OK and out.subject == "u1" and ex.forwarded == body  # type: ignore[attr-defined]
+    out, ex = run(policy, req, Response(body={"recs": [1]}, has_body=True), {})
+    assert out.reason is Reason.CONSENT_MISSING and not ex.called  # type: ignore[attr-defined]
+
+
+def test_a_body_read_in_part_is_never_forwarded_even_in_report_only(policy: CompiledPolicy) -> None:
+    req = Request("POST", "/recs", caller="c", purposes=("p",), body=b'{"customer": "u1"}' + b" " * 100)
+    small = FlowSettings(mode="report-only", max_request_body_bytes=10)
+    out, ex = run(policy, req, Response(body={"recs": [1]}, has_body=True), {"u1": GIVEN}, small)
+    assert out.reason is Reason.REQUEST_BODY_TOO_LARGE and not out.report_only  # type: ignore[attr-defined]
+    assert not ex.called
+
+
+def test_a_response_body_subject_is_judged_before_anything_leaves(policy: CompiledPolicy) -> None:
+    req = Request("GET", "/orders/o1", caller="c", purposes=("p",))
+    answer = Response(body={"order": "o1", "customer": {"id": "u1", "email": "a@x", "name": "A"}}, has_body=True)
+    out, ex = run(policy, req, answer, {"u1": GIVEN})
+    assert out.reason is Reason.OK and ex.called and out.subject == "u1"  # type: ignore[attr-defined]
+    assert out.disclosed == {"contact": {"clear"}}  # type: ignore[attr-defined]
+    out, _ = run(policy, req, answer, {})
+    assert out.reason is Reason.CONSENT_MISSING and out.body == b"" and out.disclosed == {}  # type: ignore
+    out, _ = run(policy, req, Response(body={"order": "o1"}, has_body=True), {"u1": GIVEN})
+    assert out.reason is Reason.SUBJECT_UNIDENTIFIED  # type: ignore[attr-defined]
+
+
+def test_report_only_discloses_the_whole_answer(policy: CompiledPolicy) -> None:
+    """A report-only route passes the answer on unchanged: its record must say what that carried, and
+    whose it was, even when enforcing would have blocked."""
+    req = Request("GET", "/users/u9", caller="c", purposes=("p",))
+    answer = Response(body={"name": "A", "email": "a@x"}, has_body=True)
+    out, _ = run(policy, req, answer, {})
+    assert out.report_only and out.reason is Reason.CONSENT_MISSING and out.released  # type: ignore[attr-defined]
+    assert out.disclosed == {"contact": {"clear"}, "identity": {"clear"}}  # type: ignore[attr-defined]
+    assert out.subject == "u9"  # type: ignore[attr-defined]
+    out, _ = run(policy, req, Response(raw=b"not json", content_type="text/plain"), {})
+    assert out.released and out.disclosed is None  # type: ignore[attr-defined]
+    # refused before admission (an unknown caller), yet passed on: still whose data it was
+    settings = FlowSettings()
+    out = run_sync(decide(policy, request_facts(req, "wrong-key", settings), RecordedExchange(req, answer),
+                          CaseConsent({}), settings, NOW))
+    assert out.reason is Reason.UNKNOWN_CALLER and out.released and out.subject == "u9"
