@@ -66,3 +66,10 @@ def test_bounded_coverage_guided_run(target: str, tmp_path: Path) -> None:
     assert proc.returncode == 0 and not found, (
         f"fuzzing {target} found a failure; add the input to tests/fuzz/regressions/{target}/ with the fix\n"
         f"{report}\n{proc.stderr.decode(errors='replace')[-4000:]}")
+
+
+def test_every_target_says_what_to_instrument() -> None:
+    require(importlib.util.find_spec("atheris") is not None, "atheris")
+    from tests.fuzz.run import INSTRUMENT
+
+    assert set(INSTRUMENT) == set(TARGETS)
