@@ -12,7 +12,7 @@ from veil.errors import VeilError
 
 # Command modules under veil.commands, in help order.
 COMMANDS = (
-    "serve", "demo", "check", "fmt", "test", "explain", "notice", "consent", "audit", "tcf",
+    "serve", "demo", "check", "fmt", "test", "explain", "playground", "notice", "consent", "audit", "tcf",
     "bench", "keygen", "doctor",
 )
 

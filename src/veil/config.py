@@ -123,6 +123,9 @@ class Config:
     workers: int = 1
     environment: str = "development"
     source: str | None = None  # the file it was read from
+    log_format: str = "text"  # text | json (veil.logs)
+    log_level: str = "info"
+    consent_url_given: str | None = None  # consent.url as written (before a relative sqlite path is resolved)
 
     def flow(self) -> FlowSettings:
         """What the request flow reads of this config."""
@@ -159,6 +162,7 @@ KEY_PATHS: dict[str, str] = {
     "max_json_depth": "limits.max_json_depth", "lazy_json_min_bytes": "limits.lazy_json_min_bytes",
     "tcf_header": "tcf.header", "tcf_cookie": "tcf.cookie", "tls": "tls", "admin_tls": "admin.tls",
     "auth_fail_limit": "limits.auth_failures_per_minute", "workers": "workers", "environment": "environment",
+    "log_format": "log.format", "log_level": "log.level",
     "client_limits": "limits.request_* (deadlines and sizes of client requests), limits.keep_alive_timeout",
     "trusted_proxies": "trusted_proxies",
 }
@@ -171,7 +175,8 @@ def changed_settings(old: Config, new: Config) -> list[str]:
     """The Config fields whose values differ (`source` aside)."""
     from dataclasses import fields
 
-    return [f.name for f in fields(Config) if f.name != "source" and getattr(old, f.name) != getattr(new, f.name)]
+    skip = ("source", "consent_url_given")  # consent_url_given changes with consent_url
+    return [f.name for f in fields(Config) if f.name not in skip and getattr(old, f.name) != getattr(new, f.name)]
 
 
 KEY_NAMES = ("store", "audit", "pseudonym", "hash")
@@ -264,8 +269,19 @@ class _Reader:
 
 TOP_KEYS = (
     "listen", "mode", "upstreams", "policy", "consent", "audit", "keys", "admin", "limits", "tcf",
-    "tls", "workers", "environment", "trusted_proxies",
+    "tls", "workers", "environment", "log", "trusted_proxies",
 )
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def listeners_clash(a: Listen, b: Listen) -> bool:
+    """True when two listen addresses cannot both be bound: the same port on the same host, or on a
+    wildcard address (0.0.0.0, ::) that covers the other."""
+    wildcard = ("0.0.0.0", "::", "")
+    return a.port == b.port and a.port != 0 and (a.host == b.host or a.host in wildcard or b.host in wildcard)
+
+
 # limits.<key> → ClientLimits field
 _CLIENT_LIMITS = {
     "request_header_timeout": "header_timeout", "keep_alive_timeout": "keep_alive_timeout",
@@ -364,7 +380,7 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
 
     consent = r.mapping(top.get("consent"), "consent")
     r.known(consent, "consent", ("url", "cache_ttl", "cache_size"))
-    consent_url = r.str_(consent.get("url", Config.consent_url), "consent.url")
+    consent_url = consent_url_given = r.str_(consent.get("url", Config.consent_url), "consent.url")
     scheme = consent_url.split(":", 1)[0]
     if scheme not in ("sqlite", "postgresql", "postgres"):
         raise r.fail("consent.url", "must start with sqlite:/// or postgresql://")
@@ -402,9 +418,24 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
     tcf = r.mapping(top.get("tcf"), "tcf")
     r.known(tcf, "tcf", ("header", "cookie"))
 
+    logs = r.mapping(top.get("log"), "log")
+    r.known(logs, "log", ("format", "level"))
+    log_format = logs.get("format", "text")
+    if log_format not in LOG_FORMATS:
+        raise r.fail("log.format", f"must be one of {', '.join(LOG_FORMATS)}")
+    log_level = logs.get("level", "info")
+    if log_level not in LOG_LEVELS:
+        raise r.fail("log.level", f"must be one of {', '.join(LOG_LEVELS)}")
+
+    proxy_listen = r.listen(listen.get("proxy"), "listen.proxy", Config.proxy)
+    admin_listen = r.listen(listen.get("admin"), "listen.admin", Config.admin)
+    if listeners_clash(proxy_listen, admin_listen):
+        # both would bind it (with several workers, SO_REUSEPORT would even split connections between them)
+        raise r.fail("listen.admin", f"must not use the proxy's port ({proxy_listen} and {admin_listen})")
+
     return Config(
-        proxy=r.listen(listen.get("proxy"), "listen.proxy", Config.proxy),
-        admin=r.listen(listen.get("admin"), "listen.admin", Config.admin),
+        proxy=proxy_listen,
+        admin=admin_listen,
         mode=mode,
         upstreams=tuple(upstreams),
         policy_paths=policy_paths,
@@ -432,6 +463,9 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
         workers=r.int_(top.get("workers", 1), "workers"),
         environment=r.str_(top.get("environment", "development"), "environment"),
         source=file,
+        log_format=log_format,
+        log_level=log_level,
+        consent_url_given=consent_url_given,
     )
 
 

@@ -1,12 +1,21 @@
-"""Inspect a deployment's config for weak settings: `inspect(config) -> list[Finding]`.
+"""Inspect a deployment's config: `inspect(config) -> list[Finding]`.
 
-Each finding names the config key to change and how. Only files are read (key files, the consent
-database, the audit directory, the policy); no key material is printed, no listener is opened.
+Severity says what the finding does to veil: an **error** stops `veil serve` from starting (an unset
+`env:` key, an unreadable key or TLS file, an address in use, an invalid policy, an unreachable
+PostgreSQL) or leaves it refusing every request (a decision log it cannot write); a **warning** is a
+weak or surprising setting veil starts with; a **note** is worth knowing and changes no exit code.
+Each finding names the config key to change and how. doctor reads files, binds each listen address
+for an instant (closed at once, never accepting) and opens one connection to a PostgreSQL consent
+store; no key material is printed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import os
+import socket
+import ssl
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,9 +23,12 @@ from pathlib import Path
 
 from veil.config import KEY_NAMES, Config, KeySpec
 from veil.errors import Diagnostics, VeilError
+from veil.keys import load_secret
 
-WARNING = "warning"  # counts: `veil doctor` exits 1
+ERROR = "error"  # veil will not start (or will refuse every request): `veil doctor` exits 1
+WARNING = "warning"  # a weak setting veil starts with: exits 1 too
 NOTE = "note"  # printed, does not change the exit code
+COUNTED = (ERROR, WARNING)
 
 
 @dataclass(frozen=True)
@@ -42,9 +54,129 @@ def is_loopback(host: str) -> bool:
 
 def inspect(config: Config) -> list[Finding]:
     found: list[Finding] = []
-    for check in (_admin, _mode, _audit, _tls, _workers, _keys, _file_modes, _upstreams, _trusted_proxies, _policy):
+    for check in (_listeners, _secrets, _tls_files, _consent_store, _audit_dir, _policy, _admin, _mode, _audit,
+                  _tls, _workers, _keys, _file_modes, _upstreams, _trusted_proxies):
         found.extend(check(config))
-    return found
+    order = {ERROR: 0, WARNING: 1, NOTE: 2}
+    return sorted(found, key=lambda f: order[f.severity])
+
+
+def _listeners(c: Config) -> Iterator[Finding]:
+    from veil.listen import ListenError, bind
+
+    for key, listen in (("listen.proxy", c.proxy), ("listen.admin", c.admin)):
+        try:
+            bind(listen, key).close()
+        except ListenError as exc:
+            yield Finding("listen_failed", key,
+                          f"{exc.message.split(': ', 1)[1]}: veil will not start (`veil serve` exits 3)",
+                          f"free {listen} (`ss -ltnp 'sport = :{listen.port}'` shows who holds it) or choose "
+                          f"another address for {key}", ERROR)
+        except VeilError as exc:
+            yield Finding("listen_failed", key, f"{exc.message}: veil will not start", f"check {key}", ERROR)
+    if c.workers > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        yield Finding("reuseport_missing", "workers",
+                      "several workers need SO_REUSEPORT, which this system lacks: veil will not start",
+                      "set workers: 1", ERROR)
+
+
+def _secret_finding(key: str, ref: str, exc: VeilError) -> Finding:
+    kind, _, target = ref.partition(":")
+    text = str(exc)
+    if kind == "env" and "is not set" in text:
+        return Finding("env_unset", key, f"environment variable {target} is not set: veil will not start",
+                       f"export {target}=... (generate one with `veil keygen`) in veil's environment", ERROR)
+    if kind == "file" and not Path(target).exists():
+        return Finding("key_file_missing", key, f"key file {target} does not exist: veil will not start",
+                       f"create it with `veil keygen --out {target}`", ERROR)
+    if "accessible by group or others" in text:
+        return Finding("permissive_mode", key, f"key file {target} is accessible by group or others: veil refuses "
+                       "it and will not start", f"chmod 600 {target}", ERROR)
+    return Finding("key_invalid", key, f"{text}: veil will not start", "see docs/keys.md", ERROR)
+
+
+def _secrets(c: Config) -> Iterator[Finding]:
+    """Every key and admin token resolved as `veil serve` resolves it (the bytes are dropped at once)."""
+    for key, ref in _specs(c):
+        try:
+            load_secret(ref, what=key)
+        except VeilError as exc:
+            yield _secret_finding(key, ref, exc)
+
+
+def _tls_files(c: Config) -> Iterator[Finding]:
+    for key, tls in (("tls", c.tls), ("admin.tls", c.admin_tls)):
+        if tls is None:
+            continue
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(tls.certfile, tls.keyfile)  # what the listener does at start
+            if tls.client_ca:
+                context.load_verify_locations(tls.client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else (
+                getattr(exc, "reason", None) or type(exc).__name__)
+            yield Finding("tls_invalid", key, f"the certificate, key or client CA cannot be loaded ({why}): "
+                          "veil will not start", f"check {key}.cert, {key}.key and {key}.client_ca", ERROR)
+
+
+def _consent_store(c: Config) -> Iterator[Finding]:
+    given = c.consent_url_given or c.consent_url
+    if c.consent_url.startswith("sqlite:///"):
+        db = Path(c.consent_url[len("sqlite:///"):])
+        if given.startswith("sqlite:///") and not given.startswith("sqlite:////"):
+            written = given[len("sqlite:///"):]
+            top = Path(written).parts[0] if Path(written).parts else ""
+            if top and Path("/", top).is_dir():
+                yield Finding("sqlite_path_relative", "consent.url",
+                              f"{given} is the relative path {written} (resolved against the config's "
+                              f"directory: {db}); it looks meant to be /{written}",
+                              f"write sqlite:////{written} (four slashes) for the absolute path")
+            else:
+                yield Finding("sqlite_path_relative", "consent.url",
+                              f"{given} is relative to the config's directory: the store is {db}",
+                              "write sqlite:////absolute/path to make it independent of the config's place", NOTE)
+        existing = db.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK) \
+                or (db.exists() and not os.access(db, os.R_OK | os.W_OK)):
+            yield Finding("consent_store_unwritable", "consent.url",
+                          f"{db} cannot be created or written by this user: veil will not start",
+                          f"make {existing} writable for veil's user, or move the store", ERROR)
+        return
+    from veil.consent.postgres import split_url
+
+    dsn, _ = split_url(c.consent_url)
+    problem = asyncio.run(_pg_problem(dsn))
+    if problem:
+        yield Finding("consent_store_unreachable", "consent.url",
+                      f"PostgreSQL does not answer ({problem}): veil will not start",
+                      "check the host, port, credentials (PGPASSWORD) and network path", ERROR)
+
+
+async def _pg_problem(dsn: str) -> str | None:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(dsn, timeout=3.0)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return type(exc).__name__
+    except ValueError:
+        return "not a valid postgresql:// URL"
+    await conn.close()
+    return None
+
+
+def _audit_dir(c: Config) -> Iterator[Finding]:
+    directory = Path(c.audit_path).parent
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        yield Finding("audit_unwritable", "audit.path",
+                      f"{directory} cannot be created or written by this user: veil starts but refuses every "
+                      "request (audit_unavailable)", f"make {existing} writable for veil's user", ERROR)
 
 
 def _admin(c: Config) -> Iterator[Finding]:
@@ -140,16 +272,6 @@ def _private(path: Path, key: str, what: str, *, directory: bool = False) -> Ite
 
 
 def _file_modes(c: Config) -> Iterator[Finding]:
-    for key, ref in _specs(c):
-        kind, _, target = ref.partition(":")
-        if kind != "file":
-            continue
-        path = Path(target)
-        if not path.exists():
-            yield Finding("key_file_missing", key, f"key file {path} does not exist: veil will not start",
-                          f"create it with `veil keygen --out {path}`")
-            continue
-        yield from _private(path, key, "key file")
     for key, tls in (("tls.key", c.tls), ("admin.tls.key", c.admin_tls)):
         if tls is not None:
             yield from _private(Path(tls.keyfile), key, "TLS private key")
@@ -196,10 +318,11 @@ def _policy(c: Config) -> Iterator[Finding]:
         policy = load_policy(paths)
     except Diagnostics as exc:
         yield Finding("policy_invalid", "policy.paths", f"veil will not start: {exc.summary()}",
-                      f"run `veil check {' '.join(paths)}`")
+                      f"run `veil check {' '.join(paths)}`", ERROR)
         return
     except VeilError as exc:
-        yield Finding("policy_invalid", "policy.paths", exc.message, "check policy.paths")
+        yield Finding("policy_invalid", "policy.paths", f"{exc.message}: veil will not start", "check policy.paths",
+                      ERROR)
         return
     for d in policy.warnings:
         where = str(d.location) if d.location else "policy"
@@ -212,4 +335,4 @@ def _policy(c: Config) -> Iterator[Finding]:
                               "remove `mode report-only` from the route")
 
 
-__all__ = ["NOTE", "WARNING", "Finding", "inspect", "is_loopback"]
+__all__ = ["COUNTED", "ERROR", "NOTE", "WARNING", "Finding", "inspect", "is_loopback"]

@@ -56,6 +56,15 @@ class Diagnostic:
             out += f"\n      = hint: {self.hint}"
         return out
 
+    def to_dict(self) -> dict[str, object]:
+        """For `veil check --format json`: file, line and col are null when there is no location."""
+        loc = self.location
+        return {
+            "file": loc.file if loc else None, "line": loc.line if loc else None, "col": loc.col if loc else None,
+            "end_line": loc.end_line if loc else None, "end_col": loc.end_col if loc else None,
+            "severity": self.severity.value, "code": self.code, "message": self.message, "hint": self.hint,
+        }
+
 
 class VeilError(Exception):
     """Base of veil's errors."""
@@ -98,6 +107,14 @@ class Diagnostics(VeilError):
         if len(ordered) > limit:
             shown.append(f"... and {len(ordered) - limit} more")
         return "\n\n".join(shown)
+
+    def one_line(self, limit: int = 5) -> str:
+        """The errors on one line (for a log record): `N error(s): file:1:2: error[code]: message; ...`."""
+        errors = sorted(self.errors, key=Diagnostic.sort_key)
+        parts = [f"{d.location}: error[{d.code}]: {d.message}" if d.location else f"error[{d.code}]: {d.message}"
+                 for d in errors[:limit]]
+        more = f"; ... and {len(errors) - limit} more" if len(errors) > limit else ""
+        return f"{len(errors)} error(s): " + "; ".join(p.replace("\n", " ") for p in parts) + more
 
     def __str__(self) -> str:
         return self.render()

@@ -28,7 +28,7 @@ def sample(name: str, **labels: str) -> float:
 
 
 def inner_calls() -> float:
-    return sample("veil_consent_store_latency_seconds_count")
+    return sample("veil_consent_store_lookup_duration_seconds_count")
 
 
 async def test_hits_after_one_batched_miss(tmp_path: Path, hasher: SubjectHasher) -> None:

@@ -21,6 +21,7 @@ PROM = ROOT / "deploy" / "prometheus"
 ALERTS = PROM / "alerts.yml"
 RULES = PROM / "rules.yml"
 ALERT_TESTS = PROM / "tests" / "alerts_test.yml"
+FRESH_START_TESTS = PROM / "tests" / "fresh_start_test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "veil-dashboard.json"
 
 # The metrics contract (name -> labels), as documented for operators. metrics.py must match it.
@@ -28,13 +29,16 @@ CONTRACT: dict[str, tuple[str, ...]] = {
     "veil_requests_total": ("route", "purpose", "decision", "reason"),
     "veil_fields_total": ("category", "action"),
     "veil_consent_lookups_total": ("result", "cache"),
-    "veil_consent_store_latency_seconds": (),
+    "veil_consent_store_lookup_duration_seconds": (),
     "veil_consent_store_up": (),
-    "veil_overhead_seconds": ("route",),
-    "veil_upstream_latency_seconds": ("upstream",),
+    "veil_overhead_duration_seconds": ("route",),
+    "veil_upstream_request_duration_seconds": ("upstream",),
     "veil_upstream_errors_total": ("upstream", "kind"),
     "veil_policy_reloads_total": ("result",),
     "veil_policy_info": ("version",),
+    "veil_route_mode": ("route", "mode"),
+    "veil_policy_last_reload_successful": (),
+    "veil_policy_last_reload_success_timestamp_seconds": (),
     "veil_build_info": ("version", "python"),
     "veil_audit_records_total": (),
     "veil_audit_write_errors_total": (),
@@ -42,9 +46,18 @@ CONTRACT: dict[str, tuple[str, ...]] = {
     "veil_auth_failures_total": ("listener", "reason"),
     "veil_auth_rate_limited_total": ("listener",),
     "veil_client_errors_total": ("listener", "reason"),
-    "veil_route_mode": ("route", "mode"),
+    # the standard process metrics (multiprocess mode adds a `worker` label: veil._process_metrics)
+    "process_cpu_seconds_total": (),
+    "process_resident_memory_bytes": (),
+    "process_virtual_memory_bytes": (),
+    "process_start_time_seconds": (),
+    "process_open_fds": (),
+    "process_max_fds": (),
 }
-HISTOGRAMS = ("veil_consent_store_latency_seconds", "veil_overhead_seconds", "veil_upstream_latency_seconds")
+HISTOGRAMS = (
+    "veil_consent_store_lookup_duration_seconds", "veil_overhead_duration_seconds",
+    "veil_upstream_request_duration_seconds",
+)
 TARGET_LABELS = ("instance", "job")  # added by Prometheus at scrape time
 KNOWN_VALUES = {
     ("veil_requests_total", "decision"): {"allow", "redact", "filter", "block"},
@@ -53,8 +66,8 @@ KNOWN_VALUES = {
 # Labels an alert may print: bounded codes and target names, never anything about a subject.
 PRINTABLE_LABELS = {"reason", "instance", "upstream", "listener", "job"}
 
-METRIC_RE = re.compile(r"\bveil_[a-zA-Z0-9_]+")
-SELECTOR_RE = re.compile(r"\b(veil_[a-zA-Z0-9_]+)\s*\{([^}]*)\}")
+METRIC_RE = re.compile(r"\b(?:veil|process)_[a-zA-Z0-9_]+")
+SELECTOR_RE = re.compile(r"\b((?:veil|process)_[a-zA-Z0-9_]+)\s*\{([^}]*)\}")
 MATCHER_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
 GROUPING_RE = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
 
@@ -137,6 +150,24 @@ def test_registry_matches_the_documented_metrics() -> None:
     assert set(exposed_names().values()) == set(CONTRACT)
 
 
+def test_histograms_follow_the_naming_convention_and_alert_thresholds_are_bucket_bounds() -> None:
+    assert all(h.endswith("_duration_seconds") for h in HISTOGRAMS)
+    buckets = {h._name: h._upper_bounds for h in (metrics.overhead_seconds, metrics.upstream_latency,
+                                                  metrics.consent_store_latency)}
+    assert set(buckets) == set(HISTOGRAMS)
+    alerts = {r["alert"]: r["expr"] for r in rules_of(ALERTS)}
+    for alert, metric in (("VeilOverheadOverBudget", "veil_overhead_duration_seconds"),
+                          ("VeilConsentStoreSlow", "veil_consent_store_lookup_duration_seconds")):
+        threshold = float(re.findall(r">\s*([0-9.]+)\s*$", alerts[alert].strip())[-1])
+        assert threshold in buckets[metric], f"{alert}: {threshold} is not a bucket bound of {metric}"
+
+
+def test_no_created_series() -> None:
+    """`_created` series are switched off (veil.metrics says why)."""
+    metrics.requests("/x", "p", "allow", "ok").inc(0)
+    assert "_created" not in metrics.exposition().decode()
+
+
 @pytest.mark.parametrize(("where", "expr"), all_exprs(), ids=lambda v: str(v)[:60])
 def test_every_metric_used_is_exported_by_veil(where: str, expr: str) -> None:
     names = exposed_names()
@@ -183,9 +214,10 @@ def test_alert_rules_are_complete() -> None:
         "VeilBlockSpike": "veil_requests_total",
         "VeilConsentStoreDown": "veil_consent_store_up",
         "VeilPolicyReloadFailed": "veil_policy_reloads_total",
+        "VeilPolicyStale": "veil_policy_last_reload_successful",
         "VeilDecisionLogDown": "veil_audit_up",
         "VeilDecisionLogWriteErrors": "veil_audit_write_errors_total",
-        "VeilOverheadOverBudget": "veil_overhead_seconds_bucket",
+        "VeilOverheadOverBudget": "veil_overhead_duration_seconds_bucket",
         "VeilUpstreamErrors": "veil_upstream_errors_total",
     }
     for name, metric in required.items():
@@ -214,14 +246,37 @@ def test_recording_rules_follow_the_naming_convention() -> None:
         assert re.fullmatch(r"veil:[a-z_]+:[a-z0-9_]+", rule["record"]), rule["record"]
 
 
-def test_every_alert_has_a_promtool_unit_test() -> None:
-    tested = {
+def fired(path: Path, prefix: str = "") -> set[str]:
+    return {
         case["alertname"]
-        for test in load_yaml(ALERT_TESTS)["tests"]
+        for test in load_yaml(path)["tests"] if test["name"].startswith(prefix)
         for case in test.get("alert_rule_test", [])
         if case.get("exp_alerts")
     }
-    assert {r["alert"] for r in rules_of(ALERTS)} <= tested
+
+
+def test_every_alert_has_a_promtool_unit_test() -> None:
+    assert {r["alert"] for r in rules_of(ALERTS)} <= fired(ALERT_TESTS) | fired(FRESH_START_TESTS)
+
+
+def test_every_alert_fires_from_a_fresh_start() -> None:
+    """Each alert has a case in which a new instance's series begin with no history (`_`) and the
+    alert fires; every counter of that instance starts at 0, as veil.metrics.init_series creates them
+    (a route's overhead histogram and veil_requests_total appear with their first request)."""
+    assert {r["alert"] for r in rules_of(ALERTS)} <= fired(FRESH_START_TESTS, "fresh start:")
+    for test in load_yaml(FRESH_START_TESTS)["tests"]:
+        if not test["name"].startswith("fresh start:"):
+            continue
+        new = [s for s in test["input_series"] if 'instance="veil-new:' in s["series"]]
+        assert new, f"{test['name']}: no series of the new instance (veil-new)"
+        for series in new:
+            name = series["series"].split("{", 1)[0]
+            values = series["values"].split()
+            assert values[0] == "_", f"{test['name']}: {name} must begin with no history"
+            first = next(v for v in values if v != "_")
+            if name.endswith(("_total", "_bucket", "_count")) and name != "veil_requests_total" \
+                    and "veil_overhead_duration_seconds" not in name:
+                assert first.split("+")[0].split("x")[0] == "0", f"{test['name']}: {name} must start at 0"
 
 
 def test_prometheus_config_loads_the_rule_files() -> None:
@@ -244,7 +299,7 @@ def test_promtool_check_config() -> None:
 
 
 def test_promtool_alert_unit_tests() -> None:
-    result = promtool("test", "rules", str(ALERT_TESTS))
+    result = promtool("test", "rules", str(ALERT_TESTS), str(FRESH_START_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -283,7 +338,7 @@ def test_dashboard_covers_the_operator_questions() -> None:
     assert panel_with("veil_requests_total", "by (purpose, decision)")
     assert panel_with("veil_requests_total", 'decision="block"', "by (reason)")
     assert panel_with("veil_fields_total", "by (category")
-    for metric in ("veil_overhead_seconds_bucket", "veil_upstream_latency_seconds_bucket"):
+    for metric in ("veil_overhead_duration_seconds_bucket", "veil_upstream_request_duration_seconds_bucket"):
         assert panel_with("histogram_quantile(0.50", metric)
         assert panel_with("histogram_quantile(0.99", metric)
     assert panel_with("veil_consent_lookups_total", 'cache="hit"')

@@ -70,6 +70,10 @@ def test_list_filters_items_without_consent(veil: Veil) -> None:
     ids = [it["id"] for it in r.json()["items"]]
     assert ids == ["c-000000", "c-000001", "c-000002"]
     assert all(set(it) <= {"id", "preferences", "segment", "email"} for it in r.json()["items"])
+    assert r.headers["veil-filtered"] == "7"  # how many items were removed
+    assert "veil-suppressed" not in r.headers
+    everyone = veil.get("/customers?limit=3", purpose=REC)
+    assert everyone.headers["veil-decision"] == "redact" and "veil-filtered" not in everyone.headers
 
 
 def test_aggregate_guard_suppresses_small_groups(veil: Veil) -> None:
@@ -78,3 +82,4 @@ def test_aggregate_guard_suppresses_small_groups(veil: Veil) -> None:
     groups = r.json()["groups"]
     assert groups and all(g["count"] >= 10 for g in groups)
     assert int(r.headers["veil-suppressed"]) > 0
+    assert "veil-filtered" not in r.headers  # groups suppressed, no list item filtered

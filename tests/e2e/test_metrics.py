@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port, require
 from tests.e2e.conftest import POLICIES, Upstream, Veil, start_veil
+from veil.proxy.upstream import ERROR_KINDS
 
 REC = "personalize.recommendations"
 PROFILE = "/customers/{id}"
@@ -52,6 +54,35 @@ def mv(tmp_path_factory: pytest.TempPathFactory, demo_upstream: Upstream) -> Ite
     v.stop()
 
 
+def fresh_start_series(m: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> list[tuple[str, dict[str, str]]]:
+    """The series an operator's alerts need from the first scrape: each at 0 (veil.metrics.init_series)."""
+    want: list[tuple[str, dict[str, str]]] = [("veil_policy_reloads_total", {"result": r}) for r in ("ok", "error")]
+    for up in ("demo", "unreachable"):
+        want += [("veil_upstream_errors_total", {"upstream": up, "kind": k}) for k in ERROR_KINDS]
+        want.append(("veil_upstream_request_duration_seconds_count", {"upstream": up}))
+    want += [("veil_auth_failures_total", {"listener": "proxy", "reason": r}) for r in ("unknown_key", "no_key")]
+    want += [("veil_auth_failures_total", {"listener": "admin", "reason": r}) for r in ("bad_token", "no_token")]
+    want += [("veil_auth_rate_limited_total", {"listener": "proxy"}), ("veil_audit_write_errors_total", {})]
+    return want
+
+
+def test_error_series_exist_at_zero_from_the_start(mv: Veil) -> None:
+    """Before any traffic (this test runs first on a fresh veil): every error series is there at 0, so
+    `increase(...[10m]) > 0` fires on the first failure; health and reload gauges are set; process_*
+    are exported; no `_created` series."""
+    text = mv.metrics()
+    m = samples(text)
+    for name, labels in fresh_start_series(m):
+        assert (name, frozenset(labels.items())) in m, f"{name}{labels} is missing"
+        assert value(m, name, **labels) == 0, f"{name}{labels}"
+    assert value(m, "veil_policy_last_reload_successful") == 1
+    assert abs(value(m, "veil_policy_last_reload_success_timestamp_seconds") - time.time()) < 120
+    assert value(m, "veil_audit_up") == 1 and value(m, "veil_consent_store_up") == 1
+    assert value(m, "process_cpu_seconds_total") > 0 and value(m, "process_resident_memory_bytes") > 0
+    assert value(m, "process_open_fds") > 0 and value(m, "process_start_time_seconds") > 0
+    assert "_created" not in text
+
+
 def test_exact_values_after_known_traffic(mv: Veil) -> None:
     for _ in range(3):
         assert mv.get("/customers/c-000001", purpose=REC).status_code == 403  # miss, then 2 hits
@@ -90,12 +121,12 @@ def test_exact_values_after_known_traffic(mv: Veil) -> None:
     assert value(m, lookups, result="given", cache="miss") == 1
     assert value(m, lookups, result="given", cache="hit") == 1
     assert sum(n for (name, _), n in m.items() if name == lookups) == 5
-    assert value(m, "veil_consent_store_latency_seconds_count") == 2  # store round trips: the misses
+    assert value(m, "veil_consent_store_lookup_duration_seconds_count") == 2  # store round trips: the misses
 
-    assert value(m, "veil_overhead_seconds_count", route=PROFILE) == 5
-    assert value(m, "veil_overhead_seconds_count", route="/orders/{id}") == 1
-    assert value(m, "veil_upstream_latency_seconds_count", upstream="demo") == 2
-    assert value(m, "veil_upstream_latency_seconds_count", upstream="unreachable") == 0
+    assert value(m, "veil_overhead_duration_seconds_count", route=PROFILE) == 5
+    assert value(m, "veil_overhead_duration_seconds_count", route="/orders/{id}") == 1
+    assert value(m, "veil_upstream_request_duration_seconds_count", upstream="demo") == 2
+    assert value(m, "veil_upstream_request_duration_seconds_count", upstream="unreachable") == 0
     assert value(m, "veil_upstream_errors_total", upstream="unreachable", kind="connect") == 1
 
     assert value(m, "veil_policy_info", version=r.headers["veil-policy"]) == 1

@@ -122,8 +122,10 @@ def test_consent_missing(sv: Veil) -> None:
 
 
 def test_consent_expired_by_expires_at(sv: Veil) -> None:
-    past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
-    sv.consent("c-000101", "personalization", notice_version=3, expires_at=past)
+    # the admin API refuses an expiry that is not after the time of recording: let a short one lapse
+    soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    sv.consent("c-000101", "personalization", notice_version=3, expires_at=soon)
+    time.sleep(1.2)
     assert_problem(sv.get("/customers/c-000101", purpose=REC), 403, "consent_expired", "c-000101")
     future = (datetime.now(UTC) + timedelta(days=30)).isoformat()
     sv.consent("c-000102", "personalization", notice_version=3, expires_at=future)

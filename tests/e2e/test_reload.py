@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import time
@@ -126,6 +127,35 @@ def test_bad_policy_keeps_the_last_good_one(reload_veil: Veil, routes: Path, dam
     if damage == "garbage":
         time.sleep(1.2)  # the watcher's next pass (1 s) sees nothing new to try: no flapping
         assert ship(reload_veil).headers["veil-policy"] == version
+
+
+def test_reload_gauges_and_one_line_log_records(reload_veil: Veil, routes: Path) -> None:
+    """A rejected reload sets veil_policy_last_reload_successful to 0 and keeps the success timestamp;
+    the recovery sets both and says so in the log; every log record is one line."""
+    scrape = reload_veil.metrics()
+    assert sample(scrape, "veil_policy_last_reload_successful") == 1
+    t0 = sample(scrape, "veil_policy_last_reload_success_timestamp_seconds")
+    assert t0 > 0
+    good = routes.read_text()
+    replace(routes, good + "\nroute GET /broken {\n  for nothing.here {\n")
+    assert reload(reload_veil).status_code == 422
+    scrape = reload_veil.metrics()
+    assert sample(scrape, "veil_policy_last_reload_successful") == 0
+    assert sample(scrape, "veil_policy_last_reload_success_timestamp_seconds") == t0
+    time.sleep(0.01)
+    replace(routes, good)
+    assert reload(reload_veil).status_code == 200
+    scrape = reload_veil.metrics()
+    assert sample(scrape, "veil_policy_last_reload_successful") == 1
+    assert sample(scrape, "veil_policy_last_reload_success_timestamp_seconds") > t0
+    log = Path(reload_veil.proc.log_path).read_text()  # type: ignore[attr-defined]
+    lines = log.splitlines()
+    rejected = [x for x in lines if "policy reload rejected" in x]
+    assert rejected and re.search(r"1 error\(s\): \S+routes\.veil:\d+:\d+: error\[parse_error\]", rejected[-1])
+    assert any("policy reload succeeded after a rejected one" in x for x in lines)
+    assert any(" INFO veil: veil " in x and " listening: proxy " in x for x in lines)  # the startup line
+    for line in lines:  # no record spans lines: each line is a record of its own
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) ", line), line
 
 
 def test_sighup_and_post_reload(reload_veil: Veil) -> None:

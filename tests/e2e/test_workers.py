@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import KEYS, Upstream, Veil, start_veil
+from tests.e2e.test_metrics import fresh_start_series
 from veil import metrics
 
 REQUESTS = 200
@@ -41,6 +42,18 @@ def workers_veil(tmp_path: Path, demo_upstream: Upstream) -> Iterator[Veil]:
 
 def test_two_workers_share_ports_metrics_and_verify(workers_veil: Veil) -> None:
     v = workers_veil
+    # before any traffic: the error series are there at 0 in the aggregate too, and process_* covers
+    # every worker and the supervisor
+    first = v.metrics()
+    fresh = {(s.name, tuple(sorted(s.labels.items()))): s.value
+             for f in text_string_to_metric_families(first) for s in f.samples}
+    for name, labels in fresh_start_series({}):
+        if labels.get("upstream") == "unreachable":
+            continue  # no such upstream here
+        assert fresh.get((name, tuple(sorted(labels.items())))) == 0, f"{name}{labels}"
+    cpu = {dict(labels)["worker"] for (name, labels) in fresh if name == "process_cpu_seconds_total"}
+    assert cpu == {"w0", "w1", "supervisor"}
+    assert fresh[("veil_policy_last_reload_successful", ())] == 1
     headers = {"Veil-Key": KEYS["warehouse"], "Veil-Purpose": "orders.fulfillment", "Connection": "close"}
     statuses: dict[int, int] = {}
     # a new connection per request: the kernel spreads connections, not requests, over the workers

@@ -17,8 +17,8 @@ from .conftest import EXAMPLE
 def test_markdown_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["notice", str(EXAMPLE)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("# Privacy notice: acme-personalization")
-    assert "## advertising.targeted" in out
+    assert out.startswith("# Privacy notice: Acme Retail GmbH")
+    assert "Reference: `advertising.targeted`" in out
 
 
 def test_html_and_json_formats(capsys: pytest.CaptureFixture[str]) -> None:
@@ -26,7 +26,17 @@ def test_html_and_json_formats(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.startswith("<!DOCTYPE html>")
     assert main(["notice", str(EXAMPLE), "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["controller"] == "acme-personalization"
+    assert data["controller"] == "Acme Retail GmbH" and data["language"] == "en"
+
+
+def test_language_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["notice", str(EXAMPLE), "--format", "html", "--lang", "de"]) == 0
+    page = capsys.readouterr().out
+    assert '<html lang="de">' in page and "Datenschutzhinweise: Acme Retail GmbH" in page
+    assert "Produktempfehlungen im Shop" in page  # the purpose's own German description
+    with pytest.raises(SystemExit) as info:  # argparse: a usage error
+        main(["notice", str(EXAMPLE), "--lang", "fr"])
+    assert info.value.code == 2 and "'fr'" in capsys.readouterr().err
 
 
 def test_output_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,7 +24,8 @@ def _cats(p: PurposeNotice) -> dict[str, tuple[str, ...]]:
 def test_every_purpose_with_basis_recipients_retention(example: CompiledPolicy) -> None:
     notice = build_notice(example)
     assert [p.name for p in notice.purposes] == list(example.purposes)
-    assert notice.controller == "acme-personalization" and notice.version == "2026.11"
+    assert notice.controller == "Acme Retail GmbH" and notice.version == "2026.11"
+    assert notice.jurisdictions == ("gdpr", "ccpa")
     bases = {p.name: (p.basis.code, p.basis.article) for p in notice.purposes}
     assert bases == {
         "personalize.recommendations": ("consent", "GDPR Art. 6(1)(a)"),
@@ -36,7 +37,7 @@ def test_every_purpose_with_basis_recipients_retention(example: CompiledPolicy) 
     assert orders.recipients == ("Acme logistics", "Parcel carriers")
     assert orders.retention == "10 years"
     assert orders.consent is None
-    assert "object" in _purpose(notice, "analytics.segments").basis.plain  # Art. 21 right to object
+    assert _purpose(notice, "orders.fulfillment").retention_parts == (10, "years")
 
 
 def test_categories_and_how_they_are_shared(example: CompiledPolicy) -> None:
@@ -70,7 +71,6 @@ def test_consent_gpc_and_tcf(example: CompiledPolicy) -> None:
     assert rec.consent is not None
     consent = rec.consent
     assert (consent.key, consent.max_age, consent.notice_version) == ("personalization", "13 months", 2)
-    assert "as easy as giving" in rec.consent.withdraw
     assert '"action": "withdrawn"' in rec.consent.withdraw_api
     assert rec.consent.withdraw_cli == "veil consent withdraw --subject ID --key personalization"
     ads = _purpose(notice, "advertising.targeted")
@@ -79,6 +79,23 @@ def test_consent_gpc_and_tcf(example: CompiledPolicy) -> None:
     assert ads.tcf is not None and [n for n, _ in ads.tcf.purposes] == [1, 3, 4]
     assert ads.tcf.purposes[0][1] == "Store and/or access information on a device"
     assert ads.consent is not None and ads.consent.sources == ("store", "tcf")
+
+
+def test_disclosures_split_sale_and_sharing_from_business_purposes(example: CompiledPolicy) -> None:
+    by = {d.category: d for d in build_notice(example).disclosures}
+    assert set(by) == {"identity", "contact", "contact.address", "demographics", "location.precise", "behaviour"}
+    assert by["location.precise"].sold_or_shared == ("advertising.targeted",)  # processing sharing
+    assert by["location.precise"].business == () and by["location.precise"].business_to == ()
+    assert by["contact"].sold_or_shared == ()
+    assert by["contact"].business_to == ("Acme storefront", "Acme logistics", "Parcel carriers")
+    assert by["identity"].sold_or_shared_to == ("Acme advertising partners (TCF vendors)",)
+
+
+def test_without_a_notice_section_the_policy_name_stands_in(write_policy: Any) -> None:
+    policy = write_policy('policy "bare"\n'
+                          'purpose p { description "d" basis contract retention 1 year recipients "r" }\n')
+    notice = build_notice(policy)
+    assert notice.controller == "bare" and notice.jurisdictions == ("gdpr",) and not notice.section.declared
 
 
 def test_respect_gpc_on_a_route_is_reported(write_policy: Any) -> None:

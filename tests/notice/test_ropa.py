@@ -20,7 +20,7 @@ def test_rows_cover_purpose_by_category(example: CompiledPolicy) -> None:
     assert len(rows) == len(want)
     assert {r["purpose"] for r in rows} == set(example.purposes)
     assert all(tuple(r) == COLUMNS for r in rows)
-    assert {r["controller"] for r in rows} == {"acme-personalization"}
+    assert {r["controller"] for r in rows} == {"Acme Retail GmbH"}
     row = next(r for r in rows if (r["purpose"], r["category"]) == ("advertising.targeted", "identity"))
     assert row["lawful_basis"] == "consent" and row["lawful_basis_article"] == "GDPR Art. 6(1)(a)"
     assert row["disclosed_as"] == "pseudonymized" and row["retention"] == "6 months"

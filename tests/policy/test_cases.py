@@ -40,6 +40,21 @@ def _diagnostics(policy_file: Path) -> list[Diagnostic]:
     return list(policy.warnings)
 
 
+def test_a_complete_notice_has_no_findings(tmp_path: Path) -> None:
+    cases = load_yaml((CASES / "checks.yaml").read_text(encoding="utf-8"))
+    full = cases["fixtures"]["full_notice"] + cases["fixtures"]["ok_consent"] + """
+notice {
+  jurisdictions gdpr, ccpa
+  withdraw "https://acme.example/privacy/choices"
+  opt_out "https://acme.example/privacy/do-not-sell-or-share"
+  limit_sensitive none
+}
+"""
+    policy_file = tmp_path / "policy.veil"
+    policy_file.write_text(full, encoding="utf-8")
+    assert [d.render() for d in _diagnostics(policy_file)] == []
+
+
 @pytest.mark.parametrize(("path", "now", "case"), _collect())
 def test_case(path: Path, now: Any, case: dict[str, Any], tmp_path: Path) -> None:
     text = case["policy"] if isinstance(case["policy"], str) else "\n".join(case["policy"])
@@ -100,5 +115,18 @@ def test_every_check_code_has_a_case() -> None:
     codes |= {"keep_overridden", "transform_overridden"}  # lint.py picks one of the two by statement
     codes |= {f"duplicate_{kind}" for kind in ("purpose", "category", "caller")}
     codes.discard("duplicate_")
+    from veil.policy.notice import REQUIREMENTS
+
+    codes |= {r.code for r in REQUIREMENTS}  # the notice stage warns with the table's codes
     covered = {c["error"] for c in load_yaml((CASES / "checks.yaml").read_text())["cases"] if "error" in c}
     assert codes - covered == set()
+
+
+def test_notice_attributes_and_codes_are_documented() -> None:
+    from veil.policy.notice import ATTRS, REQUIREMENTS
+
+    guide = (CASES.parents[1] / "policies" / "README.md").read_text(encoding="utf-8")
+    for name in ATTRS:
+        assert f"| `{name}` |" in guide, name
+    for r in REQUIREMENTS:
+        assert f"`{r.code}`" in guide, r.code

@@ -17,7 +17,7 @@ POLICIES = ROOT / "policies"
 
 def test_example_set_checks_formats_and_tests_clean(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", str(POLICIES)]) == 0
-    assert "0 error(s), 0 warning(s) in 4 file(s)" in capsys.readouterr().out
+    assert "0 error(s), 0 warning(s) in 5 file(s)" in capsys.readouterr().out
     assert main(["fmt", "--check", str(POLICIES)]) == 0
     assert main(["test", str(POLICIES)]) == 0
     out = capsys.readouterr().out

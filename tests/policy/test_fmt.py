@@ -44,6 +44,19 @@ def test_layout_and_comments() -> None:
     )
 
 
+def test_notice_section_and_localized_descriptions_round_trip() -> None:
+    src = ('notice {controller "Acme \\"GmbH\\""  jurisdictions gdpr,ccpa # where\n dpo none }\n'
+           'purpose p { description "d" description de "Beschreibung" basis contract }\n')
+    out = format_text(src)
+    assert out == (
+        'notice {\n  controller "Acme \\"GmbH\\""\n  jurisdictions gdpr, ccpa  # where\n  dpo none\n}\n\n'
+        'purpose p {\n  description "d"\n  description de "Beschreibung"\n  basis contract\n}\n'
+    )
+    assert format_text(out) == out
+    assert same_meaning(parse_module(out, "a"), parse_module(src, "a"))
+    assert not same_meaning(parse_module(out, "a"), parse_module(out.replace("dpo none", 'dpo "none"'), "a"))
+
+
 def test_strings_are_reescaped() -> None:
     out = format_text('purpose p { description "tab\\there \\u0041 \\/ \\u2028" }')
     assert 'description "tab\\there A / \\u2028"' in out

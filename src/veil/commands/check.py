@@ -2,6 +2,10 @@
 location, with the source line, a caret and hints; then a summary line.
 
 Exit 0 when there is no error (warnings allowed; `--strict` makes warnings fail), 1 on errors, 2 on usage.
+
+`--format json` prints one JSON object instead, for editors and CI: {"ok", "errors", "warnings",
+"files", "diagnostics": [{"file", "line", "col", "end_line", "end_col", "severity", "code", "message",
+"hint"}]}, sorted by location (line and col are 1-based; null when a diagnostic has no location).
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ import argparse
 import sys
 from typing import Any
 
-from veil.errors import Diagnostics
+import orjson
+
+from veil.errors import Diagnostic, Diagnostics
 from veil.policy.load import load_policy
 
 
@@ -21,6 +27,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="policy files or directories (*.veil)")
     parser.add_argument("--strict", action="store_true", help="warnings fail the check too")
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     parser.set_defaults(func=run)
 
 
@@ -33,10 +40,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         found = Diagnostics(list(policy.warnings), dict(policy.sources))
         files = len(policy.sources)
-    if found.items:
-        print(found.render(), end="\n\n")
     errors, warnings = len(found.errors), len(found.warnings)
     failed = bool(errors) or (args.strict and bool(warnings))
+    if args.format == "json":
+        print(orjson.dumps({
+            "ok": not failed, "errors": errors, "warnings": warnings, "files": files,
+            "diagnostics": [d.to_dict() for d in sorted(found.items, key=Diagnostic.sort_key)],
+        }, option=orjson.OPT_INDENT_2).decode())
+        return 1 if failed else 0
+    if found.items:
+        print(found.render(), end="\n\n")
     verdict = "failed" if failed else "ok"
     print(f"veil check: {verdict}: {errors} error(s), {warnings} warning(s) in {files} file(s)",
           file=sys.stderr if failed else sys.stdout)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,9 +61,10 @@ def prepare(directory: Path, host: str, port: int, admin_port: int, upstream_por
 
 
 async def seed(db: Path, hasher: SubjectHasher) -> int:
-    """Deterministic consent for the demo customers (only into a new store)."""
-    if db.exists():
-        return 0
+    """The demo's consent, afresh: the store is emptied and seeded again at every start, so the story
+    the printed commands tell (example 3 withdraws c-000001's consent) is the same on every run."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
     store = SqliteConsentStore(db, hasher)
     now = datetime.now(UTC)
     events: list[ConsentEvent] = []
@@ -115,7 +115,10 @@ def curl_lines(proxy: str, admin: str, token: str, config: Path, log_path: Path)
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from veil import logs
+    from veil.listen import EXIT_LISTEN, ListenError
+
+    logs.configure("text", "warning")
     directory = Path(args.dir).resolve()
     config_path = prepare(directory, args.host, args.port, args.admin_port, args.upstream_port)
     config = load_config(config_path)
@@ -127,10 +130,15 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         seeded.append(await seed(db, hasher))
+        print(f"veil demo: consent store reset to the demo's {seeded[0]} consent records", flush=True)
         await _run_all(config, args, config_path, directory)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        run_async(main())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            run_async(main())
+    except ListenError as exc:
+        print(f"veil demo: error[{exc.code}]: {exc}", file=sys.stderr)
+        return EXIT_LISTEN
     print("veil demo stopped.", file=sys.stderr)
     return 0
 

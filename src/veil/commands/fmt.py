@@ -2,13 +2,16 @@
 
 Without --check, files that change are rewritten in place (atomically: a temporary file renamed over
 the original). With --check nothing is written; files that would change are listed and the exit code
-is 1. A file that does not parse is reported with its diagnostic, never touched, and makes the exit
-code 1. Directories stand for every *.veil file below them. Imports are not followed.
+is 1. With --diff nothing is written either; a unified diff of each file that would change is printed
+and the exit code is 1 when there is one. A file that does not parse is reported with its diagnostic,
+never touched, and makes the exit code 1. Directories stand for every *.veil file below them. Imports
+are not followed.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="policy files or directories (*.veil)")
     parser.add_argument("--check", action="store_true", help="only list files that would change (exit 1)")
+    parser.add_argument("--diff", action="store_true", help="print what would change as a unified diff (exit 1)")
     parser.set_defaults(func=run)
 
 
@@ -64,11 +68,14 @@ def run(args: argparse.Namespace) -> int:
         if out == text:
             continue
         changed.append(path)
-        if args.check:
+        if args.diff:
+            sys.stdout.writelines(difflib.unified_diff(
+                text.splitlines(keepends=True), out.splitlines(keepends=True), f"a/{path}", f"b/{path}"))
+        elif args.check:
             print(f"would reformat {path}")
         else:
             write_atomically(path, out)
             print(f"reformatted {path}")
-    if args.check and changed:
+    if (args.check or args.diff) and changed:
         status = 1
     return status

@@ -1,6 +1,6 @@
 """`veil notice PATH...`: the privacy notice generated from a policy set, or its records of processing.
 
-    veil notice policies/ [--format md|html|json] [--output FILE]
+    veil notice policies/ [--format md|html|json] [--lang en|de] [--output FILE]
     veil notice policies/ --records [--format csv|json] [--output FILE]
 
 Exit 0 when written, 1 when the policy is invalid (its diagnostics go to stderr), 2 on usage errors.
@@ -28,6 +28,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="policy files or directories")
     p.add_argument("--format", choices=sorted({*NOTICE_FORMATS, *RECORD_FORMATS}), default=None,
                    help="notice: md (default), html or json; records: csv (default) or json")
+    from veil.notice.lang import DEFAULT, available
+
+    p.add_argument("--lang", choices=available(), default=DEFAULT,
+                   help=f"the notice's language ({', '.join(available())}; default {DEFAULT})")
     p.add_argument("--records", action="store_true", help="GDPR Art. 30 records of processing instead")
     p.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
     p.set_defaults(func=run)
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         rows = records_of_processing(policy)
         text = records_csv(rows) if fmt == "csv" else records_json(rows)
     else:
-        text = render_notice(policy, fmt)
+        text = render_notice(policy, fmt, args.lang)
     if args.output:
         _write(Path(args.output), text)
     else:

@@ -12,6 +12,7 @@ any failure (or, with --require-coverage, anything uncovered), 2 on usage.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
     if args.policy:
         policy_paths = [Path(p) for p in args.policy]
     elif not policy_paths and tests:
-        policy_paths = [tests[0].resolve().parent.parent]
+        # the policy set next to the tests, written as the test file was (relative stays relative,
+        # so locations in the output all read the same way)
+        parent = tests[0].resolve().parent.parent
+        policy_paths = [parent if tests[0].is_absolute() else Path(os.path.relpath(parent))]
     if not tests:
         print("veil test: no test files (*.yaml) found", file=sys.stderr)
         return 1

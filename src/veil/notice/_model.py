@@ -13,33 +13,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from veil.policy.compile import CompiledPolicy, CompiledPurpose, CompiledRule
+from veil.policy.notice import SALE_OR_SHARE, NoticeSection
 from veil.redact.engine import Action, FieldRule
 from veil.redact.paths import AnyKey, Deep, FieldPath, ends_with, format_path
 
-# GDPR Art. 6(1): the point and the plain-words meaning of each lawful basis.
-BASES: dict[str, tuple[str, str, str]] = {
-    "consent": ("a", "Consent",
-                "You have given your consent for this purpose. You can withdraw it at any time."),
-    "contract": ("b", "Contract",
-                 "We need this to perform a contract with you, or to take steps you asked for before "
-                 "entering into one."),
-    "legal_obligation": ("c", "Legal obligation", "The law requires us to do this."),
-    "vital_interests": ("d", "Vital interests", "We need this to protect your life or someone else's."),
-    "public_task": ("e", "Public task", "We need this for a task in the public interest or in the exercise "
-                    "of official authority."),
-    "legitimate_interests": ("f", "Legitimate interests",
-                             "We need this for our legitimate interests, which we have weighed against "
-                             "your interests, rights and freedoms. You can object to it at any time "
-                             "(GDPR Art. 21)."),
-}
-
-PROCESSING: dict[str, str] = {
-    "sale": "sale of personal information",
-    "sharing": "sharing for cross-context behavioural advertising",
-    "targeted_advertising": "targeted advertising",
-    "profiling": "profiling (automated evaluation of personal aspects)",
-    "analytics": "analytics and measurement",
-    "service": "providing the service you asked for",
+# GDPR Art. 6(1): the point of each lawful basis. Titles and plain words are in the catalogs (lang/).
+BASIS_POINTS: dict[str, str] = {
+    "consent": "a", "contract": "b", "legal_obligation": "c", "vital_interests": "d", "public_task": "e",
+    "legitimate_interests": "f",
 }
 
 # How a field leaves veil, by transform name; the order is the display order.
@@ -69,33 +50,11 @@ TCF_FEATURES: dict[int, str] = {
     2: "Actively scan device characteristics for identification",
 }
 
-GPC_TEXT = (
-    "Your browser or device can send a Global Privacy Control signal (the HTTP request header "
-    "Sec-GPC: 1). We treat it as your request to opt out of the sale and sharing of your personal "
-    "information and of targeted advertising: while it is present, we do not use or disclose your data "
-    "for the purposes marked as honouring it, whatever else you have agreed to."
-)
-WITHDRAW_TEXT = (
-    "You can withdraw your consent at any time, and withdrawing is as easy as giving it. Withdrawal "
-    "takes effect for every later request; it does not make earlier processing unlawful."
-)
-ART9_TEXT = (
-    "Special categories of personal data (GDPR Art. 9) and sensitive personal information (CCPA) are "
-    "used only with your explicit consent, or disclosed only pseudonymized, masked or generalized."
-)
-
-LIMIT_TEXT = (
-    "Withdrawing this consent also limits the use of your sensitive personal information to what the "
-    "services you asked for need (CCPA: Limit the Use of My Sensitive Personal Information)."
-)
-
-
 @dataclass(frozen=True, slots=True)
 class Basis:
     code: str
-    article: str  # "GDPR Art. 6(1)(a)"
-    title: str
-    plain: str
+    article: str  # "GDPR Art. 6(1)(a)" (English; renderers take the reader's language from the catalog)
+    point: str  # "a"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +70,7 @@ class Consent:
     sources: tuple[str, ...]  # "store", "tcf"
     max_age: str | None  # "13 months"
     notice_version: int | None  # minimum notice version a consent must have been given to
-    withdraw: str
+    # For operators (JSON output only; never on the customer's page): how a withdrawal is recorded.
     withdraw_api: str
     withdraw_cli: str
 
@@ -128,7 +87,7 @@ class PurposeNotice:
     name: str
     description: str
     basis: Basis
-    processing: tuple[tuple[str, str], ...]  # (code, plain words)
+    processing: tuple[str, ...]  # codes: sale, sharing, profiling, ... (words in the catalogs)
     categories: tuple[CategoryUse, ...]
     recipients: tuple[str, ...]
     retention: str | None
@@ -137,10 +96,22 @@ class PurposeNotice:
     gpc_routes: tuple[str, ...]  # routes honouring GPC by `respect gpc` alone
     tcf: Tcf | None
     routes: tuple[str, ...]  # "GET /customers/{id}"
+    retention_parts: tuple[int, str] | None = None  # (13, "months"), for the catalogs' plural forms
+    descriptions: tuple[tuple[str, str], ...] = ()  # (language, text): `description de "..."`
 
     @property
     def sensitive(self) -> bool:
         return any(c.sensitive for c in self.categories)
+
+    @property
+    def sells_or_shares(self) -> bool:
+        return any(k in SALE_OR_SHARE for k in self.processing)
+
+    def description_in(self, lang: str) -> tuple[str, str]:
+        """(text, its language): the description written for `lang`, else the policy's own."""
+        found = dict(self.descriptions)
+        text = found.get(lang) or found.get(lang.split("-")[0])
+        return (text, lang) if text else (self.description, "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,16 +123,43 @@ class CategoryNotice:
 
 
 @dataclass(frozen=True, slots=True)
+class Disclosure:
+    """CCPA: one category and how the policy lets it leave (derived from the policy, not counted)."""
+
+    category: str
+    sensitive: bool
+    sold_or_shared: tuple[str, ...]  # purposes that sell or share it
+    business: tuple[str, ...]  # purposes that disclose it for a business purpose
+    sold_or_shared_to: tuple[str, ...]  # their recipients (categories of third parties)
+    business_to: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     controller: str
     version: str | None  # the policy header's version, e.g. "2026.11"
     policy_hash: str
     purposes: tuple[PurposeNotice, ...]
     categories: tuple[CategoryNotice, ...]
+    section: NoticeSection = NoticeSection()
+    jurisdictions: tuple[str, ...] = ("gdpr",)  # declared ones; GDPR's items when none is declared
+    disclosures: tuple[Disclosure, ...] = ()
 
     @property
     def honors_gpc(self) -> bool:
         return any(p.gpc_honored or p.gpc_routes for p in self.purposes)
+
+    @property
+    def sells_or_shares(self) -> bool:
+        return any(p.sells_or_shares for p in self.purposes)
+
+    @property
+    def uses_sensitive(self) -> bool:
+        return any(p.sensitive for p in self.purposes)
+
+    @property
+    def needs_consent(self) -> bool:
+        return any(p.consent is not None for p in self.purposes)
 
 
 # ---------------------------------------------------------------- category use
@@ -241,8 +239,8 @@ def _categories(policy: CompiledPolicy, purpose: str) -> tuple[CategoryUse, ...]
 
 # ---------------------------------------------------------------- purposes
 def basis_of(code: str) -> Basis:
-    point, title, plain = BASES.get(code, ("?", code, code))
-    return Basis(code, f"GDPR Art. 6(1)({point})", title, plain)
+    point = BASIS_POINTS.get(code, "?")
+    return Basis(code, f"GDPR Art. 6(1)({point})", point)
 
 
 def _attr_text(policy: CompiledPolicy, purpose: str, attr: str) -> str | None:
@@ -264,7 +262,6 @@ def _consent(policy: CompiledPolicy, p: CompiledPurpose) -> Consent | None:
         sources=tuple(s for s in ("store", "tcf") if s in p.sources),
         max_age=_attr_text(policy, p.name, "consent_max_age"),
         notice_version=p.min_notice,
-        withdraw=WITHDRAW_TEXT,
         withdraw_api=f'POST /consent/{{subject}} {{"key": "{shown}", "action": "withdrawn"}}',
         withdraw_cli=f"veil consent withdraw --subject ID --key {shown}",
     )
@@ -286,7 +283,7 @@ def _purpose(policy: CompiledPolicy, p: CompiledPurpose) -> PurposeNotice:
         name=p.name,
         description=p.description,
         basis=basis_of(p.basis),
-        processing=tuple((k, PROCESSING.get(k, k)) for k in p.processing),
+        processing=p.processing,
         categories=_categories(policy, p.name),
         recipients=p.recipients,
         retention=p.retention,
@@ -295,7 +292,17 @@ def _purpose(policy: CompiledPolicy, p: CompiledPurpose) -> PurposeNotice:
         gpc_routes=() if p.gpc_honor else tuple(r for r, rule in rules if rule.respect_gpc),
         tcf=_tcf(p),
         routes=tuple(r for r, _ in rules),
+        retention_parts=_retention(policy, p.name),
+        descriptions=p.descriptions,
     )
+
+
+def _retention(policy: CompiledPolicy, purpose: str) -> tuple[int, str] | None:
+    for m in policy.modules:
+        for p in m.purposes:
+            if p.name == purpose and (a := p.get("retention")) is not None:
+                return (a.values[0].amount, a.values[0].unit)
+    return None
 
 
 def _header_version(policy: CompiledPolicy) -> str | None:
@@ -312,7 +319,29 @@ def build_notice(policy: CompiledPolicy) -> Notice:
         )
         for name, (sensitive, paths) in policy.categories.items()
     )
-    return Notice(policy.name, _header_version(policy), policy.version, purposes, categories)
+    section = policy.notice
+    return Notice(
+        section.get("controller") or policy.name, _header_version(policy), policy.version, purposes, categories,
+        section, section.jurisdictions or ("gdpr",), _disclosures(purposes, categories),
+    )
+
+
+def _disclosures(purposes: tuple[PurposeNotice, ...], categories: tuple[CategoryNotice, ...]
+                 ) -> tuple[Disclosure, ...]:
+    by_name = {p.name: p for p in purposes}
+    out = []
+    for c in categories:
+        users = [by_name[n] for n in c.purposes]
+        if not users:
+            continue
+        sold = [p for p in users if p.sells_or_shares]
+        business = [p for p in users if not p.sells_or_shares]
+        out.append(Disclosure(
+            c.name, c.sensitive, tuple(p.name for p in sold), tuple(p.name for p in business),
+            tuple(dict.fromkeys(r for p in sold for r in p.recipients)),
+            tuple(dict.fromkeys(r for p in business for r in p.recipients)),
+        ))
+    return tuple(out)
 
 
 def join(items: Iterable[str], empty: str = "none") -> str:

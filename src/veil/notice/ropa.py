@@ -30,7 +30,7 @@ def rows_of(notice: Notice) -> list[dict[str, Any]]:
             "description": p.description,
             "lawful_basis": p.basis.code,
             "lawful_basis_article": p.basis.article,
-            "processing": "; ".join(k for k, _ in p.processing),
+            "processing": "; ".join(p.processing),
         }
         tail: dict[str, Any] = {
             "recipients": "; ".join(p.recipients),

@@ -49,6 +49,7 @@ class Attr:
     """One purpose attribute: name plus its value(s)."""
 
     name: str  # description, basis, consent, retention, recipients, processing, gpc, ...
+    # (`description.de`: the description in another language, written `description de "..."`)
     values: tuple[Any, ...]
     loc: Location = _loc()
 
@@ -64,6 +65,25 @@ class Purpose:
             if a.name == name:
                 return a
         return None
+
+
+@dataclass(frozen=True)
+class Ident:
+    """A bare word where a value may be a string or a name (`jurisdictions gdpr`, `dpo none`)."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A `notice { ... }` block: attributes of the privacy notice (values: str for a string, Ident
+    for a bare word). A policy set may spread them over several blocks; each attribute is set once."""
+
+    attrs: tuple[Attr, ...]
+    loc: Location = _loc()
 
 
 @dataclass(frozen=True)
@@ -195,5 +215,6 @@ class Module:
     categories: tuple[Category, ...]
     callers: tuple[Caller, ...]
     routes: tuple[Route, ...]
+    notices: tuple[Notice, ...] = ()
     comments: tuple[tuple[int, str], ...] = field(default=(), compare=False, repr=False)
     order: tuple[Any, ...] = field(default=(), compare=False, repr=False)  # items in source order

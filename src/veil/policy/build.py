@@ -66,6 +66,7 @@ class _Builder(Transformer[Token, Any]):
             categories=tuple(i for i in items if isinstance(i, ast.Category)),
             callers=tuple(i for i in items if isinstance(i, ast.Caller)),
             routes=tuple(i for i in items if isinstance(i, ast.Route)),
+            notices=tuple(i for i in items if isinstance(i, ast.Notice)),
             order=tuple(items),
         )
 
@@ -83,6 +84,8 @@ class _Builder(Transformer[Token, Any]):
         return ast.Attr(name, tuple(values), self._loc(meta))
 
     def p_description(self, meta: Meta, c: list[Token]) -> ast.Attr:
+        if len(c) == 2:  # description de "..."
+            return self._attr(f"description.{c[0]}", meta, [self._s(c[1])])
         return self._attr("description", meta, [self._s(c[0])])
 
     def p_basis(self, meta: Meta, c: list[Token]) -> ast.Attr:
@@ -123,6 +126,14 @@ class _Builder(Transformer[Token, Any]):
 
     def tcf_li(self, meta: Meta, c: list[Token]) -> tuple[str, tuple[int, ...]]:
         return ("legitimate_interest", ())
+
+    # ------------------------------------------------------------ notice
+    def notice(self, meta: Meta, c: list[ast.Attr]) -> ast.Notice:
+        return ast.Notice(tuple(c), self._loc(meta))
+
+    def n_attr(self, meta: Meta, c: list[Token]) -> ast.Attr:
+        values = [self._s(t) if t.type == "STRING" else ast.Ident(str(t)) for t in c[1:]]
+        return self._attr(str(c[0]), meta, values)
 
     # ------------------------------------------------------------ categories
     def category(self, meta: Meta, c: list[Token]) -> ast.Category:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from veil.errors import Diagnostic, PathError, Severity
 from veil.location import Location
 from veil.policy import ast
+from veil.policy import notice as spec
 from veil.policy.ast import StmtKind
 from veil.redact.paths import AnyKey, Deep, FieldPath, Key, ends_with, parse_path
 
@@ -38,6 +39,10 @@ class Context:
     categories: dict[str, ast.Category] = field(default_factory=dict)
     callers: dict[str, ast.Caller] = field(default_factory=dict)
     paths: dict[int, FieldPath] = field(default_factory=dict)  # id(PathRef/Target) → parsed
+
+    def modules_notice_loc(self) -> Location | None:
+        """The first `notice` block of the set (where its warnings point)."""
+        return next((n.loc for m in self.modules for n in m.notices), None)
 
     def error(self, code: str, msg: str, loc: Location | None, hint: str | None = None) -> None:
         self.diags.append(Diagnostic(code, msg, loc, hint))
@@ -171,6 +176,57 @@ def check_purposes(ctx: Context) -> None:
                      'add: recipients "Storefront team"')
         if "description" not in attrs:
             ctx.warn("description_missing", f"purpose {p.name!r} has no description", p.loc)
+        for a in attrs.values():
+            lang = a.name.partition(".")[2] if a.name.startswith("description.") else None
+            if lang is not None and not spec.LANG_TAG.fullmatch(lang):
+                ctx.error("language_invalid", f"{lang!r} is not a language tag", a.loc,
+                          'write the language as a tag like de or pt-BR: description de "..."')
+
+
+def check_notice(ctx: Context) -> None:
+    """The `notice` section: known attributes with values of the right kind, each set once across the
+    set; then, per declared jurisdiction, a warning for each item the law requires that it lacks."""
+    seen: dict[str, ast.Attr] = {}
+    attrs = spec.attributes(ctx.modules)
+    for a in attrs:
+        kind = spec.ATTRS.get(a.name)
+        if kind is None:
+            ctx.error("notice_attribute_unknown", f"unknown notice attribute {a.name!r}", a.loc,
+                      did_you_mean(a.name, spec.ATTRS) or "one of: " + ", ".join(spec.ATTRS))
+            continue
+        if a.name in seen:
+            ctx.error("notice_attribute_duplicate", f"notice attribute {a.name} is set twice", a.loc,
+                      f"the other one is at {seen[a.name].loc}")
+            continue
+        seen[a.name] = a
+        problem = spec.valid(kind, a.values)
+        if problem is not None:
+            ctx.error("notice_value_invalid", f"notice attribute {a.name} {problem}", a.loc,
+                      next((f"for example: {r.example}" for r in spec.REQUIREMENTS if r.item == a.name), None))
+        elif a.name == "jurisdictions":
+            for v in a.values:
+                if str(v) not in spec.JURISDICTIONS:
+                    ctx.error("jurisdiction_unknown", f"unknown jurisdiction {str(v)!r}", a.loc,
+                              did_you_mean(str(v), spec.JURISDICTIONS) or "one of: " + ", ".join(spec.JURISDICTIONS))
+    if not attrs:
+        return
+    section = spec.section_of(ctx.modules)
+    where = ctx.modules_notice_loc()
+    if "jurisdictions" not in seen:
+        ctx.warn("notice_jurisdictions_missing", "the notice declares no jurisdiction, so veil cannot check it "
+                 "for the items the law requires", where, "add: jurisdictions gdpr, ccpa")
+        return
+    facts = spec.Facts.of(_uses(ctx), any(c.sensitive for c in ctx.categories.values()))
+    for req, j in spec.missing(section, facts):
+        ctx.warn(req.code, f"the notice lacks {req.what} ({req.laws[j]}, declared jurisdiction {j})", where,
+                 f"add to the notice section: {req.example}")
+
+
+def _uses(ctx: Context) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(basis, processing kinds) of every purpose."""
+    for p in ctx.purposes.values():
+        basis, processing = p.get("basis"), p.get("processing")
+        yield (str(basis.values[0]) if basis else "", tuple(map(str, processing.values)) if processing else ())
 
 
 def check_callers(ctx: Context) -> None:
@@ -394,18 +450,18 @@ def _covers(keep: FieldPath, cat: FieldPath) -> bool:
 def check_strings(ctx: Context) -> None:
     """Secrets pasted into descriptions or other strings."""
     for m in ctx.modules:
-        for p in m.purposes:
-            for a in p.attrs:
-                for v in a.values:
-                    if isinstance(v, str) and _SECRETISH.search(v):
-                        ctx.error("plaintext_secret", "this string looks like a secret key", a.loc,
-                                  "secrets belong in env or files, never in a policy")
+        for a in [a for p in m.purposes for a in p.attrs] + [a for n in m.notices for a in n.attrs]:
+            for v in a.values:
+                if isinstance(v, str) and _SECRETISH.search(v):
+                    ctx.error("plaintext_secret", "this string looks like a secret key", a.loc,
+                              "secrets belong in env or files, never in a policy")
 
 
 STAGES: tuple[Callable[[Context], None], ...] = (
     collect_definitions,
     parse_paths,  # before check_minimization, which reads parsed paths
     check_purposes,
+    check_notice,  # after collect_definitions: reads purposes and categories
     check_callers,
     resolve_references,
     check_statements,

@@ -19,6 +19,7 @@ from veil.location import Location
 from veil.policy import ast
 from veil.policy.ast import StmtKind
 from veil.policy.checks import Context, parsed_paths
+from veil.policy.notice import NoticeSection, section_of
 from veil.redact import transforms as tf
 from veil.redact.categories import CategoryIndex
 from veil.redact.engine import Action, FieldPlan, FieldRule, Guard, compile_plan
@@ -45,6 +46,12 @@ class CompiledPurpose:
     tcf_features: tuple[int, ...]
     tcf_li: bool
     loc: Location
+    descriptions: tuple[tuple[str, str], ...] = ()  # (language tag, text): `description de "..."`
+
+    def description_in(self, lang: str) -> str | None:
+        """The description written for language `lang` (`de` also takes `de-AT`), or None."""
+        found = dict(self.descriptions)
+        return found.get(lang) or found.get(lang.split("-")[0])
 
     @property
     def needs_consent(self) -> bool:
@@ -130,6 +137,7 @@ class CompiledPolicy:
     warnings: list[Diagnostic] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
     modules: list[ast.Module] = field(default_factory=list)
+    notice: NoticeSection = field(default_factory=NoticeSection)  # the `notice` section (policy/notice.py)
 
     def __post_init__(self) -> None:
         for r in self.routes:
@@ -224,6 +232,8 @@ def _purpose(p: ast.Purpose) -> CompiledPurpose:
         tcf_features=tuple(tcf.get("special_features", ())),
         tcf_li="legitimate_interest" in tcf,
         loc=p.loc,
+        descriptions=tuple((a.name.partition(".")[2], a.values[0]) for a in p.attrs
+                           if a.name.startswith("description.")),
     )
 
 
@@ -403,6 +413,7 @@ def compile_policy(
         cert_index=cert_index,
         modules=modules,
         category_index=CategoryIndex([(name, paths) for name, (_, paths) in categories.items()]),
+        notice=section_of(modules),
     )
     policy.warnings.extend(diags)
     return policy

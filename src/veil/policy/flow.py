@@ -38,7 +38,7 @@ from veil.policy.compile import CompiledPolicy, CompiledRoute, CompiledRule
 from veil.policy.decision import Admitted, Blocked, admit, consent_reason, consent_reasons, no_content, status_reason
 from veil.policy.normalize import normalize_path
 from veil.reasons import Reason
-from veil.redact.categories import CategoryIndex
+from veil.redact.categories import CategoryIndex, Pairs, Walker, merge
 from veil.redact.engine import FieldFate, Report
 from veil.redact.items import keep_items, list_items, subject_at
 from veil.redact.lazy import is_lazy
@@ -360,7 +360,7 @@ async def judge(ad: Admitted, subject: str | None, req: RequestFacts, consent: C
         return None
     states: dict[str, ConsentState] = {}
     if rule.consent_keys and subject is not None:
-        try:  # the store's cache observes veil_consent_store_latency_seconds on its misses only
+        try:  # the store's cache observes veil_consent_store_lookup_duration_seconds on its misses only
             got = await consent.current([subject], rule.consent_keys)
         except (VeilError, OSError):
             return Reason.CONSENT_UNAVAILABLE
@@ -487,23 +487,30 @@ def _disclosed_items(index: CategoryIndex, doc: Any, list_path: Any, subjects: l
     items = find_list(doc, list_path)
     if items is None or len(items) != len(subjects):
         return index.disclosed(doc, transformed), None
-    base: tuple[str | int, ...] = tuple(s.name for s in list_path[:-1] if isinstance(s, Key))
-    envelope: dict[str, set[str]] = {}
+    walker = Walker(index, transformed)
     saved = list(items)
     items.clear()  # the envelope alone (the list read as empty)
     try:
-        index.disclosed(doc, transformed, out=envelope)
+        envelope = walker.pairs(doc)
     finally:
         items.extend(saved)
-    at: tuple[str | int, ...] = (*base, 0)
-    total = {c: set(f) for c, f in envelope.items()}
-    per: dict[str, dict[str, set[str]]] = {}
+    at: tuple[str | int, ...] = (*(s.name for s in list_path[:-1] if isinstance(s, Key)), 0)
+    by_subject: dict[str, list[Pairs]] = {}
+    shapes: set[Pairs] = set()
     for item, sid in zip(items, subjects, strict=True):
-        mine = per.get(sid)
-        if mine is None:
-            mine = per[sid] = {c: set(f) for c, f in envelope.items()}
-        index.disclosed(item, transformed, at, mine)
-        index.disclosed(item, transformed, at, total)
+        pairs = walker.pairs(item, at)
+        shapes.add(pairs)
+        by_subject.setdefault(sid, []).append(pairs)
+    total = merge({}, envelope)
+    for pairs in shapes:
+        merge(total, pairs)
+    if len(shapes) <= 1:
+        return total, None
+    per: dict[str, dict[str, set[str]]] = {}
+    for sid, found in by_subject.items():
+        mine = per[sid] = merge({}, envelope)
+        for pairs in found:
+            merge(mine, pairs)
     if all(v == total for v in per.values()):
         return total, None
     return total, per

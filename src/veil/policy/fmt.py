@@ -121,6 +121,8 @@ def _item(item: Any) -> list[_Line]:
         return [_Line(0, f"import {_str(item.target)}", item.loc.line)]
     if isinstance(item, ast.Purpose):
         return _block(f"purpose {item.name}", item.loc, [_Line(1, _attr(a), a.loc.line) for a in item.attrs])
+    if isinstance(item, ast.Notice):
+        return _block("notice", item.loc, [_Line(1, _notice_attr(a), a.loc.line) for a in item.attrs])
     if isinstance(item, ast.Category):
         flag = " sensitive" if item.sensitive else ""
         paths = ", ".join(p.text for p in item.paths)
@@ -138,8 +140,14 @@ def _block(head: str, loc: Location, body: list[_Line], depth: int = 0) -> list[
     return [_Line(depth, head + " {", loc.line), *body, _Line(depth, "}", loc.end_line, closing=True)]
 
 
+def _notice_attr(a: ast.Attr) -> str:
+    return f"{a.name} " + ", ".join(str(x) if isinstance(x, ast.Ident) else _str(x) for x in a.values)
+
+
 def _attr(a: ast.Attr) -> str:
     v = a.values
+    if a.name.startswith("description."):
+        return f"description {a.name.partition('.')[2]} {_str(v[0])}"
     if a.name in ("description", "consent"):
         return f"{a.name} {_str(v[0])}"
     if a.name in ("basis", "gpc"):

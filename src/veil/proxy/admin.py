@@ -1,5 +1,6 @@
 """The admin listener (its own port): health, readiness, metrics, consent API, notice, audit report,
-reload. Scoped bearer tokens: `read` (metrics, notice), `consent`, `audit`, `reload`. Health and
+reload, and its own OpenAPI document (admin_openapi.yaml, at /openapi.json; docs/admin-api.md).
+Scoped bearer tokens: `read` (metrics, notice), `consent`, `audit`, `reload`. Health and
 readiness are open (probes). A scope with no configured token is closed, except `read`, which is
 open when no read token is configured. Every admin action that reads or changes personal data is
 written to the decision log (who, what, when; the subject as a pseudonym only).
@@ -10,34 +11,114 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from veil import metrics
+from veil import __version__, metrics
 from veil.audit.report import pseudonym, pseudonyms
-from veil.consent.store import Action, ConsentEvent, ConsentState
+from veil.consent.importer import parse_row
+from veil.consent.store import ConsentEvent, ConsentState
 from veil.errors import VeilError
 from veil.keys import constant_time_equal
 from veil.proxy.runtime import Runtime
 
 log = logging.getLogger("veil.admin")
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data, default=str), status, media_type="application/json")
 
 
-def _problem(status: int, reason: str, detail: str) -> Response:
-    body = {"type": f"https://veil.dev/problems/{reason.replace('_', '-')}", "title": detail,
-            "status": status, "detail": detail, "reason": reason}
+def _problem(status: int, reason: str, detail: str, errors: list[tuple[str, str]] | None = None) -> Response:
+    body: dict[str, Any] = {"type": f"https://veil.dev/problems/{reason.replace('_', '-')}", "title": detail,
+                            "status": status, "detail": detail, "reason": reason}
+    if errors:
+        body["errors"] = [{"field": f, "message": m} for f, m in errors]
     return Response(orjson.dumps(body), status, media_type="application/problem+json")
+
+
+def _invalid(errors: list[tuple[str, str]]) -> Response:
+    """400 request_invalid naming every field and its problem (never the value)."""
+    return _problem(400, "request_invalid", "; ".join(f"{f}: {m}" for f, m in errors), errors)
+
+
+# POST /consent/{subject}: field -> the JSON types it may have (None: null). The values are then
+# checked by the consent importer's own rules (veil.consent.importer.parse_row): one set of rules
+# for a consent record, whichever way it arrives.
+_CONSENT_FIELDS: dict[str, tuple[type | None, ...]] = {
+    "key": (str,), "action": (str,), "source": (str,), "method": (str,), "notice_version": (int, None),
+    "expires_at": (str, None), "jurisdiction": (str, None), "purposes": (list,),
+}
+_TYPE_NAMES: dict[type | None, str] = {str: "a string", int: "a whole number", list: "a list of strings",
+                                       None: "null"}
+
+
+def consent_event(subject: str, body: bytes, now: datetime) -> ConsentEvent | list[tuple[str, str]]:
+    """The event a POST /consent/{subject} body records, or (field, problem) for everything wrong."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return [("body", "is not valid JSON")]
+    if not isinstance(data, dict):
+        return [("body", "must be a JSON object")]
+    errors: list[tuple[str, str]] = []
+    for name, value in data.items():
+        allowed = _CONSENT_FIELDS.get(name)
+        if allowed is None:
+            errors.append((str(name)[:40], f"unknown field (expected: {', '.join(_CONSENT_FIELDS)})"))
+        elif not any(value is None if t is None else isinstance(value, t) and not isinstance(value, bool)
+                     for t in allowed):
+            errors.append((name, "must be " + " or ".join(_TYPE_NAMES[t] for t in allowed)))
+    if "key" not in data:
+        errors.append(("key", "is required"))
+    action = data.get("action", "given")
+    if isinstance(action, str) and action not in ("given", "withdrawn"):
+        errors.append(("action", 'must be "given" or "withdrawn"'))
+    if errors:
+        return errors
+    raw = {
+        "subject": subject, "consent_key": data["key"], "action": action, "at": now.isoformat(),
+        "source": data.get("source") or "admin-api", "method": data.get("method") or "api",
+        "notice_version": data.get("notice_version"), "expires_at": data.get("expires_at"),
+        "jurisdiction": data.get("jurisdiction"), "purposes": data.get("purposes"),
+    }
+    parsed = parse_row(0, raw)
+    if isinstance(parsed, ConsentEvent):
+        return parsed
+    names = {"consent_key": "key"}
+    return [(names.get(e.column, e.column), e.problem.replace("is not after at", "is not after now (the time of "
+                                                              "recording)")) for e in parsed]
+
+
+def _query_parameters(doc: dict[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
+    """(path, method) -> the query parameter names the document declares for it."""
+    out: dict[tuple[str, str], frozenset[str]] = {}
+    for path, item in doc["paths"].items():
+        shared = [p for p in item.get("parameters", []) if p.get("in") == "query"]
+        for method, op in item.items():
+            if isinstance(op, dict) and "responses" in op:
+                params = shared + [p for p in op.get("parameters", []) if p.get("in") == "query"]
+                out[(path, method)] = frozenset(p["name"] for p in params)
+    return out
+
+
+def openapi_document() -> dict[str, Any]:
+    """The admin API's OpenAPI document (admin_openapi.yaml, shipped in the package)."""
+    text = resources.files("veil.proxy").joinpath("admin_openapi.yaml").read_text(encoding="utf-8")
+    doc: dict[str, Any] = yaml.safe_load(text)
+    doc["info"]["version"] = __version__
+    return doc
 
 
 def state_json(st: ConsentState) -> dict[str, Any]:
@@ -129,35 +210,25 @@ def build_admin_app(rt: Runtime) -> Starlette:
         if (denied := authorize(request, "consent")) is not None:
             return denied
         subject = request.path_params["subject"]
-        try:
-            data = orjson.loads(await request.body())
-            key = data["key"]
-            action = Action(data.get("action", "given"))
-            if not isinstance(key, str) or not key:
-                raise ValueError("key")
-            ev = ConsentEvent(
-                subject=subject, consent_key=key, action=action, at=datetime.now(UTC),
-                source=str(data.get("source", "admin-api")), method=str(data.get("method", "api")),
-                notice_version=data.get("notice_version"),
-                expires_at=datetime.fromisoformat(data["expires_at"]) if data.get("expires_at") else None,
-                jurisdiction=data.get("jurisdiction"), purposes=tuple(data.get("purposes", ())),
-            )
-        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
-            return _problem(400, "request_invalid",
-                            'body must be JSON: {"key": "...", "action": "given"|"withdrawn", ...}')
+        ev = consent_event(subject, await request.body(), datetime.now(UTC))
+        if not isinstance(ev, ConsentEvent):
+            return _invalid(ev)
         try:
             await rt.store.record([ev])
         except VeilError:
             return _problem(503, "consent_unavailable", "the consent store is unavailable")
-        await admin_audit(request, f"consent.{action.value}", "consent", subject, {"consent_key": key})
-        return _json({"recorded": True, "key": key, "action": action.value}, 201)
+        await admin_audit(request, f"consent.{ev.action.value}", "consent", subject, {"consent_key": ev.consent_key})
+        return _json({"recorded": True, "key": ev.consent_key, "action": ev.action.value}, 201)
+
+    async def consent(request: Request) -> Response:
+        return await (consent_post(request) if request.method == "POST" else consent_get(request))
 
     async def audit_report(request: Request) -> Response:
         if (denied := authorize(request, "audit")) is not None:
             return denied
         subject = request.query_params.get("subject")
         if not subject:
-            return _problem(400, "request_invalid", "query parameter subject is required")
+            return _invalid([("subject", "query parameter is required")])
         from veil.audit.report import report
 
         audit_dir = Path(rt.config.audit_path).parent
@@ -183,6 +254,8 @@ def build_admin_app(rt: Runtime) -> Starlette:
         status = 422 if (not done.policy_ok or done.config_error) else 409 if done.restart_required else 200
         return _json(done.to_json(rt.settings.mode), status)
 
+    notice_cache: dict[tuple[str, str, str], str] = {}  # (policy version, format, language) → text
+
     async def notice(request: Request) -> Response:
         if (denied := authorize(request, "read")) is not None:
             return denied
@@ -190,22 +263,71 @@ def build_admin_app(rt: Runtime) -> Starlette:
             from veil.notice import render_notice
         except ImportError:
             return _problem(404, "not_available", "notices are not built into this version")
+        from veil.notice import available, negotiate
+
         fmt = request.query_params.get("format", "html")
         policy = rt.policy.current
-        if policy is None or fmt not in ("html", "md", "json"):
-            return _problem(400, "request_invalid", "format must be html, md or json")
-        text = render_notice(policy, fmt)
+        if fmt not in ("html", "md", "json"):
+            return _invalid([("format", "must be html, md or json")])
+        if policy is None:
+            return _problem(503, "policy_unavailable", "no valid policy is loaded")
+        # the reader's language: ?lang= wins, else Accept-Language, else English
+        lang = request.query_params.get("lang") or negotiate(request.headers.get("accept-language"))
+        if lang not in available():
+            return _invalid([("lang", "must be one of " + ", ".join(available()))])
+        key = (policy.version, fmt, lang)
+        text = notice_cache.get(key)
+        if text is None:
+            text = render_notice(policy, fmt, lang)
+            if len(notice_cache) >= 16:
+                notice_cache.clear()  # a reload changes the version: old pages are never asked again
+            notice_cache[key] = text
         media = {"html": "text/html; charset=utf-8", "md": "text/markdown; charset=utf-8",
                  "json": "application/json"}[fmt]
-        return Response(text, media_type=media)
+        # the page has no scripts and loads nothing: say so to the browser
+        headers = {"Content-Language": lang, "Vary": "Accept-Language", "X-Content-Type-Options": "nosniff",
+                   "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                              "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"}
+        return Response(text, media_type=media, headers=headers)
 
-    return Starlette(routes=[
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Route("/metrics", metrics_endpoint),
-        Route("/consent/{subject}", consent_get, methods=["GET"]),
-        Route("/consent/{subject}", consent_post, methods=["POST"]),
-        Route("/audit/report", audit_report),
-        Route("/reload", reload, methods=["POST"]),
-        Route("/notice", notice),
-    ])
+    api = openapi_document()
+    document = orjson.dumps(api)
+    declared = _query_parameters(api)
+
+    def checked(path: str, endpoint: Endpoint) -> Endpoint:
+        """The endpoint, refusing query parameters the document does not declare for it (a misspelt
+        `?fromat=md` is an error, not a silent default)."""
+
+        async def guarded(request: Request) -> Response:
+            allowed = declared.get((path, request.method.lower()), frozenset())
+            unknown = sorted({name for name in request.query_params if name not in allowed})
+            if unknown:
+                return _invalid([(name[:40], "unknown query parameter") for name in unknown[:10]])
+            return await endpoint(request)
+
+        return guarded
+
+    async def openapi(request: Request) -> Response:
+        return Response(document, media_type="application/json")
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _problem(404, "not_found", "no such admin endpoint (GET /openapi.json lists them)")
+
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        allow = getattr(exc, "headers", None) or {}
+        response = _problem(405, "method_not_allowed", f"{request.method} is not allowed here")
+        response.headers.update(allow)
+        return response
+
+    routes: list[tuple[str, Endpoint, list[str]]] = [
+        ("/healthz", healthz, ["GET"]),
+        ("/openapi.json", openapi, ["GET"]),
+        ("/readyz", readyz, ["GET"]),
+        ("/metrics", metrics_endpoint, ["GET"]),
+        ("/consent/{subject}", consent, ["GET", "POST"]),  # one route: a 405 lists both in Allow
+        ("/audit/report", audit_report, ["GET"]),
+        ("/reload", reload, ["POST"]),
+        ("/notice", notice, ["GET"]),
+    ]
+    return Starlette(exception_handlers={404: not_found, 405: not_allowed},
+                     routes=[Route(path, checked(path, fn), methods=methods) for path, fn, methods in routes])

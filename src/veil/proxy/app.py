@@ -13,15 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-import traceback
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from veil import metrics
 from veil.errors import Refusal, UpstreamFailure, VeilError
+from veil.logs import where
 from veil.policy.compile import CompiledPolicy
 from veil.policy.flow import Answer, Forward, Outcome, RequestFacts, decide
 from veil.policy.normalize import normalize_path
@@ -37,15 +36,6 @@ from veil.reasons import Reason
 log = logging.getLogger("veil.proxy")
 
 _GPC_PATH = "/.well-known/gpc.json"
-
-
-def where(exc: BaseException) -> str:
-    """`TypeName at file:line in function` for the innermost frame: no exception message."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return type(exc).__name__
-    f = frames[-1]
-    return f"{type(exc).__name__} at {Path(f.filename).name}:{f.lineno} in {f.name}"
 
 
 def _now() -> datetime:
@@ -116,7 +106,7 @@ class ProxyApp:
             await self._handle(scope, receive, guard, policy, decision_id, t0)
         except Exception as exc:  # the last line of defence: never a stack trace, never data
             # An exception's message may quote a value from the request or the body: log where, not what.
-            log.error("internal error (decision %s): %s", decision_id, where(exc))
+            log.error("internal error (decision %s): %s", decision_id, where(exc), extra={"decision_id": decision_id})
             if not guard.started:  # issue 15: never a second response; else uvicorn closes the connection
                 await self._problem(guard, Reason.INTERNAL_ERROR, decision_id, policy)
 
@@ -176,6 +166,8 @@ class ProxyApp:
             headers.append((b"content-type", b"application/json"))
         if out.suppressed:
             headers.append((b"veil-suppressed", str(out.suppressed).encode()))
+        if out.filtered:  # list items removed for want of consent (decision filter); docs/headers.md
+            headers.append((b"veil-filtered", str(out.filtered).encode()))
         count(ad.route.template, ad.purpose.name, decision, "ok", summary, out.filtered)
         metrics.overhead(ad.route.template).observe(time.perf_counter() - t0 - up_time)
         await send_response(send, answer.status, headers, out.body, head=method == "HEAD")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from veil import metrics
 from veil.errors import Diagnostics
+from veil.logs import where
 from veil.policy import load_policy
 from veil.policy.compile import CompiledPolicy
 from veil.policy.load import expand_paths
@@ -57,8 +58,13 @@ class PolicyHolder:
     def load_initial(self) -> CompiledPolicy:
         """Synchronous first load (at start-up); raises Diagnostics."""
         self._sig = _signature(self.paths)
-        policy = _load(self.paths, self.hash_key)
+        try:
+            policy = _load(self.paths, self.hash_key)
+        except Exception:
+            metrics.policy_loaded(False)
+            raise
         self._install(policy)
+        metrics.policy_loaded(True)
         return policy
 
     def _install(self, policy: CompiledPolicy) -> None:
@@ -70,42 +76,48 @@ class PolicyHolder:
         metrics.set_policy_version(policy.version)
         if self.on_install is not None:
             self.on_install()
-        for w in policy.warnings:
-            log.warning("policy warning: %s", w.render())
+        for w in policy.warnings:  # one record each: location, code, message, hint on one line
+            log.warning("policy warning: %s%s", w.render().split("\n", 1)[0], f" (hint: {w.hint})" if w.hint else "")
 
     async def reload(self) -> bool:
-        """Reload now; True when a new policy is active. Never raises for a bad policy."""
+        """Reload now; True when a new policy is active. Never raises for a bad policy. Each outcome is
+        one log record (a rejected policy's diagnostics on one line; `last_error` keeps the full render)."""
         async with self._lock:
-            sig = _signature(self.paths)
+            self._sig = _signature(self.paths)
             try:
                 policy = await asyncio.to_thread(_load, self.paths, self.hash_key)
             except Diagnostics as exc:
-                self.last_error = exc.render(limit=20)
-                metrics.policy_reloads_total.labels("error").inc()
-                log.error("policy reload rejected; keeping version %s:\n%s",
-                          self.current.version if self.current else "none", self.last_error)
-                self._sig = sig
-                return False
+                return self._rejected(exc.render(limit=20), exc.one_line())
             except Exception as exc:  # a bug must not take the last good policy away
-                self.last_error = f"internal error: {type(exc).__name__}"
-                metrics.policy_reloads_total.labels("error").inc()
-                log.exception("policy reload failed; keeping the last good policy")
-                self._sig = sig
-                return False
-            self._sig = sig
+                reason = f"internal error: {type(exc).__name__}"
+                return self._rejected(reason, f"{reason} ({where(exc)})")
             if not policy.routes and self.current is not None and self.current.routes:
                 # a deleted routes file (or one caught mid-rename) would block everything: keep the last good
-                self.last_error = "the new policy has no routes (a file deleted?); not activated"
-                metrics.policy_reloads_total.labels("error").inc()
-                log.error("policy reload rejected; keeping version %s: %s", self.current.version,
-                          self.last_error)
-                return False
-            changed = self.current is None or policy.version != self.current.version
+                reason = "the new policy has no routes (a file deleted?); not activated"
+                return self._rejected(reason, reason)
+            previous = self.current.version if self.current else None
+            recovered = self.last_error is not None
             self._install(policy)
             metrics.policy_reloads_total.labels("ok").inc()
-            if changed:
+            metrics.policy_loaded(True)
+            if recovered:  # the operator who saw the rejection needs to see it resolved
+                if previous != policy.version:
+                    log.info("policy reload succeeded after a rejected one: version %s replaces %s",
+                             policy.version, previous)
+                else:
+                    log.info("policy reload succeeded after a rejected one: version %s stays in force",
+                             policy.version)
+            elif previous != policy.version:
                 log.info("policy %s version %s active", policy.name, policy.version)
             return True
+
+    def _rejected(self, error: str, line: str) -> bool:
+        self.last_error = error
+        metrics.policy_reloads_total.labels("error").inc()
+        metrics.policy_loaded(False)
+        log.error("policy reload rejected; keeping version %s: %s",
+                  self.current.version if self.current else "none", line)
+        return False
 
     async def watch(self, interval: float = 1.0) -> None:
         while True:

@@ -19,7 +19,7 @@ from veil.consent.store import ConsentStore, SubjectHasher
 from veil.errors import VeilError
 from veil.keys import KeyRing, generate_key
 from veil.proxy.policyholder import PolicyHolder
-from veil.proxy.upstream import Transport, UpstreamPool
+from veil.proxy.upstream import ERROR_KINDS, Transport, UpstreamPool
 
 log = logging.getLogger("veil")
 
@@ -113,6 +113,7 @@ class Runtime:
         self.pseudonym_ring = _ring(c, "pseudonym")
         self.audit_ring = _ring(c, "audit")
         hash_key = _ring(c, "hash").current  # ephemeral when not configured: never the public dev key
+        metrics.init_series([u.name for u in c.upstreams], ERROR_KINDS)  # error series start at 0
         self.policy = PolicyHolder(c.policy_paths, hash_key=hash_key, on_install=self._publish_modes)
         self.policy.load_initial()
         self.limiter = AuthLimiter(c.auth_fail_limit)

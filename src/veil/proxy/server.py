@@ -8,14 +8,15 @@ import contextlib
 import gc
 import logging
 import signal
-import socket
 import ssl
 from collections.abc import Coroutine, Generator
 from typing import Any
 
 import uvicorn
 
+from veil import __version__
 from veil.config import TLS, ClientLimits, Config, Listen
+from veil.listen import bind_both
 from veil.proxy.admin import build_admin_app
 from veil.proxy.app import ProxyApp
 from veil.proxy.forwarded import ForwardedFor, TrustedProxies
@@ -63,6 +64,7 @@ def _uvicorn(app: Any, listen: Listen, tls: TLS | None, limits: ClientLimits, li
         limit_max_requests=None, http=protocol_class(limits, listener, base),
         ws="none",  # no WebSocket support: the proxy refuses upgrades with a problem (upgrade_refused)
         timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type]  # uvicorn takes a float
+        log_config=None,  # uvicorn's records go through veil's handler (veil.logs: one line, text or JSON)
         # X-Forwarded-For is read by veil.proxy.forwarded, from `trusted_proxies` only
         proxy_headers=False, **_tls_kwargs(tls),
     )
@@ -78,8 +80,14 @@ async def serve(config: Config, *, chain_id: str = "main", ready: asyncio.Event 
                 reuse_port: bool = False) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the policy. `reuse_port`: bind both listeners with
     SO_REUSEPORT (one of several worker processes sharing the ports, see veil.proxy.workers)."""
-    rt = Runtime(config, chain_id=chain_id)
-    await rt.start()
+    psock, asock = bind_both(config, reuse_port=reuse_port)  # an address in use: ListenError, nothing started
+    try:
+        rt = Runtime(config, chain_id=chain_id)
+        await rt.start()
+    except BaseException:
+        psock.close()
+        asock.close()
+        raise
     tune_gc()
     limits = config.client_limits
     proxy = _uvicorn(_with_forwarded(ProxyApp(rt), config), config.proxy, config.tls, limits, "proxy")
@@ -103,18 +111,15 @@ async def serve(config: Config, *, chain_id: str = "main", ready: asyncio.Event 
     with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
         loop.add_signal_handler(signal.SIGHUP, reload)
     try:
-        if reuse_port:
-            psock, asock = bind_reuse_port(config.proxy), bind_reuse_port(config.admin)
-            tasks = [asyncio.create_task(proxy.serve([psock])), asyncio.create_task(admin.serve([asock]))]
-        else:
-            tasks = [asyncio.create_task(proxy.serve()), asyncio.create_task(admin.serve())]
+        tasks = [asyncio.create_task(proxy.serve([psock])), asyncio.create_task(admin.serve([asock]))]
         while not (proxy.started and admin.started):
             if any(t.done() for t in tasks):
                 break
             await asyncio.sleep(0.02)
         if proxy.started and admin.started:
-            log.warning("veil listening: proxy %s, admin %s, policy %s", config.proxy, config.admin,
-                        rt.policy.current.version if rt.policy.current else "-")
+            log.info("veil %s listening: proxy %s, admin %s, mode %s, policy %s, %d upstream(s)", __version__,
+                     config.proxy, config.admin, config.mode,
+                     rt.policy.current.version if rt.policy.current else "-", len(config.upstreams))
             if ready is not None:
                 ready.set()
         else:
@@ -127,27 +132,6 @@ async def serve(config: Config, *, chain_id: str = "main", ready: asyncio.Event 
             raise OSError(f"could not listen on {config.proxy} and {config.admin}")
     finally:
         await rt.close()
-
-
-def bind_reuse_port(listen: Listen, backlog: int = 2048) -> socket.socket:
-    """A listening TCP socket on `listen` with SO_REUSEPORT (and SO_REUSEADDR) set."""
-    if not hasattr(socket, "SO_REUSEPORT"):
-        raise OSError(f"cannot share {listen} between workers: SO_REUSEPORT is not available here")
-    infos = socket.getaddrinfo(listen.host, listen.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, type_, proto, _, addr = infos[0]
-    sock = socket.socket(family, type_, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(addr)
-        sock.listen(backlog)
-        sock.set_inheritable(True)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def run_async(coro: Coroutine[Any, Any, None]) -> None:

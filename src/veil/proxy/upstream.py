@@ -39,6 +39,8 @@ from veil.reasons import Reason
 
 _REASON = {"timeout": "upstream_timeout", "too_large": "body_too_large", "pool": "upstream_busy",
            "status": "upstream_status_invalid"}
+# veil_upstream_errors_total{kind} (a client's failed body, kind `client`, is not an upstream error)
+ERROR_KINDS = ("pool", "connect", "timeout", "reset", "protocol", "status", "too_large")
 
 Body = AsyncIterator[bytes] | bytes | None
 

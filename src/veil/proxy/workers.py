@@ -43,35 +43,49 @@ def _metrics_dir() -> tuple[Path, bool]:
     if given:
         d = Path(given)
         d.mkdir(parents=True, exist_ok=True)
-        for stale in d.glob("*.db"):  # values of a previous run would be added to this one's
-            stale.unlink()
+        for pattern in ("*.db", "process-*.pid"):  # a previous run's values would be added to this one's
+            for stale in d.glob(pattern):
+                stale.unlink()
         return d, False
     return Path(tempfile.mkdtemp(prefix="veil-metrics-")), True
 
 
 def _worker(config: Config, chain_id: str) -> None:
     """A worker's main (in a spawned interpreter)."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s %(name)s[{chain_id}]: %(message)s")
-    from veil.errors import Diagnostics
+    from veil import logs
+
+    logs.configure(config.log_format, config.log_level, worker=chain_id)
+    from veil._process_metrics import register_process
+    from veil.errors import Diagnostics, VeilError
+    from veil.listen import EXIT_LISTEN, ListenError
     from veil.proxy.server import run_async, serve
 
+    register_process(os.environ[MULTIPROC_ENV], chain_id)
     try:
         run_async(serve(config, chain_id=chain_id, reuse_port=True))
+    except ListenError as exc:
+        log.error("cannot start: %s", exc)
+        sys.exit(EXIT_LISTEN)
     except Diagnostics as exc:
-        print(f"veil worker {chain_id}: the policy is invalid:\n{exc.render(20)}", file=sys.stderr)
+        log.error("cannot start: the policy is invalid: %s", exc.one_line())
         sys.exit(1)
-    except OSError as exc:
-        print(f"veil worker {chain_id}: error: {exc}", file=sys.stderr)
+    except (VeilError, OSError) as exc:
+        log.error("cannot start: %s", exc)
         sys.exit(1)
 
 
 def run_workers(config: Config, n: int) -> int:
-    """Run n workers until they exit; 0 when all stopped cleanly after a signal, else 1."""
+    """Run n workers until they exit; 0 when all stopped cleanly after a signal, 3 (EXIT_LISTEN) when
+    a listener could not bind, else 1. Raises ListenError when an address is taken before any start."""
     if n < 1:
         raise ValueError("at least one worker is required")
+    from veil._process_metrics import register_process
+    from veil.listen import check_free
+
+    check_free(config)  # an address in use: one error here rather than N failing workers (ListenError)
     mdir, created = _metrics_dir()
     os.environ[MULTIPROC_ENV] = str(mdir)  # inherited by the spawned workers
+    register_process(mdir, "supervisor")
     os.environ[SUPERVISOR_ENV] = str(os.getpid())
     ctx = multiprocessing.get_context("spawn")
     procs: list[BaseProcess] = []
@@ -96,19 +110,25 @@ def run_workers(config: Config, n: int) -> int:
             procs.append(proc)
             if stopping:
                 break
-        log.warning("veil supervising %d workers (pids %s)", len(procs), ", ".join(str(p.pid) for p in procs))
+        log.info("veil supervising %d workers (pids %s)", len(procs), ", ".join(str(p.pid) for p in procs))
         failed = False
+        codes: list[int] = []
         running = list(procs)
         while running:
             wait([p.sentinel for p in running], timeout=1.0)
             for done in [p for p in running if p.exitcode is not None]:
                 running.remove(done)
+                codes.append(done.exitcode or 0)
                 if done.exitcode != 0 or not stopping:
                     failed = True
                     log.error("worker %s exited with %s%s", done.name, done.exitcode,
                               "" if stopping else ": stopping the others")
                 if not stopping:
                     forward(signal.SIGTERM, None)
+        from veil.listen import EXIT_LISTEN
+
+        if EXIT_LISTEN in codes:
+            return EXIT_LISTEN
         return 1 if failed else 0
     finally:
         for restored, handler in previous.items():

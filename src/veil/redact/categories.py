@@ -98,53 +98,78 @@ class CategoryIndex:
                   out: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
         """{category: forms} for the document (or the subtree at template `at`) as it leaves veil."""
         out = {} if out is None else out
-        if not self:
-            return out
-        tr = transformed or {}
-        # Only a key that ends a category path or a transformed template needs the full location;
-        # every other value inherits its container's category (the walk builds no path for it).
-        watch: set[str | int] = set(self._by_key)
-        watch.update(t[-1] for t in tr if t)
-        clear: set[str] = set()
-        self._walk(doc, at, self.of(at), tr, frozenset(watch), bool(self._wild), clear, out)
-        for c in clear:
-            _add(out, c, CLEAR)
+        if self:
+            merge(out, Walker(self, transformed).pairs(doc, at))
         return out
 
-    def _walk(self, node: Any, tmpl: Loc, cat: str | None, tr: Mapping[Loc, str | None], watch: frozenset[Any],
-              wild: bool, clear: set[str], out: dict[str, set[str]]) -> None:
-        if type(node) is list:
+
+_NOT = object()  # a location no transform replaced
+Pairs = tuple[frozenset[str], frozenset[tuple[str, str]]]  # (categories in clear, (category, form) transformed)
+
+
+class Walker:
+    """What documents disclose, for one set of transformed locations (one response's report). Each
+    (template, key) is classified once per walker, so the items of a list, which share their shape,
+    cost a dict lookup per field."""
+
+    __slots__ = ("index", "kids", "tr")
+
+    def __init__(self, index: CategoryIndex, transformed: Mapping[Loc, str | None] | None = None) -> None:
+        self.index = index
+        self.tr = transformed or {}
+        self.kids: dict[Loc, dict[Any, tuple[Loc, str | None, Any]]] = {}
+
+    def pairs(self, doc: Any, at: Loc = ()) -> Pairs:
+        """(categories disclosed in clear, (category, form) pairs disclosed transformed)."""
+        clear: set[str] = set()
+        other: set[tuple[str, str]] = set()
+        if self.index:
+            self._walk(doc, at, self.index.of(at), clear, other)
+        return frozenset(clear), frozenset(other)
+
+    def _classify(self, tmpl: Loc, cat: str | None, k: Any) -> tuple[Loc, str | None, Any]:
+        ct = (*tmpl, k)
+        return ct, self.index.naming(ct) or cat, self.tr.get(ct, _NOT) if self.tr else _NOT
+
+    def _walk(self, node: Any, tmpl: Loc, cat: str | None, clear: set[str], other: set[tuple[str, str]]) -> None:
+        t = type(node)
+        if t is dict:
+            items: Any = node.items()
+        elif t is list:
             if not node:
                 return
-            items: Any = ((0, v) for v in node)
-        elif type(node) is dict:
-            items = node.items()
+            items = ((0, v) for v in node)
         else:
             if node is not None and cat is not None:
                 clear.add(cat)
             return
+        kids = self.kids.get(tmpl)
+        if kids is None:
+            kids = self.kids[tmpl] = {}
         scalars = _SCALARS
         for k, v in items:
-            if wild or k in watch:
-                ct = (*tmpl, k)
-                if tr and ct in tr:
-                    self._transformed(v, ct, cat, tr[ct], out)
-                    continue
-                ccat = self.naming(ct) or cat
-            else:
-                ct, ccat = None, cat
-            if type(v) in scalars:
+            info = kids.get(k)
+            if info is None:
+                info = kids[k] = self._classify(tmpl, cat, k)
+            ct, ccat, form = info
+            if form is not _NOT:  # a transformed value: its form, once, unless it left as null
+                if v is not None and ccat is not None and form is not None:
+                    other.add((ccat, form))
+            elif type(v) in scalars:
                 if ccat is not None:
                     clear.add(ccat)
             elif v is not None:
-                self._walk(v, ct if ct is not None else (*tmpl, k), ccat, tr, watch, wild, clear, out)
+                self._walk(v, ct, ccat, clear, other)
 
-    def _transformed(self, v: Any, ct: Loc, cat: str | None, form: str | None, out: dict[str, set[str]]) -> None:
-        ccat = self.naming(ct) or cat
-        if ccat is None or form is None:
-            return
-        if v is not None:  # a transform that failed on its input leaves null
-            _add(out, ccat, form)
+
+def merge(out: dict[str, set[str]], pairs: Pairs) -> dict[str, set[str]]:
+    """Add what `pairs` discloses to {category: forms}."""
+    clear, other = pairs
+    for c in clear:
+        _add(out, c, CLEAR)
+    for c, form in other:
+        _add(out, c, form)
+    return out
 
 
 def _add(out: dict[str, set[str]], cat: str, form: str) -> None:
@@ -160,4 +185,4 @@ def as_record(disclosed: Mapping[str, set[str]]) -> dict[str, list[str]]:
     return {c: sorted(disclosed[c]) for c in sorted(disclosed)}
 
 
-__all__ = ["CLEAR", "CategoryIndex", "as_record"]
+__all__ = ["CLEAR", "CategoryIndex", "Pairs", "Walker", "as_record", "merge"]
