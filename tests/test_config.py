@@ -132,3 +132,38 @@ def test_fuzz_text_raises_only_config_errors(tmp_path: Path, text: str) -> None:
     f.write_bytes(text.encode("utf-8", "surrogatepass"))
     with contextlib.suppress(VeilError):
         load_config(f)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, None), (False, None), ({"enabled": False}, None),
+    (True, ("veil-data/discovery.json", 0.1, ())),
+    ({"sample": 0.5, "routes": ["GET /customers/{id}"], "state": "/var/lib/veil/d.json"},
+     ("/var/lib/veil/d.json", 0.5, ("GET /customers/{id}",))),
+    ({"state": None, "sample": 1}, (None, 1.0, ())),
+])
+def test_discovery(tmp_path: Path, value: Any, expected: tuple[Any, ...] | None) -> None:
+    c = parse_config({**GOOD, "discovery": value}, file="veil.yaml", base=tmp_path).discovery
+    if expected is None:
+        assert c is None
+        return
+    assert c is not None
+    state, sample, routes = expected
+    assert c.state == (str(tmp_path / state) if state and not state.startswith("/") else state)
+    assert (c.sample, c.routes) == (sample, routes)
+
+
+@pytest.mark.parametrize("patch,key", [
+    ({"discovery": "yes"}, "discovery"),
+    ({"discovery": {"sample": 0}}, "discovery.sample"),
+    ({"discovery": {"sample": 1.5}}, "discovery.sample"),
+    ({"discovery": {"routes": "GET /a"}}, "discovery.routes"),
+    ({"discovery": {"routes": ["/a"]}}, "discovery.routes[0]"),
+    ({"discovery": {"max_paths": 0}}, "discovery.max_paths"),
+    ({"discovery": {"phone_regions": ["USA"]}}, "discovery.phone_regions"),
+    ({"discovery": {"enabled": "on"}}, "discovery.enabled"),
+    ({"discovery": {"flush": 3}}, "discovery.flush"),
+])
+def test_discovery_errors_name_the_key_path(patch: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({**GOOD, **patch}, file="veil.yaml")
+    assert info.value.key == key

@@ -12,7 +12,8 @@ from veil.errors import VeilError
 
 # Command modules under veil.commands, in help order.
 COMMANDS = (
-    "serve", "demo", "check", "fmt", "test", "explain", "playground", "notice", "consent", "audit", "tcf",
+    "serve", "demo", "init", "check", "fmt", "test", "coverage", "explain", "playground", "notice", "discover",
+    "consent", "audit", "tcf",
     "bench", "keygen", "doctor",
 )
 

@@ -93,6 +93,20 @@ _FLOW = FlowSettings()
 
 
 @dataclass(frozen=True)
+class DiscoveryConfig:
+    """`discovery:` (veil.discovery): shapes and detector counts of report-only responses."""
+
+    routes: tuple[str, ...] = ()  # "GET /customers/{id}"; empty: every route in report-only mode
+    sample: float = 0.1  # share of report-only responses examined
+    state: str | None = None
+    flush_seconds: float = 30.0
+    max_paths: int = 512
+    array_items: int = 20
+    max_values: int = 2000
+    phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR")
+
+
+@dataclass(frozen=True)
 class Config:
     proxy: Listen = Listen("127.0.0.1", 8080)
     admin: Listen = Listen("127.0.0.1", 8081)
@@ -103,6 +117,16 @@ class Config:
     consent_url: str = "sqlite:///veil-data/consent.db"
     consent_cache_ttl: float = 2.0
     consent_cache_size: int = 100_000
+    # the consent store on the request path (issue 21): PostgreSQL timeouts (s), pool, circuit breaker,
+    # how long a consent write waits for acknowledgements, and the cache lease (veil.consent.pg_peers)
+    consent_connect_timeout: float = 1.0
+    consent_query_timeout: float = 0.5
+    consent_acquire_timeout: float = 0.5
+    consent_pool_size: int = 10
+    consent_circuit_failures: int = 3
+    consent_retry_interval: float = 0.5
+    consent_ack_timeout: float = 1.0
+    consent_lease: float = 3.0
     audit_path: str = "veil-data/audit/decisions.log"
     audit_flush_ms: float = 0.0  # extra wait to gather a batch; 0 = pure group commit
     audit_checkpoint_every: int = 1000
@@ -126,6 +150,7 @@ class Config:
     log_format: str = "text"  # text | json (veil.logs)
     log_level: str = "info"
     consent_url_given: str | None = None  # consent.url as written (before a relative sqlite path is resolved)
+    discovery: DiscoveryConfig | None = None  # None: off
 
     def flow(self) -> FlowSettings:
         """What the request flow reads of this config."""
@@ -163,6 +188,8 @@ KEY_PATHS: dict[str, str] = {
     "tcf_header": "tcf.header", "tcf_cookie": "tcf.cookie", "tls": "tls", "admin_tls": "admin.tls",
     "auth_fail_limit": "limits.auth_failures_per_minute", "workers": "workers", "environment": "environment",
     "log_format": "log.format", "log_level": "log.level",
+    **{f"consent_{k}": f"consent.{k}" for k in ("connect_timeout", "query_timeout", "acquire_timeout", "pool_size",
+                                                 "circuit_failures", "retry_interval", "ack_timeout", "lease")},
     "client_limits": "limits.request_* (deadlines and sizes of client requests), limits.keep_alive_timeout",
     "trusted_proxies": "trusted_proxies",
 }
@@ -269,7 +296,7 @@ class _Reader:
 
 TOP_KEYS = (
     "listen", "mode", "upstreams", "policy", "consent", "audit", "keys", "admin", "limits", "tcf",
-    "tls", "workers", "environment", "log", "trusted_proxies",
+    "tls", "workers", "environment", "log", "discovery", "trusted_proxies",
 )
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -280,6 +307,68 @@ def listeners_clash(a: Listen, b: Listen) -> bool:
     wildcard address (0.0.0.0, ::) that covers the other."""
     wildcard = ("0.0.0.0", "::", "")
     return a.port == b.port and a.port != 0 and (a.host == b.host or a.host in wildcard or b.host in wildcard)
+
+
+CONSENT_KEYS = (
+    "url", "cache_ttl", "cache_size", "connect_timeout", "query_timeout", "acquire_timeout", "pool_size",
+    "circuit_failures", "retry_interval", "ack_timeout", "lease",
+)
+
+
+def _consent_tuning(r: _Reader, consent: Mapping[str, Any]) -> dict[str, Any]:
+    """The `consent:` keys besides url and cache, as Config fields (`consent_<key>`)."""
+    out: dict[str, Any] = {}
+    for key in ("connect_timeout", "query_timeout", "acquire_timeout", "retry_interval", "ack_timeout", "lease"):
+        if key in consent:
+            out[f"consent_{key}"] = r.num(consent[key], f"consent.{key}")
+    for key in ("pool_size", "circuit_failures"):
+        if key in consent:
+            out[f"consent_{key}"] = r.int_(consent[key], f"consent.{key}")
+    return out
+DISCOVERY_KEYS = ("enabled", "routes", "sample", "state", "flush_seconds", "max_paths", "array_items", "max_values",
+                  "phone_regions")
+
+
+def _discovery(r: _Reader, value: Any, base: Path) -> DiscoveryConfig | None:
+    """`discovery: on`, or a mapping (`enabled` defaults to true when the mapping is given)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return DiscoveryConfig(state=str(base / "veil-data" / "discovery.json"))
+    m = r.mapping(value, "discovery")
+    r.known(m, "discovery", DISCOVERY_KEYS)
+    enabled = m.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise r.fail("discovery.enabled", "must be true or false")
+    if not enabled:
+        return None
+    routes = m.get("routes", [])
+    if not isinstance(routes, list):
+        raise r.fail("discovery.routes", 'must be a list of "METHOD /template"')
+    for i, item in enumerate(routes):
+        text = r.str_(item, f"discovery.routes[{i}]")
+        method, _, tpl = text.partition(" ")
+        if method not in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD") or not tpl.startswith("/"):
+            raise r.fail(f"discovery.routes[{i}]", 'must be "METHOD /template", as in the policy')
+    sample = m.get("sample", DiscoveryConfig.sample)
+    if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0.0 < sample <= 1.0:
+        raise r.fail("discovery.sample", "must be a number in (0, 1]")
+    state = m.get("state", "veil-data/discovery.json")
+    if state is not None:
+        state = r.str_(state, "discovery.state")
+        if not Path(state).is_absolute():
+            state = str(base / state)
+    regions = m.get("phone_regions", ["US", "GB", "DE", "FR"])
+    if not isinstance(regions, list) or not all(isinstance(x, str) and len(x) == 2 and x.isalpha() for x in regions):
+        raise r.fail("discovery.phone_regions", "must be a list of two-letter region codes (US, DE, ...)")
+    return DiscoveryConfig(
+        routes=tuple(str(x) for x in routes), sample=float(sample), state=state,
+        flush_seconds=r.num(m.get("flush_seconds", 30.0), "discovery.flush_seconds"),
+        max_paths=r.int_(m.get("max_paths", 512), "discovery.max_paths"),
+        array_items=r.int_(m.get("array_items", 20), "discovery.array_items"),
+        max_values=r.int_(m.get("max_values", 2000), "discovery.max_values", lo=0),
+        phone_regions=tuple(x.upper() for x in regions),
+    )
 
 
 # limits.<key> → ClientLimits field
@@ -379,7 +468,7 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
     policy_paths = tuple(str(base / r.str_(p, f"policy.paths[{i}]")) for i, p in enumerate(paths))
 
     consent = r.mapping(top.get("consent"), "consent")
-    r.known(consent, "consent", ("url", "cache_ttl", "cache_size"))
+    r.known(consent, "consent", CONSENT_KEYS)
     consent_url = consent_url_given = r.str_(consent.get("url", Config.consent_url), "consent.url")
     scheme = consent_url.split(":", 1)[0]
     if scheme not in ("sqlite", "postgresql", "postgres"):
@@ -443,6 +532,7 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
         consent_url=consent_url,
         consent_cache_ttl=r.num(consent.get("cache_ttl", 2.0), "consent.cache_ttl"),
         consent_cache_size=r.int_(consent.get("cache_size", 100_000), "consent.cache_size"),
+        **_consent_tuning(r, consent),
         audit_path=audit_path,
         audit_flush_ms=r.num(audit.get("flush_ms", 0.0), "audit.flush_ms", lo=-1e-9),
         audit_checkpoint_every=r.int_(audit.get("checkpoint_every", 1000), "audit.checkpoint_every"),
@@ -466,6 +556,7 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
         log_format=log_format,
         log_level=log_level,
         consent_url_given=consent_url_given,
+        discovery=_discovery(r, top.get("discovery"), base),
     )
 
 

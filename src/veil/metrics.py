@@ -271,3 +271,21 @@ class Tally:
 
 
 tally = Tally()
+
+# -- consent store availability and propagation (issue 21) ---------------------------------------------
+consent_circuit_open = Gauge(
+    "veil_consent_circuit_open", "1 while the consent store's circuit is open (requests needing consent fail at once).",
+    registry=REGISTRY, multiprocess_mode="max",
+)
+consent_circuit_trips_total = Counter(
+    "veil_consent_circuit_trips_total", "Times the consent store's circuit opened.", registry=REGISTRY,
+)
+consent_propagation_seconds = Histogram(
+    "veil_consent_propagation_duration_seconds",
+    "From a consent write's commit to the acknowledgement of every worker and live replica (or the wait's end).",
+    buckets=CONSENT_BUCKETS, registry=REGISTRY,
+)
+consent_propagation_incomplete_total = Counter(
+    "veil_consent_propagation_incomplete_total",
+    "Consent writes answered before every worker and live replica acknowledged (HTTP 202).", registry=REGISTRY,
+)

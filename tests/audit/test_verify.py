@@ -199,3 +199,64 @@ async def test_second_chain_failure_is_reported(tmp_path: Path, ring: KeyRing) -
     write(p, read(p)[:-1])
     result = verify([tmp_path], ring)
     assert (result.problem, result.first_bad) == ("truncated", (p, 7))
+
+
+async def test_an_incomplete_last_line_is_a_torn_write_not_tampering(tmp_path: Path, ring: KeyRing) -> None:
+    """A crash in the middle of a write leaves part of a record with no newline at the end of the
+    active file: verify says so (ok, with where to cut) rather than calling it malformed."""
+    path = await write_log(tmp_path / "decisions.log", ring, 3)
+    size = path.stat().st_size
+    partial = resign(read(path)[-1], ring.current, seq=6)[:57]
+    with open(path, "ab") as f:
+        f.write(partial)
+    result = verify([path], ring)
+    assert result.ok and result.records == 5 and result.problem is None
+    (torn,) = result.torn_tails
+    assert (torn.file, torn.line, torn.bytes, torn.offset) == (path, 6, 57, size)
+    assert result.render() == (
+        f"ok: 5 records in 1 files\nnote: {path}:6: incomplete last line (57 bytes, no newline): a write cut "
+        f"short by a crash, never acknowledged; `veil serve` cuts it off when it next starts "
+        f"(offline: truncate -s {size} {path})")
+    # the offline repair the note gives
+    with open(path, "r+b") as f:
+        f.truncate(torn.offset)
+    assert verify([path], ring).torn_tails == ()
+
+
+async def test_a_complete_record_without_its_newline_is_torn_too(tmp_path: Path, ring: KeyRing) -> None:
+    path = await write_log(tmp_path / "decisions.log", ring, 3)
+    whole = resign(read(path)[-1], ring.current, seq=6, prev="x")
+    with open(path, "ab") as f:
+        f.write(whole.rstrip(b"\n"))  # written but for the newline: still never acknowledged
+    result = verify([path], ring)
+    assert result.ok and len(result.torn_tails) == 1 and result.records == 5
+
+
+async def test_a_malformed_line_in_the_middle_is_tampering(tmp_path: Path, ring: KeyRing) -> None:
+    path = await write_log(tmp_path / "decisions.log", ring, 3)
+    lines = read(path)
+    lines[2] = lines[2][:40] + b"\n"  # a record cut short, with lines after it
+    write(path, lines)
+    result = verify([path], ring)
+    assert (result.ok, result.problem, result.first_bad) == (False, "malformed", (path, 3))
+    assert "changed after it was written" in result.message
+
+
+async def test_a_torn_looking_tail_the_head_vouches_for_is_truncation(tmp_path: Path, ring: KeyRing) -> None:
+    """The head file says the last record was complete on disk: cutting it short is not a crash."""
+    path = await write_log(tmp_path / "decisions.log", ring, 3)
+    data = path.read_bytes()
+    path.write_bytes(data[:-30])  # the final checkpoint, which the head names, loses its end
+    result = verify([path], ring)
+    assert (result.ok, result.problem) == (False, "truncated")
+
+
+async def test_a_torn_line_in_a_rotated_segment_is_malformed(tmp_path: Path, ring: KeyRing) -> None:
+    path = await write_log(tmp_path / "decisions.log", ring, 30, max_bytes=2000)
+    segments = sorted(tmp_path.glob("decisions.log.*[0-9]"))
+    assert segments
+    data = segments[0].read_bytes()
+    segments[0].write_bytes(data[:-10])
+    result = verify([path], ring)
+    assert (result.ok, result.problem, result.first_bad[0] if result.first_bad else None) == (
+        False, "malformed", segments[0])

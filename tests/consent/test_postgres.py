@@ -1,12 +1,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -113,8 +110,9 @@ async def test_notify_invalidates_other_replicas_cache(pg_store: PgFactory, hash
     cache = CachedConsentStore(reader, ttl=3600, maxsize=100)
     await writer.record([ev("alice")])
     assert (await cache.current(["alice"], ["k"]))[("alice", "k")].status is Status.GIVEN
+    await wait_for(lambda: hasher("alice") in seen)  # the grant's own notification
     await writer.record([ev("alice", Action.WITHDRAWN, T0 + timedelta(minutes=1))])
-    await wait_for(lambda: hasher("alice") in seen)
+    await wait_for(lambda: seen.count(hasher("alice")) == 2)
     assert (await cache.current(["alice"], ["k"]))[("alice", "k")].status is Status.WITHDRAWN
 
 
@@ -129,44 +127,3 @@ async def test_closed_store(pg_store: PgFactory) -> None:
     assert await store.ping() is False
     with pytest.raises(ConsentUnavailable):
         await store.current(["a"], ["k"])
-
-
-def _pg_ctl(action: str) -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[0]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
-        check=True, capture_output=True, timeout=60,
-    )
-
-
-def _pg_ready() -> bool:
-    return subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"], check=False).returncode == 0
-
-
-@pytest.mark.slow
-async def test_outage_and_recovery(pg_store: PgFactory, hasher: SubjectHasher) -> None:
-    if not Path("/etc/postgresql").is_dir() or os.geteuid() != 0:
-        pytest.skip("needs a local pg_ctlcluster cluster and root")
-    store = await pg_store(listen=True)
-    seen: list[str] = []
-    store.on_change(seen.append)
-    await store.record([ev("alice")])
-    try:
-        await asyncio.to_thread(_pg_ctl, "stop")
-        with pytest.raises(ConsentUnavailable):
-            await store.current(["alice"], ["k"])
-        assert await store.ping() is False
-        await wait_for(lambda: not store.listening)
-    finally:
-        await asyncio.to_thread(_pg_ctl, "start")
-    deadline = time.monotonic() + 30
-    while not _pg_ready() and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-    await wait_for(lambda: store.listening, timeout=30)  # the listener reconnected by itself
-    assert "*" in seen  # and told the caches that they may have missed changes
-    assert await store.ping()
-    assert (await store.current(["alice"], ["k"]))[("alice", "k")].status is Status.GIVEN
-    seen.clear()
-    other = await pg_store(listen=False)
-    await other.record([ev("alice", Action.WITHDRAWN, T0 + timedelta(hours=1))])
-    await wait_for(lambda: hasher("alice") in seen)

@@ -53,10 +53,14 @@ CONTRACT: dict[str, tuple[str, ...]] = {
     "process_start_time_seconds": (),
     "process_open_fds": (),
     "process_max_fds": (),
+    "veil_consent_circuit_open": (),
+    "veil_consent_circuit_trips_total": (),
+    "veil_consent_propagation_duration_seconds": (),
+    "veil_consent_propagation_incomplete_total": (),
 }
 HISTOGRAMS = (
     "veil_consent_store_lookup_duration_seconds", "veil_overhead_duration_seconds",
-    "veil_upstream_request_duration_seconds",
+    "veil_upstream_request_duration_seconds", "veil_consent_propagation_duration_seconds",
 )
 TARGET_LABELS = ("instance", "job")  # added by Prometheus at scrape time
 KNOWN_VALUES = {
@@ -153,7 +157,7 @@ def test_registry_matches_the_documented_metrics() -> None:
 def test_histograms_follow_the_naming_convention_and_alert_thresholds_are_bucket_bounds() -> None:
     assert all(h.endswith("_duration_seconds") for h in HISTOGRAMS)
     buckets = {h._name: h._upper_bounds for h in (metrics.overhead_seconds, metrics.upstream_latency,
-                                                  metrics.consent_store_latency)}
+                                                  metrics.consent_store_latency, metrics.consent_propagation_seconds)}
     assert set(buckets) == set(HISTOGRAMS)
     alerts = {r["alert"]: r["expr"] for r in rules_of(ALERTS)}
     for alert, metric in (("VeilOverheadOverBudget", "veil_overhead_duration_seconds"),

@@ -123,8 +123,16 @@ class Veil:
         )
         assert r.status_code == 201, r.text
 
+    def read_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens['read']}"} if "read" in self.tokens else {}
+
     def metrics(self) -> str:
-        return self.client.get(f"{self.admin}/metrics").text
+        return self.client.get(f"{self.admin}/metrics", headers=self.read_headers()).text
+
+    def readyz(self, *, details: bool = False, **params: str) -> httpx.Response:
+        """/readyz as a probe sees it, or with the read token (details)."""
+        headers = self.read_headers() if details else {}
+        return self.client.get(f"{self.admin}/readyz", params=params, headers=headers)
 
     def stop(self) -> str:
         self.client.close()
@@ -141,7 +149,7 @@ def write_keys(directory: Path) -> dict[str, str]:
     return keys
 
 
-def write_tokens(directory: Path) -> tuple[dict[str, str], dict[str, str]]:
+def write_tokens(directory: Path, *, read: bool = False) -> tuple[dict[str, str], dict[str, str]]:
     tokens, refs = {}, {}
     for scope in ("read", "consent", "audit", "reload"):
         tok = f"{scope}-" + secrets.token_hex(16)
@@ -149,8 +157,9 @@ def write_tokens(directory: Path) -> tuple[dict[str, str], dict[str, str]]:
         p.write_text(tok)
         p.chmod(0o600)
         tokens[scope], refs[scope] = tok, f"file:{p}"
-    tokens.pop("read")
-    refs.pop("read")  # metrics stay open in tests unless a test configures a read token
+    if not read:  # metrics stay open in tests unless a test asks for a read token
+        tokens.pop("read")
+        refs.pop("read")
     return tokens, refs
 
 
@@ -169,12 +178,13 @@ def base_config(directory: Path, upstream_url: str, policy_dir: Path, token_refs
 
 
 def start_veil(directory: Path, upstream_url: str, *, policy_src: Path = POLICIES,
-               overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Veil:
+               overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+               read_token: bool = False, wait: str = "/healthz", ready_timeout: float = 20.0) -> Veil:
     directory.mkdir(parents=True, exist_ok=True)
     policy_dir = directory / "policies"
     if not policy_dir.exists():
         shutil.copytree(policy_src, policy_dir, ignore=shutil.ignore_patterns("tests", "*.yaml", "*.md"))
-    tokens, refs = write_tokens(directory)
+    tokens, refs = write_tokens(directory, read=read_token)
     pport, aport = free_port(), free_port()
     cfg = base_config(directory, upstream_url, policy_dir, refs, pport, aport)
     for k, v in (overrides or {}).items():
@@ -187,7 +197,11 @@ def start_veil(directory: Path, upstream_url: str, *, policy_src: Path = POLICIE
     proc = spawn([sys.executable, "-m", "veil", "serve", "--config", str(config_path)],
                  directory / "veil.log", env={**os.environ, **(env or {})})
     admin = f"http://127.0.0.1:{aport}"
-    wait_http(admin + "/healthz", proc=proc)
+    try:
+        wait_http(admin + wait, timeout=ready_timeout, proc=proc)
+    except BaseException:
+        stop(proc)  # a veil that did not come up must not outlive the test
+        raise
     return Veil(f"http://127.0.0.1:{pport}", admin, directory, config_path, proc, tokens, policy_dir)
 
 

@@ -44,7 +44,8 @@ def admin(tmp_path_factory: pytest.TempPathFactory, demo_upstream: Upstream) -> 
     read.write_text("read-" + "ab" * 16)
     read.chmod(0o600)
     v = start_veil(d, demo_upstream.url, overrides={"admin": {"tokens": {
-        **{s: f"file:{d / f'{s}.token'}" for s in ("consent", "audit", "reload")}, "read": f"file:{read}"}}})
+        **{s: f"file:{d / f'{s}.token'}" for s in ("consent", "audit", "reload")}, "read": f"file:{read}"}},
+        "discovery": {"state": str(d / "discovery.json")}})
     v.tokens["read"] = read.read_text()
     v.consent("c-000001", "personalization", notice_version=3)
     yield v
@@ -172,7 +173,12 @@ def test_not_json_and_a_valid_record(admin: Veil) -> None:
     assert r.status_code == 400 and r.json()["detail"] == "body: is not valid JSON"
     ok = post(admin, {"key": "personalization", "action": "withdrawn", "source": "preference-center",
                       "notice_version": 3, "expires_at": "2099-01-01", "purposes": ["personalize.recommendations"]})
-    assert ok.status_code == 201 and ok.json() == {"recorded": True, "key": "personalization", "action": "withdrawn"}
+    assert ok.status_code == 201, ok.text
+    body = ok.json()
+    assert {k: body[k] for k in ("recorded", "key", "action")} == {
+        "recorded": True, "key": "personalization", "action": "withdrawn"}
+    assert body["propagation"]["complete"] is True and body["propagation"]["pending"] == []
+    assert ok.headers["veil-consent-effective-by"] == body["propagation"]["effective_by"]
     got = admin.client.get(f"{admin.admin}/consent/c-000002", headers=auth(admin, "consent")).json()
     [event] = got["history"]
     assert event["source"] == "preference-center" and event["method"] == "api" and event["notice_version"] == 3

@@ -65,7 +65,7 @@ def errors(v: Veil) -> float:
 
 @pytest.fixture(scope="module")
 def reload_veil(tmp_path_factory: pytest.TempPathFactory, demo_upstream: Upstream) -> Iterator[Veil]:
-    v = start_veil(tmp_path_factory.mktemp("reload") / "veil", demo_upstream.url)
+    v = start_veil(tmp_path_factory.mktemp("reload") / "veil", demo_upstream.url, read_token=True)
     yield v
     v.stop()
 
@@ -92,7 +92,7 @@ def test_edit_is_picked_up_by_the_watcher(reload_veil: Veil, routes: Path) -> No
     assert after.json()["phone"].count("*") == len(after.json()["phone"]) - 2
     assert took < 3.0, f"picked up after {took:.2f}s"
     print(f"\nwatcher: edit picked up after {took:.2f}s")
-    ready = reload_veil.client.get(f"{reload_veil.admin}/readyz").json()
+    (ready,) = reload_veil.readyz(details=True).json()["workers"]
     assert ready["policy_version"] == after.headers["veil-policy"] and ready["policy_error"] is None
     scrape = reload_veil.metrics()
     assert sample(scrape, "veil_policy_info", version=after.headers["veil-policy"]) == 1
@@ -118,9 +118,15 @@ def test_bad_policy_keeps_the_last_good_one(reload_veil: Veil, routes: Path, dam
     assert r.status_code == 422, r.text
     assert r.json()["ok"] is False and r.json()["version"] == version and r.json()["error"]
     assert errors(reload_veil) >= errors_before + 1
-    ready = reload_veil.client.get(f"{reload_veil.admin}/readyz")
+    ready = reload_veil.readyz()
     assert ready.status_code == 200  # still serving: the last good policy is active
-    assert ready.json()["policy_error"] and ready.json()["policy_version"] == version
+    # a probe sees the status only: no file path, no policy source (issue 21)
+    assert ready.json() == {"status": "ready", "reasons": [], "mode": "enforce"}
+    assert str(reload_veil.policy_dir) not in ready.text
+    (details,) = reload_veil.readyz(details=True).json()["workers"]  # the read token shows why
+    assert details["policy_error"] and details["policy_version"] == version
+    if damage != "routes_deleted":  # diagnostics name the file (that one says no route is left)
+        assert str(reload_veil.policy_dir) in details["policy_error"]
     still = ship(reload_veil)
     assert still.status_code == 200 and still.headers["veil-policy"] == version
     assert still.content == good.content

@@ -4,6 +4,7 @@ adds up all of them, SIGHUP and POST /reload reach every worker, each worker wri
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -95,3 +96,45 @@ def test_two_workers_share_ports_metrics_and_verify(workers_veil: Veil) -> None:
                           "--key", f"file:{v.dir / 'audit.key'}"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
     print(f"\nworkers: {per_worker} requests per worker; verify: {run.stdout.strip()}")
+
+
+def worker_pids(v: Veil) -> list[int]:
+    """The supervisor's worker processes (not multiprocessing's resource tracker)."""
+    out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(v.proc.pid)], capture_output=True,
+                         text=True)
+    return sorted(int(line.split()[0]) for line in out.stdout.splitlines() if "spawn_main" in line)
+
+
+def test_readiness_answers_for_every_worker(tmp_path: Path, demo_upstream: Upstream) -> None:
+    """/readyz on any worker reports the whole veil: a worker that cannot answer (stopped with
+    SIGSTOP) makes it not ready, whichever worker takes the probe; details need the read token."""
+    v = start_veil(tmp_path / "veil", demo_upstream.url, overrides={"workers": 2}, read_token=True,
+                   wait="/readyz", ready_timeout=60.0)
+    try:
+        assert v.readyz().json() == {"status": "ready", "reasons": [], "mode": "enforce"}
+        details = v.readyz(details=True).json()
+        assert [w["worker"] for w in details["workers"]] == ["w0", "w1"]
+        assert all(w["answered"] and w["checks"]["consent_store"] for w in details["workers"])
+        assert v.client.get(f"{v.admin}/readyz", headers={"Authorization": "Bearer nope"}).status_code == 403
+        pids = worker_pids(v)
+        assert len(pids) == 2
+        os.kill(pids[0], signal.SIGSTOP)
+        try:
+            answers = []
+            with httpx.Client(timeout=2.0, limits=httpx.Limits(max_keepalive_connections=0)) as c:
+                while len(answers) < 3:  # connections the kernel gives the stopped worker time out
+                    try:
+                        answers.append(c.get(f"{v.admin}/readyz"))
+                    except httpx.TimeoutException:
+                        continue
+            for r in answers:
+                assert r.status_code == 503 and r.json() == {
+                    "status": "not_ready", "reasons": ["worker_unavailable"], "mode": "enforce"}, r.text
+        finally:
+            os.kill(pids[0], signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while v.readyz().status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        v.stop()

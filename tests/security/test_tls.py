@@ -26,7 +26,7 @@ def test_tls_on_both_listeners(tls_veil: Callable[..., TLSVeil], pki: Pki) -> No
                  verify=pki.client(), admin_tls=True, proxy_tls=True)
     c = v.client()
     assert v.url.startswith("https://") and v.admin.startswith("https://")
-    assert c.get(v.admin + "/readyz").json()["ready"] is True
+    assert c.get(v.admin + "/readyz").json()["status"] == "ready"
     r = c.get(v.url + PROFILE, headers={"Veil-Key": "demo-storefront-key", "Veil-Purpose": REC})
     assert r.status_code == 403 and r.json()["reason"] == "consent_missing"
     with pytest.raises(httpx.HTTPError):  # plain HTTP to a TLS listener gets no answer

@@ -12,6 +12,15 @@ Problems, each reported at the first bad line (file, 1-based line):
     truncated      the head file (or, without one, the lack of a final checkpoint) says records are missing
                    at the end; reported at the line after the last one
 
+A malformed line in the middle of a chain is damage or tampering: veil never leaves one there.
+
+An **incomplete last line** (the active file does not end in a newline) is what a crash in the middle of
+a write leaves behind. It is not a failure: the record was never acknowledged (its response waits for
+the whole line), so nothing that was decided is missing. The result is ok and carries `torn_tail`
+(file, line, bytes, the offset to cut at); `veil serve` cuts it off when it next starts and notes
+`discarded_bytes` in its start record. The head file still applies: if it names a record that is not
+complete on disk, that is `truncated` (records cut off the end), not a torn write.
+
 A path may be a log file (its whole chain is verified: rotated segments and active file), a directory
 (every chain in it) or a glob. Chains are verified independently; the first failing one is reported.
 """
@@ -47,6 +56,24 @@ Visitor = Callable[[dict[str, Any], Path, int], None]
 
 
 @dataclass(frozen=True)
+class TornTail:
+    """An incomplete last line of a chain's active file: a write cut short by a crash."""
+
+    file: Path
+    line: int
+    bytes: int
+    offset: int  # the file's size without it: where `veil serve` cuts at its next start
+
+    def render(self) -> str:
+        return (f"{self.file}:{self.line}: incomplete last line ({self.bytes} bytes, no newline): a write cut "
+                f"short by a crash, never acknowledged; `veil serve` cuts it off when it next starts "
+                f"(offline: truncate -s {self.offset} {self.file})")
+
+    def to_json(self) -> dict[str, object]:
+        return {"file": str(self.file), "line": self.line, "bytes": self.bytes, "offset": self.offset}
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     ok: bool
     records: int
@@ -55,10 +82,12 @@ class VerifyResult:
     first_bad: tuple[Path, int] | None = None
     problem: str | None = None
     message: str = ""
+    torn_tails: tuple[TornTail, ...] = ()
 
     def render(self) -> str:
         if self.ok:
-            return f"ok: {self.records} records in {self.files} files"
+            torn = "".join(f"\nnote: {t.render()}" for t in self.torn_tails)
+            return f"ok: {self.records} records in {self.files} files{torn}"
         where = f"{self.first_bad[0]}:{self.first_bad[1]}" if self.first_bad else "?"
         return f"FAILED at {where}: {self.problem}: {self.message}"
 
@@ -107,16 +136,20 @@ def verify(
     (archived logs); by default a missing head file counts as `truncated`.
     """
     records = files = 0
+    torn: list[TornTail] = []
     actives = find_chains(paths)
     for active in actives:
         chain = chain_files(active)
         files += len(chain)
         try:
-            records += _verify_chain(active, chain, ring, require_head, visit)
+            count, tail = _verify_chain(active, chain, ring, require_head, visit)
         except _Bad as bad:
             return VerifyResult(False, records, files, len(actives), (bad.file, bad.line), bad.problem,
                                 bad.message)
-    return VerifyResult(True, records, files, len(actives))
+        records += count
+        if tail is not None:
+            torn.append(tail)
+    return VerifyResult(True, records, files, len(actives), torn_tails=tuple(torn))
 
 
 class _Lines:
@@ -152,7 +185,8 @@ def _parse(raw: bytes, path: Path, line: int) -> dict[str, Any]:
     try:
         rec = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise _Bad("malformed", path, line, "not valid JSON") from None
+        raise _Bad("malformed", path, line, "not valid JSON (a complete line: changed after it was written; "
+                   "a crash only ever leaves an incomplete last line)") from None
     if not isinstance(rec, dict):
         raise _Bad("malformed", path, line, "not a JSON object")
     seq = rec.get("seq")
@@ -179,7 +213,7 @@ def _key(ring: KeyRing, kid: str) -> bytes | None:
 
 def _verify_chain(
     active: Path, files: list[Path], ring: KeyRing, require_head: bool, visit: Visitor | None
-) -> int:
+) -> tuple[int, TornTail | None]:
     hpath = head_path(active)
     try:
         head = read_head(hpath)
@@ -189,7 +223,14 @@ def _verify_chain(
     last_pos: tuple[Path, int] = (files[0] if files else active, 0)
     count = 0
     lines = _Lines(files)
+    torn: TornTail | None = None
     for path, n, raw in lines:
+        if not raw.endswith(b"\n"):  # only ever the last line of a file
+            if path == active:
+                torn = TornTail(path, n, len(raw), path.stat().st_size - len(raw))
+                break
+            raise _Bad("malformed", path, n, "a rotated segment ends in an incomplete line (segments are "
+                       "closed with a complete checkpoint; a crash can only tear the active file)")
         rec = _parse(raw, path, n)
         seq, kid, mac = rec["seq"], rec["kid"], rec["mac"]
         key = _key(ring, kid)
@@ -225,4 +266,4 @@ def _verify_chain(
         raise _Bad("truncated", *end, f"no head file {hpath.name}: cannot rule out records cut off the end")
     elif last_kind != "checkpoint":
         raise _Bad("truncated", *end, "the chain does not end in a checkpoint")
-    return count
+    return count, torn

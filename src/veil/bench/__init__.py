@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 Headers = tuple[tuple[str, str], ...]
-VEIL_VARIANTS = ("enforce_small", "enforce_small_fsync", "enforce_list", "report_only")
+VEIL_VARIANTS = ("enforce_small", "enforce_small_fsync", "enforce_list", "report_only", "report_only_discovery")
 
 
 @dataclass(frozen=True)
@@ -133,11 +133,14 @@ _VEIL_ROWS = (
     ("veil_enforce_small_fsync", "3b", "veil enforce (profile), fsync always", "1 KB", "enforce_small_fsync"),
     ("veil_enforce_list", "4", "veil enforce list, per-item consent", "1 MB", "enforce_list"),
     ("veil_report_only", "5", "veil report-only (profile)", "1 KB", "report_only"),
+    ("veil_report_only_discovery", "5b", "veil report-only + discovery (every response)", "1 KB",
+     "report_only_discovery"),
 )
 
 
 def veil_scenarios(factory: VeilScenarioFactory | None, skipped: str | None = None) -> list[Scenario]:
-    """Rows 3-5 (3b: row 3 with `audit.fsync: always`); with no factory they are listed as skipped
+    """Rows 3-5 (3b: row 3 with `audit.fsync: always`; 5b: row 5 with discovery examining every
+    response, `discovery.sample: 1.0`); with no factory they are listed as skipped
     with the reason given."""
     return [
         Scenario(key, label, title, body, _veil(factory, variant) if factory else None,

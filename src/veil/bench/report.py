@@ -19,6 +19,7 @@ RATIOS: dict[str, tuple[str, str]] = {
     "enforce_small_vs_passthrough": ("veil_enforce_small", "passthrough"),
     "enforce_list_vs_parse_only": ("veil_enforce_list", "parse_only_list"),
     "report_only_vs_passthrough": ("veil_report_only", "passthrough"),
+    "discovery_vs_report_only": ("veil_report_only_discovery", "veil_report_only"),
     "enforce_small_fsync_always_vs_passthrough": ("veil_enforce_small_fsync", "passthrough"),
     "passthrough_vs_direct": ("passthrough", "upstream_direct"),
     "httpx_vs_aiohttp_passthrough": ("passthrough_httpx", "passthrough"),

@@ -1,6 +1,6 @@
 """The veil rows of `veil bench`: a veil.yaml, the example policies, keys and seeded consent for each
 variant (enforce a 1 KB profile, with the default decision-log durability and with `audit.fsync:
-always`; enforce a 1 MB list with per-item consent; report-only)."""
+always`; enforce a 1 MB list with per-item consent; report-only, without and with discovery)."""
 
 from __future__ import annotations
 
@@ -29,13 +29,16 @@ def factory(case: VeilCase) -> VeilSetup:
         keys[name] = f"file:{p}"
     cfg = {
         "listen": {"proxy": f"127.0.0.1:{case.proxy_port}", "admin": f"127.0.0.1:{case.admin_port}"},
-        "mode": "report-only" if case.variant == "report_only" else "enforce",
+        "mode": "report-only" if case.variant.startswith("report_only") else "enforce",
         "upstreams": {"bench": {"url": case.upstream_url, "pool_size": 64}},
         "policy": {"paths": [str(policies_dir())], "watch": False},
         "consent": {"url": f"sqlite:///{d / 'consent.db'}", "cache_ttl": 30.0},
         "audit": {"path": str(d / "audit" / "decisions.log"),
                   **({"fsync": "always"} if case.variant == "enforce_small_fsync" else {})},
         "keys": keys,
+        # every response examined (the worst case: production would sample)
+        **({"discovery": {"sample": 1.0, "state": str(d / "discovery.json")}}
+           if case.variant == "report_only_discovery" else {}),
     }
     path = d / "veil.yaml"
     path.write_text(yaml.safe_dump(cfg))

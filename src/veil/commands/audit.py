@@ -80,7 +80,8 @@ def _verify(logs: list[str], ring: KeyRing, args: argparse.Namespace) -> int:
     if args.json:
         out = {"ok": result.ok, "records": result.records, "files": result.files, "chains": result.chains,
                "problem": result.problem, "message": result.message,
-               "first_bad": [str(result.first_bad[0]), result.first_bad[1]] if result.first_bad else None}
+               "first_bad": [str(result.first_bad[0]), result.first_bad[1]] if result.first_bad else None,
+               "torn_tails": [t.to_json() for t in result.torn_tails]}
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     else:
         print(result.render())

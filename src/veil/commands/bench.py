@@ -1,8 +1,8 @@
 """`veil bench`: measure veil next to its practical limits, on loopback, and print a table.
 
 Rows: 1 upstream direct, 2 bare pass-through (aiohttp), 2b the same with httpx, 3-5 veil (enforce a
-profile, 3b the same with `audit.fsync: always`, enforce a list with per-item consent, report-only),
-6 parse-only proxy. The veil rows need
+profile, 3b the same with `audit.fsync: always`, enforce a list with per-item consent, report-only,
+5b report-only with discovery examining every response), 6 parse-only proxy. The veil rows need
 `veil serve` and a veil scenario factory (`--veil-factory MODULE:CALLABLE`, see veil.bench.VeilCase);
 without them they are skipped with a note. Exit 0 when every row that ran succeeded, 1 otherwise.
 """

@@ -1,6 +1,9 @@
 """`veil check PATH...`: load a policy set and print every diagnostic (errors and warnings), sorted by
 location, with the source line, a caret and hints; then a summary line.
 
+With a schema (`schema "openapi.yaml"` in the policy, or `--schema FILE`), field paths are also
+checked against the API's response schemas (veil.schema.check).
+
 Exit 0 when there is no error (warnings allowed; `--strict` makes warnings fail), 1 on errors, 2 on usage.
 
 `--format json` prints one JSON object instead, for editors and CI: {"ok", "errors", "warnings",
@@ -17,7 +20,6 @@ from typing import Any
 import orjson
 
 from veil.errors import Diagnostic, Diagnostics
-from veil.policy.load import load_policy
 
 
 def register(subparsers: Any) -> None:
@@ -28,12 +30,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="policy files or directories (*.veil)")
     parser.add_argument("--strict", action="store_true", help="warnings fail the check too")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    parser.add_argument("--schema", action="append", default=[], metavar="FILE",
+                        help="an OpenAPI document of the API (repeatable; adds to the policy's `schema` lines)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from veil.schema.check import load_checked
+
     try:
-        policy = load_policy(args.paths)
+        policy, _schemas = load_checked(args.paths, extra_schemas=args.schema)
     except Diagnostics as exc:
         found = exc
         files = len(exc.sources)

@@ -6,6 +6,7 @@
     veil consent show     --subject ID [--proof] [--json]
     veil consent import   FILE [--format csv|jsonl] [--resume | --restart]
     veil consent migrate
+    veil consent hash     --subject ID|-     (the store hash and key id, for a system writing the store)
     veil consent rekey    --ids FILE [--batch-size N] [--quiet]   (needs --config: the key ring)
     veil consent rekey    --status [--json]
 
@@ -70,6 +71,9 @@ def register(subparsers: Any) -> None:
     imp.add_argument("--quiet", action="store_true", help="no progress lines")
     mig = sub.add_parser("migrate", help="create or upgrade the store's schema")
     _common(mig)
+    hs = sub.add_parser("hash", help="a subject's store hash and key id (for writing the store directly)")
+    _common(hs)
+    hs.add_argument("--subject", required=True, help="the subject id ('-' reads it from standard input)")
     rk = sub.add_parser("rekey", help="move rows to the current store key, or count rows per key")
     _common(rk)
     what = rk.add_mutually_exclusive_group(required=True)
@@ -99,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         print("veil consent rekey --ids: pass --config veil.yaml (it needs the whole keys.store ring)",
               file=sys.stderr)
         return 2
+    if command == "hash":
+        return _hash(args)
     keyless = command == "migrate" or (command == "rekey" and args.status)
     if not args.config and not (args.store and (args.store_key or keyless)):
         print("veil consent: pass --config veil.yaml, or --store URL --store-key env:NAME", file=sys.stderr)
@@ -133,6 +139,24 @@ def _target(args: argparse.Namespace) -> tuple[str, SubjectHasher]:
     else:  # migrate and rekey --status need no key: they never hash a subject
         ring = KeyRing.single(b"\0" * 32, key_id="")
     return str(args.store), SubjectHasher(ring)
+
+
+def _hash(args: argparse.Namespace) -> int:
+    """Print `<hash> <key id>`: what another system writes as subject_hash and key_id, and NOTIFYs
+    (docs/deploy.md, "Writing consent from another system"). No store is opened."""
+    if args.config:
+        hasher = SubjectHasher(load_config(args.config).keyring("store"))
+    elif args.store_key:
+        hasher = SubjectHasher(KeyRing.single(load_secret(args.store_key, what="--store-key")))
+    else:
+        print("veil consent hash: pass --config veil.yaml or --store-key env:NAME", file=sys.stderr)
+        return 2
+    subject = sys.stdin.readline().rstrip("\r\n") if args.subject == "-" else args.subject
+    if not subject:
+        print("veil consent hash: the subject id is empty", file=sys.stderr)
+        return 2
+    print(f"{hasher(subject)} {hasher.key_id}")
+    return 0
 
 
 def _when(text: str, what: str) -> datetime:

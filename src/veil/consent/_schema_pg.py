@@ -3,7 +3,7 @@
 Migrations run in order inside one transaction holding `pg_advisory_xact_lock`, so replicas may all
 call `migrate()` at start-up. Applied versions are rows of `veil_schema_version`. Version 2 adds
 `key_id` to both tables: the id of the store key that produced `subject_hash` (NULL for rows written
-before it existed, or by an outside writer that does not set it).
+before it existed, or by an outside writer that does not set it). Version 3 adds `veil_members`.
 """
 
 from __future__ import annotations
@@ -59,6 +59,21 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         """
         ALTER TABLE {s}.consent_events ADD COLUMN key_id text;
         ALTER TABLE {s}.consent_current ADD COLUMN key_id text;
+        """,
+    ),
+    (
+        3,
+        # the processes serving from a cache, for writes that wait for their acknowledgement
+        # (veil.consent.pg_peers): a heartbeat moves seen_at every lease / 3 seconds
+        """
+        CREATE TABLE {s}.veil_members (
+            member_id  text             PRIMARY KEY,
+            name       text             NOT NULL,
+            cache_ttl  double precision NOT NULL,
+            lease      double precision NOT NULL,
+            started_at timestamptz      NOT NULL DEFAULT now(),
+            seen_at    timestamptz      NOT NULL DEFAULT now()
+        );
         """,
     ),
 )

@@ -6,6 +6,10 @@ recently used beyond `maxsize`. Misses of one `current()` call go to the inner s
 through this instance counts from the next request. Other writers are seen after `ttl` seconds, or at
 once when the inner store reports changes (`on_change`, e.g. PostgreSQL LISTEN/NOTIFY).
 
+A store with a lease (`on_lease`, PostgreSQL members: veil.consent.pg_peers) sets `trusted_until`:
+past it, the cache answers nothing from memory (every lookup goes to the store) until the lease is
+renewed, so a process that cannot hear change notifications stops serving what it cached.
+
 `invalidate()` accepts a raw subject id or its store hash (what change notifications carry) under any
 key of the ring (during a key rotation, replicas still writing under the old key notify old hashes);
 `"*"` (ALL_SUBJECTS) drops everything.
@@ -13,6 +17,7 @@ key of the ring (during a key rotation, replicas still writing under the old key
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -51,9 +56,16 @@ class CachedConsentStore:
         self.misses = 0
         self._pending_hits = [0] * len(_STATUSES)
         self._flush_at = 0.0
+        self.trusted_until = math.inf  # monotonic; moved by the store's lease, if it has one
         on_change: Any = getattr(inner, "on_change", None)
         if callable(on_change):
             on_change(self.invalidate)
+        on_lease: Any = getattr(inner, "on_lease", None)
+        if callable(on_lease):
+            on_lease(self._set_lease)
+
+    def _set_lease(self, until: float) -> None:
+        self.trusted_until = until
 
     async def current(
         self, subjects: Sequence[str], keys: Sequence[str]
@@ -63,6 +75,9 @@ class CachedConsentStore:
         pending = self._pending_hits
         out: dict[tuple[str, str], ConsentState] = {}
         missing: list[str] = []
+        if now >= self.trusted_until:  # the lease lapsed: nothing cached may answer
+            await self._fill(distinct(subjects), keys, out)
+            return out
         for s in subjects:
             for k in keys:
                 pair = (s, k)

@@ -1,25 +1,28 @@
 """The scale-out consent store: PostgreSQL through an asyncpg pool, with cross-replica invalidation.
 
 Every write runs `NOTIFY veil_consent, '<subject_hash>'` in its own transaction. A store opened with
-`listen=True` keeps one extra connection on `LISTEN veil_consent` and hands each payload to the
-callbacks registered with `on_change()` (the cache registers its `invalidate`). After the listener
-reconnects it sends `"*"`: anything may have changed while it was away.
+`listen=True` keeps one extra connection on `LISTEN veil_consent` (veil.consent.pg_peers) and hands
+each payload to the callbacks registered with `on_change()` (the cache registers its `invalidate`).
+After the listener reconnects it sends `"*"`: anything may have changed while it was away. A store
+opened with `member=` (`veil serve`) is also a member: writes wait for its acknowledgement, and its
+cache is trusted only while its lease holds (`on_lease`). `record_tracked()` returns the ticket a
+writer waits on.
 
 Other systems that write these tables must `NOTIFY veil_consent, '<subject_hash>'` too, or accept
-that veil sees their writes only once cache entries expire (the cache TTL, 2 s by default). Such a
-writer appends to `consent_events`, upserts `consent_current` (the newer `at` wins), then, in the
-same transaction, `SELECT pg_notify('veil_consent', $1)` with the subject hash: the first 32 hex
-characters of HMAC-SHA256(store key, b"veil-store-subject\\x00" + subject id as UTF-8), i.e.
-`veil.keys.keyed_hash(key, subject, context="veil-store-subject")` (tests/e2e/test_postgres_replicas.py
-does exactly this). Such a writer should also set `key_id` (both tables) to the id of the store key it
-hashed with, so `veil consent rekey --status` can count its rows; rows without one count as unlabelled.
+that veil sees their writes only once cache entries expire (the cache TTL, 2 s by default). The
+procedure, with a tested example, is in docs/deploy.md ("Writing consent from another system"). Such a
+writer should also set `key_id` (both tables) to the id of the store key it hashed with, so
+`veil consent rekey --status` can count its rows; rows without one count as unlabelled.
 
 Key rotation: `current()` asks for the hashes under every key of the ring in one query; rows found
 under an older key are re-keyed to the current key's hash by one more statement (events and current
 rows in one implicit transaction, with NOTIFY of every hash touched). If that statement fails, the
 answer stands and a later lookup re-keys. At most two round trips per `current()` call.
 
-Pool and listener reconnect by themselves once the server is back; meanwhile every call raises
+Timeouts (`Timeouts`): connecting, each statement, and waiting for a pooled connection; a migration's
+statements get MIGRATE_TIMEOUT. The pool opens connections when they are needed (`min_size=0`), so a
+store can be opened while the server is away (`wait=False`); `ensure()` connects and migrates once it
+answers. Pool and listener reconnect by themselves once the server is back; meanwhile every call raises
 `ConsentUnavailable` and `ping()` returns False. Schema objects live in one schema (`public` unless
 `?schema=NAME` is in the URL or `schema=` is passed).
 """
@@ -31,6 +34,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -54,6 +58,7 @@ from veil.consent._schema import (
     state_of,
     utc,
 )
+from veil.consent.pg_peers import LEAVE, LIVE_MEMBERS, AckTicket, MemberInfo, Peer, PgPeers, Timeouts
 from veil.consent.store import Action, ConsentEvent, ConsentState, SubjectHasher
 from veil.errors import ConsentUnavailable, VeilError
 
@@ -62,6 +67,7 @@ T = TypeVar("T")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _NOTIFY_EACH_MAX = 1000  # a batch touching more subjects than this notifies "*" once
+MIGRATE_TIMEOUT = 60.0  # seconds for each migration statement (DDL; the advisory lock may be held)
 
 
 def split_url(url: str) -> tuple[str, str | None]:
@@ -75,46 +81,69 @@ def split_url(url: str) -> tuple[str, str | None]:
 
 class PostgresConsentStore:
     def __init__(
-        self, pool: Any, dsn: str, hasher: SubjectHasher, schema: str, *, timeout: float
+        self, pool: Any, dsn: str, hasher: SubjectHasher, schema: str, *, timeouts: Timeouts,
+        member: MemberInfo | None = None,
     ) -> None:
         self._pool = pool
         self._dsn = dsn
         self.hasher = hasher
         self.schema = schema
-        self.timeout = timeout
+        self.timeouts = timeouts
         self._s = f'"{schema}"'
         self._callbacks: list[Callable[[str], None]] = []
-        self._listener: asyncio.Task[None] | None = None
-        self._listening = asyncio.Event()
+        self.peers: PgPeers | None = None
+        self.member = member
         self._closed = False
+        self.migrated = False
         self.rekeyed = 0  # older-key hashes re-keyed by lookups (all rows of each)
 
     @classmethod
     async def connect(
         cls, url: str, hasher: SubjectHasher, *, listen: bool = True, schema: str | None = None,
-        timeout: float = 5.0, pool_size: int = 10,
+        timeout: float = 5.0, pool_size: int = 10, timeouts: Timeouts | None = None,
+        member: MemberInfo | None = None, wait: bool = True,
     ) -> PostgresConsentStore:
+        """A store on `url`. With `wait` (the CLI, tests) the server must answer now, else
+        ConsentUnavailable; without (`veil serve`) the store is returned at once and connects when the
+        server answers (`ensure()`). `timeouts` defaults to `timeout` for all three."""
         dsn, url_schema = split_url(url)
         name = schema or url_schema or "public"
         if not _SCHEMA_NAME.match(name):
             raise VeilError("consent store schema must be a lower-case SQL identifier", code="config_invalid")
+        t = timeouts or Timeouts.uniform(timeout)
         try:
+            # min_size=0: creating the pool opens no connection; each acquire connects when it must
             pool = await asyncpg.create_pool(
-                dsn, min_size=1, max_size=pool_size, timeout=timeout, command_timeout=timeout,
+                dsn, min_size=0, max_size=pool_size, timeout=t.connect, command_timeout=t.query,
                 server_settings={"application_name": "veil-consent"},
             )
-        except _FAILURES as exc:
-            raise ConsentUnavailable(f"consent store (postgresql) unreachable: {type(exc).__name__}") from exc
         except ValueError as exc:  # a DSN asyncpg cannot parse
             raise VeilError(
                 "consent store URL is not a valid postgresql:// URL", code="config_invalid"
             ) from exc
-        store = cls(pool, dsn, hasher, name, timeout=timeout)
+        except _FAILURES as exc:
+            raise ConsentUnavailable(f"consent store (postgresql) unreachable: {type(exc).__name__}") from exc
+        store = cls(pool, dsn, hasher, name, timeouts=t, member=member)
         if listen:
-            store._listener = asyncio.create_task(store._listen_forever(), name="veil-consent-listen")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(store._listening.wait(), timeout)
+            store.peers = PgPeers(dsn, name, store._s, t, member, store._emit)
+            store.peers.start()
+        if wait:
+            try:
+                await store._with_conn(lambda conn: conn.fetchval("SELECT 1"))
+            except ConsentUnavailable as exc:
+                await store.close()
+                raise ConsentUnavailable(f"consent store (postgresql) unreachable: {exc}") from exc
+            if store.peers is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(store.peers.listening.wait(), t.connect)
         return store
+
+    async def ensure(self, *, migrate: bool = True) -> None:
+        """Connect (and migrate, once) or raise ConsentUnavailable: the circuit breaker's probe."""
+        if migrate and not self.migrated:
+            await self.migrate()
+        elif not await self.ping():
+            raise ConsentUnavailable("consent store (postgresql) does not answer")
 
     # -- change notifications ----------------------------------------------------------------------
 
@@ -122,9 +151,15 @@ class PostgresConsentStore:
         """Call `callback(subject_hash)` for every change any replica notifies ("*": everything)."""
         self._callbacks.append(callback)
 
+    def on_lease(self, callback: Callable[[float], None]) -> None:
+        """Call `callback(fresh_until)` as this member's lease moves (veil.consent.pg_peers); a store
+        that is no member (no `member=`, or not listening) never limits its cache."""
+        if self.peers is not None and self.member is not None:
+            self.peers.on_lease(callback)
+
     @property
     def listening(self) -> bool:
-        return self._listening.is_set()
+        return self.peers is not None and self.peers.listening.is_set()
 
     def _emit(self, payload: str) -> None:
         for cb in list(self._callbacks):
@@ -132,38 +167,6 @@ class PostgresConsentStore:
                 cb(payload)
             except Exception:
                 log.exception("consent change callback failed")
-
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self._emit(payload)
-
-    async def _listen_forever(self) -> None:
-        backoff, first = 0.1, True
-        while not self._closed:
-            conn: Any = None
-            try:
-                conn = await asyncpg.connect(self._dsn, timeout=self.timeout)
-                lost = asyncio.Event()
-                conn.add_termination_listener(_setter(lost))
-                await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-                self._listening.set()
-                if not first:
-                    self._emit(ALL_SUBJECTS)  # notifications sent while we were away are lost
-                first, backoff = False, 0.1
-                while not lost.is_set():
-                    try:
-                        await asyncio.wait_for(lost.wait(), 5.0)
-                    except TimeoutError:
-                        await conn.execute("SELECT 1", timeout=self.timeout)  # finds dead sockets
-            except _FAILURES:
-                pass
-            finally:
-                self._listening.clear()
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
-            if not first:
-                self._emit(ALL_SUBJECTS)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
 
     # -- plumbing ------------------------------------------------------------------------------------
 
@@ -176,8 +179,14 @@ class PostgresConsentStore:
             raise ConsentUnavailable("consent store is closed")
         for attempt in (1, 2):
             try:
-                async with self._pool.acquire(timeout=self.timeout) as conn:
-                    return await fn(conn)
+                async with self._pool.acquire(timeout=self.timeouts.acquire) as conn:
+                    try:
+                        return await fn(conn)
+                    except TimeoutError:
+                        # no answer within query_timeout: a silent network, most likely. Releasing the
+                        # connection normally would wait again (for the cancel request); drop it.
+                        conn.terminate()
+                        raise
             except asyncpg.UndefinedTableError as exc:
                 raise ConsentUnavailable(
                     "consent store schema is missing: run `veil consent migrate`"
@@ -195,25 +204,30 @@ class PostgresConsentStore:
         """Apply pending migrations (safe to run from many replicas at once); returns the version."""
         target = max(v for v, _ in q.MIGRATIONS)
 
+        wait = MIGRATE_TIMEOUT  # DDL, and the lock another replica's migration may hold
+
         async def run(conn: Any) -> int:
             if await self._version(conn) >= target:
                 return target
             async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_id(self.schema))
-                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._s}")
-                await conn.execute(self._sql(q.VERSION_TABLE))
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_id(self.schema), timeout=wait)
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._s}", timeout=wait)
+                await conn.execute(self._sql(q.VERSION_TABLE), timeout=wait)
                 have = await conn.fetchval(
-                    self._sql("SELECT coalesce(max(version), 0) FROM {s}.veil_schema_version")
+                    self._sql("SELECT coalesce(max(version), 0) FROM {s}.veil_schema_version"), timeout=wait
                 )
                 for version, sql in q.MIGRATIONS:
                     if version > have:
-                        await conn.execute(self._sql(sql))
+                        await conn.execute(self._sql(sql), timeout=wait)
                         await conn.execute(
-                            self._sql("INSERT INTO {s}.veil_schema_version (version) VALUES ($1)"), version
+                            self._sql("INSERT INTO {s}.veil_schema_version (version) VALUES ($1)"), version,
+                            timeout=wait,
                         )
             return target
 
-        return await self._with_conn(run)
+        version = await self._with_conn(run)
+        self.migrated = True
+        return version
 
     async def _version(self, conn: Any) -> int:
         exists = await conn.fetchval("SELECT to_regclass($1)", f"{self._s}.veil_schema_version")
@@ -265,18 +279,44 @@ class PostgresConsentStore:
         return Rekeyed(int(row[0]), int(row[1]))
 
     async def record(self, events: Sequence[ConsentEvent]) -> None:
+        await self.record_tracked(events)
+
+    async def record_tracked(self, events: Sequence[ConsentEvent]) -> AckTicket | None:
+        """Append events (one transaction, with NOTIFY of every subject hash) and, when this store
+        listens, ask every live member to acknowledge: the ticket waits for them (veil.consent.pg_peers).
+        None when nothing was written, or the store is no member (the CLI, tests): it only notifies."""
         if not events:
-            return
+            return None
         rows = [self._row(e) for e in events]
         hashes = distinct([r[1] for r in rows])
         sql = self._sql(q.RECORD)
+        write_id = os.urandom(8).hex()
+        wait = self.peers.expect(write_id) if self.peers is not None and self.member is not None else None
+        members_sql = self._sql(LIVE_MEMBERS)
 
-        async def run(conn: Any) -> None:
+        async def run(conn: Any) -> list[Any]:
             async with conn.transaction():
                 await conn.executemany(sql, rows)
-                await conn.execute(q.NOTIFY, NOTIFY_CHANNEL, hashes)
+                notes = hashes if wait is None else [*hashes, self.peers.ack_request(write_id)]  # type: ignore[union-attr]
+                await conn.execute(q.NOTIFY, NOTIFY_CHANNEL, notes)
+            if wait is None:
+                return []
+            try:  # after the commit: a member counted out here has lost its lease by now
+                return list(await conn.fetch(members_sql))
+            except asyncpg.UndefinedTableError:
+                return []
 
-        await self._with_conn(run)
+        try:
+            live = await self._with_conn(run)
+        except BaseException:
+            if wait is not None:
+                self.peers.forget(write_id)  # type: ignore[union-attr]
+            raise
+        if wait is None or self.peers is None:
+            return None
+        me = self.peers.member_id
+        required = {str(r[0]): Peer(str(r[1]), float(r[2]), float(r[3])) for r in live if r[0] != me}
+        return AckTicket(wait, required, self.peers.forget)
 
     async def history(self, subject: str) -> list[ConsentEvent]:
         return [r.event for r in await self.proof(subject)]
@@ -328,13 +368,16 @@ class PostgresConsentStore:
     async def close(self) -> None:
         if self._closed:
             return
+        if self.peers is not None:
+            await self.peers.stop()
+            if self.member is not None:  # leave at once rather than when the lease runs out
+                with contextlib.suppress(ConsentUnavailable, TimeoutError):
+                    member_id = self.peers.member_id
+                    await asyncio.wait_for(self._with_conn(
+                        lambda conn: conn.execute(self._sql(LEAVE), member_id)), self.timeouts.query * 2)
         self._closed = True
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
         try:
-            await asyncio.wait_for(self._pool.close(), self.timeout)
+            await asyncio.wait_for(self._pool.close(), max(self.timeouts.query, 1.0))
         except (*_FAILURES, asyncio.CancelledError):
             self._pool.terminate()
 
@@ -398,10 +441,6 @@ def _recorded(r: tuple[Any, ...]) -> Recorded:
         event_id=event_id,
     )
     return Recorded(event, rec, int(seq))
-
-
-def _setter(event: asyncio.Event) -> Callable[[object], None]:
-    return lambda _conn: event.set()
 
 
 def _lock_id(schema: str) -> int:

@@ -24,11 +24,10 @@ from veil.errors import VeilError
 from veil.location import Location
 from veil.playground.workspace import Compiled
 from veil.policy.compile import CompiledPolicy
-from veil.policy.decision import REASONS
 from veil.policy.explain import explain_request
 from veil.policy.testing import TestFileError, case_from_dict, load_cases, load_yaml
 from veil.proxy.problem import problem_body
-from veil.reasons import Reason
+from veil.reasons import REASONS, Reason
 from veil.redact.paths import Each, FieldPath, Key
 
 STATES = tuple(s.value for s in Status)  # given, withdrawn, expired, missing

@@ -30,6 +30,16 @@ class Import:
 
 
 @dataclass(frozen=True)
+class SchemaRef:
+    """`schema "openapi.yaml"` (top level: the API's OpenAPI document) or, inside a route, the JSON
+    Schema of its response body (`"customer.json"`, `"api.yaml#/components/schemas/Customer"`).
+    Relative to the file that names it."""
+
+    target: str
+    loc: Location = _loc()
+
+
+@dataclass(frozen=True)
 class Duration:
     amount: int
     unit: str  # days | weeks | months | years (singular accepted)
@@ -202,6 +212,7 @@ class Route:
     mode_loc: Location = _loc()
     # (attribute name, location) in source order, rules as "rule"; layout only (used by `veil fmt`)
     layout: tuple[tuple[str, Location], ...] = field(default=(), compare=False, repr=False)
+    schema: SchemaRef | None = None
 
 
 @dataclass(frozen=True)
@@ -216,5 +227,6 @@ class Module:
     callers: tuple[Caller, ...]
     routes: tuple[Route, ...]
     notices: tuple[Notice, ...] = ()
+    schemas: tuple[SchemaRef, ...] = ()
     comments: tuple[tuple[int, str], ...] = field(default=(), compare=False, repr=False)
     order: tuple[Any, ...] = field(default=(), compare=False, repr=False)  # items in source order

@@ -67,6 +67,7 @@ class _Builder(Transformer[Token, Any]):
             callers=tuple(i for i in items if isinstance(i, ast.Caller)),
             routes=tuple(i for i in items if isinstance(i, ast.Route)),
             notices=tuple(i for i in items if isinstance(i, ast.Notice)),
+            schemas=tuple(i for i in items if isinstance(i, ast.SchemaRef)),
             order=tuple(items),
         )
 
@@ -75,6 +76,9 @@ class _Builder(Transformer[Token, Any]):
 
     def import_(self, meta: Meta, c: list[Token]) -> ast.Import:
         return ast.Import(self._s(c[0]), self._loc(meta))
+
+    def schema_(self, meta: Meta, c: list[Token]) -> ast.SchemaRef:
+        return ast.SchemaRef(self._s(c[0]), self._loc(meta))
 
     # ------------------------------------------------------------ purposes
     def purpose(self, meta: Meta, c: list[Any]) -> ast.Purpose:
@@ -183,7 +187,7 @@ class _Builder(Transformer[Token, Any]):
     # ------------------------------------------------------------ routes
     def route(self, meta: Meta, c: list[Any]) -> ast.Route:
         method, template, attrs = str(c[0]), str(c[1]), c[2:]
-        subject = each = upstream = mode = None
+        subject = each = upstream = mode = schema = None
         subject_loc = mode_loc = ast.NOWHERE
         rules = []
         layout: list[tuple[str, Location]] = []
@@ -199,9 +203,11 @@ class _Builder(Transformer[Token, Any]):
                 upstream = a[1]
             elif a[0] == "mode":
                 mode, mode_loc = a[1], a[2]
+            elif a[0] == "schema":
+                schema = a[1]
         return ast.Route(
             method, template, subject, each, upstream, mode, tuple(rules), self._loc(meta),
-            subject_loc, mode_loc, tuple(layout),
+            subject_loc, mode_loc, tuple(layout), schema,
         )
 
     def r_subject(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
@@ -217,6 +223,10 @@ class _Builder(Transformer[Token, Any]):
 
     def r_mode(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
         return ("mode", str(c[0]), self._loc(meta))
+
+    def r_schema(self, meta: Meta, c: list[Token]) -> tuple[str, Any, Location]:
+        loc = self._loc(meta)
+        return ("schema", ast.SchemaRef(self._s(c[0]), loc), loc)
 
     def rule(self, meta: Meta, c: list[Any]) -> ast.Rule:
         purposes = tuple((str(t), _tok_loc(t, self.file)) for t in c if isinstance(t, Token))

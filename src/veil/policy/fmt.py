@@ -1,10 +1,10 @@
 """Canonical formatting of a policy file, regenerated from its AST (`veil fmt`).
 
 Canonical layout: 2-space indent, one statement or attribute per line, `, ` between list items,
-strings re-escaped JSON-style, a blank line between top-level items (consecutive one-line `category`
-or `import` items stay together), a blank line before each `for` rule that follows something in its
-route. Purpose attributes and rule statements keep their source order; caller attributes are written
-description, key, may, vendor, cert; route attributes subject, each, upstream, mode, then the rules.
+strings re-escaped JSON-style, a blank line between top-level items (consecutive one-line `category`,
+`import` or `schema` items stay together), a blank line before each `for` rule that follows something
+in its route. Purpose attributes and rule statements keep their source order; caller attributes are written
+description, key, may, vendor, cert; route attributes subject, each, upstream, mode, schema, then the rules.
 
 Comments survive: a comment on a line of its own belongs to the next line of code (or to the closing
 `}` of the block it sits in); a comment after code on the same line stays trailing. Formatting is
@@ -26,7 +26,7 @@ from veil.policy.build import build_module
 from veil.policy.syntax import parse_text
 
 INDENT = "  "
-_GROUPED = (ast.Category, ast.Import)  # one-line items that stay together
+_GROUPED = (ast.Category, ast.Import, ast.SchemaRef)  # one-line items that stay together
 
 
 @dataclass
@@ -119,6 +119,8 @@ def _item(item: Any) -> list[_Line]:
         return [_Line(0, f"policy {_str(item.name)}{version}", item.loc.line)]
     if isinstance(item, ast.Import):
         return [_Line(0, f"import {_str(item.target)}", item.loc.line)]
+    if isinstance(item, ast.SchemaRef):
+        return [_Line(0, f"schema {_str(item.target)}", item.loc.line)]
     if isinstance(item, ast.Purpose):
         return _block(f"purpose {item.name}", item.loc, [_Line(1, _attr(a), a.loc.line) for a in item.attrs])
     if isinstance(item, ast.Notice):
@@ -209,6 +211,7 @@ def _route_body(r: ast.Route) -> list[_Line]:
         "each": (f"each {r.each[0].text} subject {r.each[1].text}" if r.each else None),
         "upstream": (f"upstream {r.upstream}" if r.upstream is not None else None),
         "mode": (f"mode {r.mode}" if r.mode is not None else None),
+        "schema": (f"schema {_str(r.schema.target)}" if r.schema is not None else None),
     }
     layout = list(r.layout) or (
         [(n, r.loc) for n, t in singles.items() if t] + [("rule", r.loc)] * len(r.rules)

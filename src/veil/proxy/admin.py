@@ -1,7 +1,10 @@
 """The admin listener (its own port): health, readiness, metrics, consent API, notice, audit report,
-reload, and its own OpenAPI document (admin_openapi.yaml, at /openapi.json; docs/admin-api.md).
-Scoped bearer tokens: `read` (metrics, notice), `consent`, `audit`, `reload`. Health and
-readiness are open (probes). A scope with no configured token is closed, except `read`, which is
+reload, the discovery report, and its own OpenAPI document (admin_openapi.yaml, at /openapi.json;
+docs/admin-api.md). Scoped bearer tokens: `read` (metrics, notice, discovery report, readiness
+details), `consent`, `audit`, `reload`. Health and readiness are open (probes): `/readyz` gives the
+whole veil's status and reason codes only (veil.proxy.readiness); its per-worker details (checks,
+policy version, a rejected policy's error with file names and source) need the read token, and are not
+served when none is configured. A scope with no configured token is closed, except `read`, which is
 open when no read token is configured. Every admin action that reads or changes personal data is
 written to the decision log (who, what, when; the subject as a pseudonym only).
 """
@@ -27,9 +30,11 @@ from starlette.routing import Route
 from veil import __version__, metrics
 from veil.audit.report import pseudonym, pseudonyms
 from veil.consent.importer import parse_row
+from veil.consent.propagate import iso
 from veil.consent.store import ConsentEvent, ConsentState
 from veil.errors import VeilError
 from veil.keys import constant_time_equal
+from veil.proxy.readiness import aggregate, parse_tolerate
 from veil.proxy.runtime import Runtime
 
 log = logging.getLogger("veil.admin")
@@ -177,8 +182,19 @@ def build_admin_app(rt: Runtime) -> Starlette:
         return _json({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        r = rt.readiness()
-        return _json(r, 200 if r["ready"] else 503)
+        try:
+            tolerate = parse_tolerate(request.query_params.getlist("tolerate"))
+        except ValueError as exc:
+            return _problem(400, "request_invalid", str(exc))
+        details = "authorization" in request.headers
+        if details:
+            if "read" not in tokens:
+                return _problem(403, "admin_scope_closed",
+                                "readiness details need a read token; none is configured")
+            if (denied := authorize(request, "read")) is not None:
+                return denied
+        state = aggregate(await rt.readiness_all())
+        return _json(state.detailed_json() if details else state.open_json(), state.http_status(tolerate))
 
     async def metrics_endpoint(request: Request) -> Response:
         if (denied := authorize(request, "read")) is not None:
@@ -214,11 +230,17 @@ def build_admin_app(rt: Runtime) -> Starlette:
         if not isinstance(ev, ConsentEvent):
             return _invalid(ev)
         try:
-            await rt.store.record([ev])
+            done = await rt.record_consent([ev])
         except VeilError:
             return _problem(503, "consent_unavailable", "the consent store is unavailable")
-        await admin_audit(request, f"consent.{ev.action.value}", "consent", subject, {"consent_key": ev.consent_key})
-        return _json({"recorded": True, "key": ev.consent_key, "action": ev.action.value}, 201)
+        await admin_audit(request, f"consent.{ev.action.value}", "consent", subject,
+                          {"consent_key": ev.consent_key, "propagation": "complete" if done.complete else "pending"})
+        # 201: every worker and every live replica has dropped the subject; 202: recorded, and those
+        # named in `pending` honour it by `effective_by` at the latest (docs/deploy.md, "Consistency")
+        resp = _json({"recorded": True, "key": ev.consent_key, "action": ev.action.value,
+                      "propagation": done.to_json()}, 201 if done.complete else 202)
+        resp.headers["Veil-Consent-Effective-By"] = iso(done.effective_by)
+        return resp
 
     async def consent(request: Request) -> Response:
         return await (consent_post(request) if request.method == "POST" else consent_get(request))
@@ -290,6 +312,32 @@ def build_admin_app(rt: Runtime) -> Starlette:
                                               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"}
         return Response(text, media_type=media, headers=headers)
 
+    async def discovery_report(request: Request) -> Response:
+        """What report-only discovery saw (this process, plus its sibling workers' saved counts)."""
+        if (denied := authorize(request, "read")) is not None:
+            return denied
+        if rt.discovery is None:
+            return _problem(404, "discovery_off", "discovery is not enabled (discovery: in veil.yaml)")
+        policy = rt.policy.current
+        fmt = request.query_params.get("format", "json")
+        if fmt not in ("json", "md"):
+            return _invalid([("format", "must be json or md")])
+        if policy is None:
+            return _problem(503, "policy_unavailable", "no valid policy is loaded")
+        try:
+            min_rate = float(request.query_params.get("min_rate", "0.5"))
+        except ValueError:
+            min_rate = -1.0
+        if not 0.0 < min_rate <= 1.0:
+            return _invalid([("min_rate", "must be a number in (0, 1]")])
+        from veil.discovery.report import build_report, markdown, to_json
+
+        state = rt.discovery.snapshot()  # a copy, taken on the event loop
+        reports = await asyncio.to_thread(build_report, policy, state, min_rate=min_rate)
+        if fmt == "md":
+            return Response(markdown(reports, state), media_type="text/markdown; charset=utf-8")
+        return _json({**to_json(reports, state), "policy_version": policy.version, "errors": rt.discovery.errors})
+
     api = openapi_document()
     document = orjson.dumps(api)
     declared = _query_parameters(api)
@@ -328,6 +376,7 @@ def build_admin_app(rt: Runtime) -> Starlette:
         ("/audit/report", audit_report, ["GET"]),
         ("/reload", reload, ["POST"]),
         ("/notice", notice, ["GET"]),
+        ("/discovery/report", discovery_report, ["GET"]),
     ]
     return Starlette(exception_handlers={404: not_found, 405: not_allowed},
                      routes=[Route(path, checked(path, fn), methods=methods) for path, fn, methods in routes])

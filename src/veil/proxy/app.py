@@ -196,6 +196,9 @@ class ProxyApp:
             metrics.tally.inc(metrics.requests(route, purpose, decision, reason))
         metrics.overhead(route).observe(time.perf_counter() - t0 - up_time)
         await send_response(send, answer.status, headers, answer.body, head=method == "HEAD")
+        if self.rt.discovery is not None:  # report-only discovery of personal data (veil.discovery), after sending
+            self.rt.discovery.observe(method, route, purpose if purpose != "-" else None, answer.status,
+                                      answer.headers, answer.body)
 
     async def _block(self, send: Send, method: str, policy: CompiledPolicy, out: Outcome, decision_id: str,
                      t0: float, up_time: float, *, log_it: bool = True) -> None:

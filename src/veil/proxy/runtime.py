@@ -6,19 +6,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from veil import metrics
 from veil.audit.log import AuditLog
 from veil.config import KEY_PATHS, RELOADABLE, Config, FlowSettings, changed_settings, load_config
-from veil.consent.open import open_store
-from veil.consent.store import ConsentStore, SubjectHasher
+from veil.consent.open import ConsentStack, Tuning, open_stack
+from veil.consent.pg_peers import Timeouts, default_member_name
+from veil.consent.propagate import Propagation, record_and_propagate
+from veil.consent.store import ConsentEvent, ConsentStore, SubjectHasher
+from veil.discovery.recorder import Discovery
 from veil.errors import VeilError
 from veil.keys import KeyRing, generate_key
 from veil.proxy.policyholder import PolicyHolder
+from veil.proxy.readiness import WorkerReport
+from veil.proxy.siblings import REPLICA_ENV, Siblings
 from veil.proxy.upstream import ERROR_KINDS, Transport, UpstreamPool
 
 log = logging.getLogger("veil")
@@ -87,6 +94,17 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _discovery(c: Config, chain_id: str) -> Discovery:
+    from veil.discovery.recorder import Settings
+    from veil.redact.reading import decode_content, is_json_type
+
+    d = c.discovery
+    assert d is not None
+    settings = Settings(True, d.routes, d.sample, d.state, d.flush_seconds, d.max_paths, d.array_items,
+                        d.max_values, d.phone_regions, c.max_body_bytes)
+    return Discovery(settings, decode=decode_content, is_json=is_json_type, replica=chain_id)
+
+
 @dataclass
 class Runtime:
     """`transports` replaces the socket client of named upstreams (in-process runs of the whole app);
@@ -97,14 +115,16 @@ class Runtime:
     transports: Mapping[str, Transport] | None = None
     clock: Callable[[], datetime] = _utcnow
     policy: PolicyHolder = field(init=False)
-    store: ConsentStore = field(init=False)
+    store: ConsentStore = field(init=False)  # the cache, in front of the breaker, in front of the store
+    consent: ConsentStack = field(init=False)
+    siblings: Siblings | None = None  # the other workers of this veil (veil serve --workers N)
     audit: AuditLog = field(init=False)
     upstreams: UpstreamPool = field(init=False)
     pseudonym_ring: KeyRing = field(init=False)
     audit_ring: KeyRing = field(init=False)
     limiter: AuthLimiter = field(init=False)
-    store_ok: bool = True
     settings: FlowSettings = field(init=False)  # what the request flow reads of the config (reloadable)
+    discovery: Discovery | None = None  # report-only discovery (veil.discovery); None: off
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -123,17 +143,42 @@ class Runtime:
             flush_interval=c.audit_flush_ms, checkpoint_every=c.audit_checkpoint_every, fsync=c.audit_fsync,
             fsync_interval=c.audit_fsync_interval_ms,
         )
+        if c.discovery is not None:
+            self.discovery = _discovery(c, self.chain_id)
+
+    @property
+    def replica(self) -> str:
+        """This veil's name among the replicas (`host:pid` of the supervisor, or of this process)."""
+        return os.environ.get(REPLICA_ENV) or default_member_name()
+
+    @property
+    def member_name(self) -> str:
+        return f"{self.replica}/{self.chain_id}"
 
     async def start(self) -> None:
         c = self.config
         hasher = SubjectHasher(_ring(c, "store"))
-        self.store = await open_store(c.consent_url, hasher, cache_ttl=c.consent_cache_ttl,
-                                      cache_size=c.consent_cache_size)
+        # the bus first: a worker that holds a cache must already hear its siblings' invalidations
+        self.siblings = Siblings.from_env(self.chain_id, on_invalidate=self._invalidate_hashes,
+                                          on_ready=lambda: self.local_readiness().to_json())
+        if self.siblings is not None:
+            await self.siblings.start()
+        tuning = Tuning(
+            Timeouts(c.consent_connect_timeout, c.consent_query_timeout, c.consent_acquire_timeout),
+            c.consent_pool_size, c.consent_circuit_failures, c.consent_retry_interval, c.consent_lease,
+        )
+        self.consent = await open_stack(c.consent_url, hasher, cache_ttl=c.consent_cache_ttl,
+                                        cache_size=c.consent_cache_size, tuning=tuning,
+                                        member_name=self.member_name)
+        self.store = self.consent.cache
+        metrics.consent_store_up.set(1 if self.store_available else 0)
         await self.upstreams.start()
         try:
             await self.audit.start()
         except VeilError as exc:
             log.error("decision log not writable at start: %s", exc)
+        if self.discovery is not None:
+            await self.discovery.start()
         if c.policy_watch:
             self._tasks.append(asyncio.create_task(self.policy.watch()))
         self._tasks.append(asyncio.create_task(self._probe_store()))
@@ -146,13 +191,28 @@ class Runtime:
             metrics.tally.flush()
 
     async def _probe_store(self) -> None:
+        """Ping through the breaker every second: a failed ping counts toward opening it, so an outage
+        is noticed without traffic. Readiness follows the breaker (`store_available`)."""
         while True:
-            try:
-                self.store_ok = await self.store.ping()
-            except Exception:
-                self.store_ok = False
-            metrics.consent_store_up.set(1 if self.store_ok else 0)
-            await asyncio.sleep(2.0)
+            with contextlib.suppress(Exception):
+                await self.consent.guard.ping()
+            metrics.consent_store_up.set(1 if self.store_available else 0)
+            await asyncio.sleep(1.0)
+
+    @property
+    def store_available(self) -> bool:
+        """False while the consent store's circuit is open (veil.consent.circuit)."""
+        return self.consent.guard.available
+
+    def _invalidate_hashes(self, hashes: list[str]) -> None:
+        for h in hashes:
+            self.consent.cache.invalidate(h)
+
+    async def record_consent(self, events: Sequence[ConsentEvent]) -> Propagation:
+        """Write consent events; answer once every worker and live replica dropped the subjects, or
+        after `consent.ack_timeout` naming those that did not (veil.consent.propagate)."""
+        return await record_and_propagate(self.consent, events, me=self.member_name, replica=self.replica,
+                                          siblings=self.siblings, timeout=self.config.consent_ack_timeout)
 
     async def close(self) -> None:
         for t in self._tasks:
@@ -163,7 +223,11 @@ class Runtime:
         metrics.tally.flush()
         await self.upstreams.close()
         await self.audit.close()
+        if self.discovery is not None:
+            await self.discovery.close()
         await self.store.close()
+        if self.siblings is not None:
+            self.siblings.close()
 
     # ------------------------------------------------------------------ reload
     async def reload(self) -> Reloaded:
@@ -206,17 +270,34 @@ class Runtime:
         mode = self.settings.mode if hasattr(self, "settings") else self.config.mode
         metrics.set_route_modes({r.template: r.mode or mode for r in policy.routes})
 
-    def readiness(self) -> dict[str, object]:
+    def readiness(self) -> dict[str, Any]:
+        """This process's checks (name → ok) and details. Add a check here as one more entry of
+        `checks`; /readyz turns a failed one into a reason code (veil.proxy.readiness)."""
         policy = self.policy.current
-        checks = {
+        checks: dict[str, bool] = {
             "policy": policy is not None,
-            "consent_store": self.store_ok,
+            "consent_store": self.store_available,
             "decision_log": self.audit.healthy,
         }
         return {
-            "ready": all(checks.values()),
             "checks": checks,
-            "policy_version": policy.version if policy else None,
-            "mode": self.settings.mode,
-            "policy_error": self.policy.last_error,
+            # open fields (shown without a token): the effective mode (reloadable)
+            "public": {"mode": self.settings.mode},
+            # details (read token only): may name files and quote policy source
+            "details": {
+                "policy_version": policy.version if policy else None,
+                "policy_error": self.policy.last_error,
+                "consent_circuit": self.consent.guard.circuit.reason or None,
+            },
         }
+
+    def local_readiness(self) -> WorkerReport:
+        return WorkerReport.of(self.chain_id, self.readiness())
+
+    async def readiness_all(self, timeout: float = 0.5) -> list[WorkerReport]:
+        """This worker's report and every sibling's (a sibling that does not answer is not ready)."""
+        reports = [self.local_readiness()]
+        if self.siblings is not None:
+            for name, raw in (await self.siblings.readiness(timeout)).items():
+                reports.append(WorkerReport.from_json(name, raw))
+        return sorted(reports, key=lambda r: r.worker)

@@ -6,6 +6,11 @@ import time, so PROMETHEUS_MULTIPROC_DIR must be set before a worker imports it)
 SO_REUSEPORT and the kernel spreads new connections over the workers. Each worker writes its own
 decision-log chain (`decisions-w0.log`, ...); `/metrics` on any worker aggregates all of them.
 
+The workers of one veil also talk to each other (veil.proxy.siblings): the parent makes a private
+directory for their sockets and names it, the number of workers and the replica's name
+(`host:pid`) in the environment. A consent write waits until every worker dropped the subject; `/readyz`
+on any worker answers for all of them.
+
 The parent only supervises: SIGTERM/SIGINT are forwarded (every worker drains), SIGHUP is forwarded
 (every worker reloads its policy; a worker's admin `POST /reload` asks the parent for that too).
 A worker that dies on its own stops the rest and the parent exits 1, so the orchestrator restarts
@@ -20,6 +25,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -29,6 +35,7 @@ from pathlib import Path
 from types import FrameType
 
 from veil.config import Config
+from veil.proxy.siblings import BUS_ENV, REPLICA_ENV, WORKERS_ENV
 from veil.proxy.supervisor import SUPERVISOR_ENV
 
 log = logging.getLogger("veil.workers")
@@ -87,6 +94,10 @@ def run_workers(config: Config, n: int) -> int:
     os.environ[MULTIPROC_ENV] = str(mdir)  # inherited by the spawned workers
     register_process(mdir, "supervisor")
     os.environ[SUPERVISOR_ENV] = str(os.getpid())
+    bus = Path(tempfile.mkdtemp(prefix="veil-bus-"))  # mode 0700
+    os.environ[BUS_ENV] = str(bus)
+    os.environ[WORKERS_ENV] = str(n)
+    os.environ[REPLICA_ENV] = f"{socket.gethostname()}:{os.getpid()}"
     ctx = multiprocessing.get_context("spawn")
     procs: list[BaseProcess] = []
     stopping = False
@@ -140,3 +151,6 @@ def run_workers(config: Config, n: int) -> int:
                 p.join()
         if created:
             shutil.rmtree(mdir, ignore_errors=True)
+        shutil.rmtree(bus, ignore_errors=True)
+        for name in (BUS_ENV, WORKERS_ENV, REPLICA_ENV):
+            os.environ.pop(name, None)
