@@ -97,12 +97,35 @@ def test_lazy_json_min_bytes(tmp_path: Path, value: Any, expected: int | None) -
     ({"audit": {"ship": {"url": "postgresql://x", "keep_local": "1 fortnight"}}}, "audit.ship.keep_local"),
     ({"audit": {"ship": {"url": "postgresql://x", "batch": 5}}}, "audit.ship.batch"),
     ({"colour": "blue"}, "colour"),
+    # found by tests/fuzz (config): urlsplit and .port raised ValueError
+    ({"upstreams": {"p": {"url": "http://[::1"}}}, "upstreams.p.url"),
+    ({"upstreams": {"p": {"url": "http://h:99999"}}}, "upstreams.p.url"),
+    ({"upstreams": {"p": {"url": "http://x", "pool_timeout": 0}}}, "upstreams.p.pool_timeout"),
+    ({"upstreams": {"p": {"url": "http://x", "total_timeout": "30s"}}}, "upstreams.p.total_timeout"),
+    ({"limits": {"request_header_timeout": -1}}, "limits.request_header_timeout"),
+    ({"limits": {"request_buffer_bytes": 1.5}}, "limits.request_buffer_bytes"),
+    ({"limits": {"request_buffer_bytes": 2048, "max_request_body_bytes": 1024}}, "limits.request_buffer_bytes"),
+    ({"trusted_proxies": "10.0.0.0/8"}, "trusted_proxies"),
+    ({"trusted_proxies": ["10.0.0.0/8", "lb.internal"]}, "trusted_proxies[1]"),
 ])
 def test_errors_name_the_key_path(patch: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({**GOOD, **patch}, file="veil.yaml")
     assert info.value.key == key
     assert str(info.value).startswith(f"veil.yaml: {key}: ")
+
+
+def test_request_path_limits_and_trusted_proxies(tmp_path: Path) -> None:
+    c = parse_config(GOOD, file="veil.yaml", base=tmp_path)
+    lim = c.client_limits
+    assert (lim.header_timeout, lim.keep_alive_timeout, lim.body_timeout, lim.body_idle_timeout) == (10, 5, 30, 10)
+    assert (lim.buffer_bytes, lim.max_body_bytes) == (1024 * 1024, 10 * 1024 * 1024)
+    assert c.trusted_proxies == () and c.upstream(None).pool_timeout == 5.0 and c.upstream(None).total_timeout == 30
+    c = parse_config({**GOOD, "trusted_proxies": ["10.1.2.3/8", "2001:db8::1", "127.0.0.1"],
+                      "limits": {"request_body_timeout": 60, "max_request_body_bytes": 5}}, file="veil.yaml")
+    assert c.trusted_proxies == ("10.0.0.0/8", "2001:db8::1/128", "127.0.0.1/32")
+    assert c.client_limits.body_timeout == 60 and c.client_limits.max_body_bytes == 5
+    assert c.client_limits.buffer_bytes == 5  # the read-ahead buffer never exceeds the body limit
 
 
 def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ a list of `{id, secret}` for rotation: the first is current, the rest still veri
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Mapping
@@ -40,6 +41,20 @@ class Upstream:
     read_timeout: float = 10.0
     pool_size: int = 100
     client: str = "h1"  # h1 (veil.proxy.h1client) or aiohttp
+    pool_timeout: float = 5.0  # waiting for a free connection of the pool → 503 upstream_busy
+    total_timeout: float = 30.0  # the whole exchange: connect, send the request, read the response
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """What veil allows a client connection (see docs/deploy.md, "Slow and broken clients")."""
+
+    header_timeout: float = 10.0  # the request line and headers, from the first byte (or the connection)
+    keep_alive_timeout: float = 5.0  # an idle keep-alive connection between requests
+    body_timeout: float = 30.0  # the whole request body
+    body_idle_timeout: float = 10.0  # between two reads of the request body
+    buffer_bytes: int = 1024 * 1024  # bodies up to this size are read whole before the upstream is called
+    max_body_bytes: int = 10 * 1024 * 1024  # larger request bodies → 413 request_body_too_large
 
 
 @dataclass(frozen=True)
@@ -148,6 +163,8 @@ class Config:
     tls: TLS | None = None
     admin_tls: TLS | None = None
     auth_fail_limit: int = 20  # failed authentications per client address per minute
+    client_limits: ClientLimits = ClientLimits()
+    trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For veil believes (veil.proxy.forwarded)
     workers: int = 1
     environment: str = "development"
     source: str | None = None  # the file it was read from
@@ -161,6 +178,8 @@ class Config:
         return FlowSettings(
             mode=self.mode, max_body_bytes=self.max_body_bytes, max_json_depth=self.max_json_depth,
             lazy_json_min_bytes=self.lazy_json_min_bytes, tcf_header=self.tcf_header, tcf_cookie=self.tcf_cookie,
+            # a body read for its subject is read whole in memory: at most what is read ahead of the upstream
+            max_request_body_bytes=self.client_limits.buffer_bytes,
         )
 
     def upstream(self, name: str | None) -> Upstream:
@@ -194,6 +213,8 @@ KEY_PATHS: dict[str, str] = {
                                                  "circuit_failures", "retry_interval", "ack_timeout", "lease")},
     "audit_retention_days": "audit.retention", "audit_max_retention_days": "audit.max_retention",
     "audit_ship": "audit.ship",
+    "client_limits": "limits.request_* (deadlines and sizes of client requests), limits.keep_alive_timeout",
+    "trusted_proxies": "trusted_proxies",
 }
 # What a reload (SIGHUP, POST /reload) applies to a running veil; any other change needs a restart.
 RELOADABLE = frozenset({"mode", "max_body_bytes", "max_json_depth", "lazy_json_min_bytes", "tcf_header",
@@ -353,7 +374,7 @@ def _audit_ship(r: _Reader, value: Any) -> AuditShip | None:
 
 TOP_KEYS = (
     "listen", "mode", "upstreams", "policy", "consent", "audit", "keys", "admin", "limits", "tcf",
-    "tls", "workers", "environment", "log", "discovery",
+    "tls", "workers", "environment", "log", "discovery", "trusted_proxies",
 )
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -428,6 +449,46 @@ def _discovery(r: _Reader, value: Any, base: Path) -> DiscoveryConfig | None:
     )
 
 
+# limits.<key> → ClientLimits field
+_CLIENT_LIMITS = {
+    "request_header_timeout": "header_timeout", "keep_alive_timeout": "keep_alive_timeout",
+    "request_body_timeout": "body_timeout", "request_body_idle_timeout": "body_idle_timeout",
+    "request_buffer_bytes": "buffer_bytes", "max_request_body_bytes": "max_body_bytes",
+}
+
+
+def _client_limits(r: _Reader, limits: Mapping[str, Any]) -> ClientLimits:
+    values: dict[str, Any] = {}
+    for key, name in _CLIENT_LIMITS.items():
+        if key in limits:
+            if name.endswith("_bytes"):
+                values[name] = r.int_(limits[key], f"limits.{key}")
+            else:
+                values[name] = r.num(limits[key], f"limits.{key}")
+    out = ClientLimits(**values)
+    if out.buffer_bytes > out.max_body_bytes:
+        if "request_buffer_bytes" in limits:
+            raise r.fail("limits.request_buffer_bytes", "must not exceed limits.max_request_body_bytes")
+        out = ClientLimits(**{**values, "buffer_bytes": out.max_body_bytes})
+    return out
+
+
+def _trusted_proxies(r: _Reader, value: Any) -> tuple[str, ...]:
+    """A list of networks (`10.0.0.0/8`, `2001:db8::/32`) or addresses; normalized (`10.0.0.0/8`)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise r.fail("trusted_proxies", "must be a list of networks, for example [10.0.0.0/8]")
+    out = []
+    for i, item in enumerate(value):
+        text = r.str_(item, f"trusted_proxies[{i}]")
+        try:
+            out.append(str(ipaddress.ip_network(text.strip(), strict=False)))
+        except ValueError as exc:
+            raise r.fail(f"trusted_proxies[{i}]", "must be an IP network (10.0.0.0/8) or address") from exc
+    return tuple(out)
+
+
 def parse_config(data: Any, *, file: str | None = None, base: Path | None = None) -> Config:
     r = _Reader(file)
     top = r.mapping(data, "")
@@ -448,12 +509,18 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
     for name, spec in ups_raw.items():
         k = f"upstreams.{name}"
         m = r.mapping(spec, k)
-        r.known(m, k, ("url", "connect_timeout", "read_timeout", "pool_size", "client"))
+        r.known(m, k, ("url", "connect_timeout", "read_timeout", "pool_size", "client", "pool_timeout",
+                       "total_timeout"))
         client = m.get("client", "h1")
         if client not in ("h1", "aiohttp"):
             raise r.fail(f"{k}.client", "must be h1 or aiohttp")
         url = r.str_(m.get("url"), f"{k}.url")
-        parts = urlsplit(url)
+        try:  # an unclosed [IPv6], a port out of range, a host name IDNA cannot encode
+            parts = urlsplit(url)
+            _ = parts.port
+            (parts.hostname or "").encode("idna")
+        except (ValueError, UnicodeError) as exc:
+            raise r.fail(f"{k}.url", "must be an http:// or https:// URL with a host") from exc
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise r.fail(f"{k}.url", "must be an http:// or https:// URL with a host")
         upstreams.append(
@@ -464,6 +531,8 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
                 r.num(m.get("read_timeout", 10.0), f"{k}.read_timeout"),
                 r.int_(m.get("pool_size", 100), f"{k}.pool_size"),
                 client,
+                r.num(m.get("pool_timeout", Upstream.pool_timeout), f"{k}.pool_timeout"),
+                r.num(m.get("total_timeout", Upstream.total_timeout), f"{k}.total_timeout"),
             )
         )
 
@@ -513,7 +582,8 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
     tokens = {s: r.keyspec(v, f"admin.tokens.{s}") for s, v in tokens_raw.items()}
 
     limits = r.mapping(top.get("limits"), "limits")
-    r.known(limits, "limits", ("max_body_bytes", "max_json_depth", "lazy_json_min_bytes", "auth_failures_per_minute"))
+    r.known(limits, "limits", ("max_body_bytes", "max_json_depth", "lazy_json_min_bytes", "auth_failures_per_minute",
+                               *_CLIENT_LIMITS))
     lazy_min = limits.get("lazy_json_min_bytes", Config.lazy_json_min_bytes)
     tcf = r.mapping(top.get("tcf"), "tcf")
     r.known(tcf, "tcf", ("header", "cookie"))
@@ -558,6 +628,8 @@ def parse_config(data: Any, *, file: str | None = None, base: Path | None = None
         max_json_depth=r.int_(limits.get("max_json_depth", Config.max_json_depth), "limits.max_json_depth"),
         lazy_json_min_bytes=None if lazy_min is None else r.int_(lazy_min, "limits.lazy_json_min_bytes"),
         auth_fail_limit=r.int_(limits.get("auth_failures_per_minute", 20), "limits.auth_failures_per_minute"),
+        client_limits=_client_limits(r, limits),
+        trusted_proxies=_trusted_proxies(r, top.get("trusted_proxies")),
         tcf_header=r.optional_str(tcf, "header", "tcf.header", None),
         tcf_cookie=r.optional_str(tcf, "cookie", "tcf.cookie", "euconsent-v2"),
         tls=r.tls(top.get("tls"), "tls"),

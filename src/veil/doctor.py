@@ -55,7 +55,7 @@ def is_loopback(host: str) -> bool:
 def inspect(config: Config) -> list[Finding]:
     found: list[Finding] = []
     for check in (_listeners, _secrets, _tls_files, _consent_store, _audit_dir, _policy, _admin, _mode, _audit,
-                  _tls, _workers, _keys, _file_modes, _upstreams):
+                  _tls, _workers, _keys, _file_modes, _upstreams, _trusted_proxies):
         found.extend(check(config))
     order = {ERROR: 0, WARNING: 1, NOTE: 2}
     return sorted(found, key=lambda f: order[f.severity])
@@ -310,6 +310,17 @@ def _upstreams(c: Config) -> Iterator[Finding]:
             yield Finding("upstream_plaintext", f"upstreams.{u.name}.url",
                           f"plain HTTP to {parts.hostname}: veil trusts the network to the upstream",
                           "use https:// unless that network is private to veil and the upstream", NOTE)
+
+
+def _trusted_proxies(c: Config) -> Iterator[Finding]:
+    """A trusted network that is public (or everything) lets clients there choose their address for
+    the failed-authentication limit and the logs (SECURITY.md, "Client addresses behind a load balancer")."""
+    for i, text in enumerate(c.trusted_proxies):
+        net = ipaddress.ip_network(text)
+        if net.prefixlen == 0 or net.is_global:
+            yield Finding("trusted_proxies_public", f"trusted_proxies[{i}]",
+                          f"{text} is trusted for X-Forwarded-For: clients there can choose their address",
+                          "list only the load balancers' own (private) networks")
 
 
 def _policy(c: Config) -> Iterator[Finding]:

@@ -166,6 +166,13 @@ auth_rate_limited_total = Counter(
     ["listener"], registry=REGISTRY,
 )
 
+client_errors_total = Counter(
+    "veil_client_errors_total",
+    "Client connections cut off by veil's HTTP protocol: a request head too slow (header_timeout) or too "
+    "large (header_too_large), an unread request body too slow (body_discard_timeout).",
+    ["listener", "reason"], registry=REGISTRY,
+)
+
 route_mode = Gauge(
     "veil_route_mode", "1 for the effective mode of each policy route (enforce or report-only; the route's "
     "own `mode`, else the config's).", ["route", "mode"], registry=REGISTRY, multiprocess_mode="max",
@@ -284,6 +291,7 @@ requests = Children(requests_total)
 fields = Children(fields_total)
 overhead = Children(overhead_seconds)
 upstream_seconds = Children(upstream_latency)
+client_errors = Children(client_errors_total)
 
 
 class Tally:

@@ -107,6 +107,25 @@ def test_header_problems(tmp_path: Path) -> None:
     }
 
 
+def test_rows_found_by_fuzzing_are_row_errors(tmp_path: Path) -> None:
+    """tests/fuzz (consent_import): JSON nested deeper than the parser goes raised RecursionError, and
+    a date at the edge of the calendar with an offset raised OverflowError once converted to UTC."""
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "\n")
+    with pytest.raises(ImportInvalid) as info:
+        validate_file(deep, "jsonl")
+    assert [str(e) for e in info.value.errors] == ["line 1: row: not valid JSON"]
+    edge = tmp_path / "edge.csv"
+    edge.write_text("subject,consent_key,action,at,expires_at\n"
+                    "a,k,given,0001-01-01T00:00:00+14:00,\nb,k,given,2024-01-01,9999-12-31T23:59:59-14:00\n")
+    with pytest.raises(ImportInvalid) as info:
+        validate_file(edge, "csv")
+    assert [str(e) for e in info.value.errors] == [
+        "line 2: at: is out of range once converted to UTC",
+        "line 3: expires_at: is out of range once converted to UTC",
+    ]
+
+
 async def test_interrupted_import_resumes(tmp_path: Path, hasher: SubjectHasher) -> None:
     path = write_csv(tmp_path / "in.csv", 35)
     store = SqliteConsentStore(tmp_path / "c.db", hasher)

@@ -56,6 +56,7 @@ CONTRACT: dict[str, tuple[str, ...]] = {
     "veil_audit_pruned_total": ("where",),
     "veil_auth_failures_total": ("listener", "reason"),
     "veil_auth_rate_limited_total": ("listener",),
+    "veil_client_errors_total": ("listener", "reason"),
     # the standard process metrics (multiprocess mode adds a `worker` label: veil._process_metrics)
     "process_cpu_seconds_total": (),
     "process_resident_memory_bytes": (),

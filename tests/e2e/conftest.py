@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from tests.conftest import free_port, require
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ROOT / "policies"
@@ -253,3 +253,60 @@ def veil_factory(tmp_path: Path, demo_upstream: Upstream) -> Iterator[Callable[.
 @pytest.fixture
 def veil(veil_factory: Callable[..., Veil]) -> Veil:
     return veil_factory()
+
+
+# ------------------------------------------------------------------ the request path (issue 15)
+REQUEST_POLICY = Path(__file__).parent / "request_policy"
+# Short deadlines, a small read-ahead buffer (bodies over 4 KB are streamed) and a small pool, so the
+# request-path tests see each limit within a second or two.
+REQUEST_LIMITS = {
+    "request_header_timeout": 1.0, "request_body_idle_timeout": 1.0, "request_body_timeout": 3.0,
+    "request_buffer_bytes": 4096, "max_request_body_bytes": 2_000_000, "keep_alive_timeout": 2.0,
+}
+
+
+def request_upstream(url: str, client: str = "h1", **extra: Any) -> dict[str, Any]:
+    return {"demo": {"url": url, "client": client, "read_timeout": 1.0, "connect_timeout": 1.0,
+                     "total_timeout": 2.5, "pool_size": 4, "pool_timeout": 0.5, **extra}}
+
+
+def start_request_veil(factory: Callable[..., Veil], name: str, upstream_url: str, client: str = "h1", *,
+                       limits: dict[str, Any] | None = None, upstream: dict[str, Any] | None = None,
+                       **overrides: Any) -> Veil:
+    """A veil with request_policy/ in front of `upstream_url`, with REQUEST_LIMITS (and `limits`)."""
+    return factory(name, upstream_url=upstream_url, policy_src=REQUEST_POLICY, overrides={
+        "limits": {**REQUEST_LIMITS, **(limits or {})},
+        "upstreams": request_upstream(upstream_url, client, **(upstream or {})), **overrides})
+
+
+def upstream_log(up: Upstream) -> list[dict[str, Any]]:
+    """What a recording upstream (recording_upstream.py, wsgi_upstream.py) received."""
+    got: list[dict[str, Any]] = httpx.get(up.url + "/_log", timeout=5.0).json()
+    return got
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    up = start_upstream("tests.e2e.recording_upstream", log_dir=tmp_path_factory.mktemp("recording"))
+    yield up
+    stop(up.proc)
+
+
+@pytest.fixture(scope="module")
+def wsgi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    """A real third-party server: tests/e2e/wsgi_upstream.py under gunicorn (sync workers)."""
+    require(shutil.which("gunicorn") is not None or _has_module("gunicorn"), "gunicorn")
+    d = tmp_path_factory.mktemp("wsgi")
+    port = free_port()
+    proc = spawn([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "2", "--chdir", str(ROOT),
+                  "--timeout", "30", "tests.e2e.wsgi_upstream:app"], d / "gunicorn.log",
+                 env={**os.environ, "WSGI_UPSTREAM_LOG": str(d / "processed.jsonl")})
+    wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
+    yield Upstream(f"http://127.0.0.1:{port}", port, proc)
+    stop(proc)
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None

@@ -51,7 +51,13 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "rate_limited": "tests/security/test_access.py",
     "subject_unidentified": "test_subjects.py::test_subject_from_the_response_body",
     "request_body_invalid": "test_subjects.py::test_subject_from_the_request_body",
-    "request_body_too_large": "test_subjects.py::test_subject_from_the_request_body",
+    "request_body_too_large": "test_subjects.py::test_subject_from_the_request_body, "
+                              "test_client_bodies.py::test_too_large_bodies_are_refused",
+    "request_aborted": "test_client_bodies.py::test_cut_off_chunked_body_is_never_completed_towards_the_upstream",
+    "request_timeout": "test_slow_clients.py::test_stalled_clients_do_not_starve_the_others",
+    "upgrade_refused": "test_protocol_edges.py::test_websocket_upgrade_is_refused_with_a_problem",
+    "upstream_busy": "test_slow_clients.py::test_a_full_upstream_pool_answers_503_then_recovers",
+    "upstream_status_invalid": "test_protocol_edges.py::test_a_status_outside_100_599_is_a_502_problem",
     # Not producible by a running proxy:
     "range_not_allowed": "unreachable: Range and If-Range are stripped on enforced routes "
                          "(test_range_is_ignored_on_enforced_routes)",

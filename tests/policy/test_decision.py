@@ -37,3 +37,42 @@ def test_consent_reasons_equal_consent_reason_per_subject(
     want = {s: consent_reason(rule, {k: found[(s, k)] for k in rule.consent_keys if (s, k) in found},  # type: ignore[attr-defined]
                               NOW, gpc=gpc, vendor=vendor) for s in SUBJECTS}
     assert got == want
+
+
+
+def test_upstream_status_rule() -> None:
+    from veil.policy.decision import status_reason
+    from veil.reasons import Reason
+
+    assert [status_reason(s) for s in (200, 201, 204, 299)] == [None] * 4
+    assert [status_reason(s) for s in (300, 302, 304, 399)] == [Reason.UPSTREAM_REDIRECT] * 4
+    assert [status_reason(s) for s in (400, 404, 500, 599)] == [Reason.UPSTREAM_STATUS] * 4
+    assert [status_reason(s) for s in (0, 99, 100, 101, 199, 600, 999)] == [Reason.UPSTREAM_STATUS_INVALID] * 7
+
+
+def test_empty_2xx_responses_have_nothing_to_enforce() -> None:
+    from veil.policy.decision import no_content
+
+    assert all(no_content(s, b"") for s in (200, 201, 202, 203, 204, 205, 206))
+    assert no_content(204, b"anything") and no_content(205, b" ")
+    assert not any(no_content(s, b" ") for s in (200, 201, 202))  # a byte is a body: enforced or refused
+
+
+def test_the_flow_treats_empty_odd_and_upgrade_requests_alike_everywhere() -> None:
+    """`veil test` runs the proxy's flow: empty 2xx pass empty, odd statuses and WebSocket upgrades are
+    refused with their reasons."""
+    from veil.policy.cases import Request, Response
+    from veil.policy.testing import evaluate
+
+    req = Request(method="GET", path="/customers/c-1", caller="warehouse", purposes=("orders.fulfillment",))
+    for status in (200, 201, 202, 204, 205):
+        out = evaluate(POLICY, req, {}, Response(status=status), NOW)
+        assert (out.decision, out.reason, out.status, out.body) == ("allow", "ok", status, None)
+    out = evaluate(POLICY, req, {}, Response(status=201, raw=b" "), NOW)
+    assert (out.decision, out.reason) == ("block", "body_invalid")
+    out = evaluate(POLICY, req, {}, Response(status=600, body={"id": "c-1"}, has_body=True), NOW)
+    assert (out.decision, out.reason, out.status) == ("block", "upstream_status_invalid", 502)
+    ws = Request(method="GET", path="/customers/c-1", caller="warehouse", purposes=("orders.fulfillment",),
+                 headers=(("Connection", "Upgrade"), ("Upgrade", "websocket")))
+    out = evaluate(POLICY, ws, {}, Response(status=200, body={"id": "c-1"}, has_body=True), NOW)
+    assert (out.decision, out.reason, out.status) == ("block", "upgrade_refused", 400)

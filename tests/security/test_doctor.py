@@ -306,6 +306,19 @@ def test_plain_http_upstream_is_a_note(tmp_path: Path) -> None:
     assert [(f.code, f.severity) for f in all_found] == [("upstream_plaintext", NOTE)]
 
 
+@pytest.mark.parametrize("nets,flagged", [
+    (["10.0.0.0/8", "192.168.0.0/16", "127.0.0.1", "fd00::/8"], []),
+    (["0.0.0.0/0"], ["trusted_proxies[0]"]),
+    (["10.0.0.0/8", "203.0.113.0/24", "8.8.8.8"], ["trusted_proxies[2]"]),  # 203.0.113/24 is documentation
+    (["::/0"], ["trusted_proxies[0]"]),
+])
+def test_public_trusted_proxies(tmp_path: Path, nets: list[str], flagged: list[str]) -> None:
+    cfg = clean(tmp_path)
+    cfg["trusted_proxies"] = nets
+    found = [f for f in inspect(parse_config(cfg)) if f.code == "trusted_proxies_public"]
+    assert [f.key for f in found] == flagged and all(f.severity == WARNING for f in found)
+
+
 def test_is_loopback() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("127.1.2.3") and is_loopback("::1")
     assert is_loopback("localhost")

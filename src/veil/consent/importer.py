@@ -163,7 +163,7 @@ def _read_jsonl(f: Any) -> Iterator[tuple[int, Raw | RowError]]:
             continue
         try:
             obj = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             yield line, RowError(line, "row", "not valid JSON")
             continue
         if not isinstance(obj, dict):
@@ -255,6 +255,9 @@ def _when(raw: Raw, column: str, line: int, errors: list[RowError], required: bo
         return utc(datetime.fromisoformat(value))
     except ValueError:
         errors.append(RowError(line, column, "is not an ISO 8601 date or date-time"))
+        return None
+    except OverflowError:  # year 1 or 9999 with an offset that leaves the range once in UTC
+        errors.append(RowError(line, column, "is out of range once converted to UTC"))
         return None
 
 

@@ -23,7 +23,27 @@ if TYPE_CHECKING:
 PURPOSE_RE = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*")
 
 # code → (HTTP status, title): the table of veil.reasons.Reason (kept here for older imports)
-__all__ = ["REASONS", "Admitted", "Blocked", "Reason", "admit", "consent_reason", "consent_reasons"]
+__all__ = ["REASONS", "Admitted", "Blocked", "Reason", "admit", "consent_reason", "consent_reasons", "no_content",
+           "status_reason"]
+
+
+def status_reason(status: int) -> Reason | None:
+    """What an upstream status means before its body is read: None for 2xx (the body is enforced),
+    else the reason of the block. 1xx interim responses never get here (the upstream client skips
+    them); a status veil cannot relay (outside 200-599, 101 included) is `upstream_status_invalid`."""
+    if not 200 <= status <= 599:
+        return Reason.UPSTREAM_STATUS_INVALID
+    if status < 300:
+        return None
+    return Reason.UPSTREAM_REDIRECT if status < 400 else Reason.UPSTREAM_STATUS
+
+
+def no_content(status: int, body: bytes) -> bool:
+    """Whether a 2xx response has nothing to enforce, and so passes with an empty body (decision allow,
+    nothing disclosed): 204 and 205 never carry a body; any other 2xx (200, 201, 202, 203, ...) whose
+    body is zero bytes, whatever its content type says (an empty 201 Created with a Location, an empty
+    202 Accepted). A body of one byte or more is enforced as JSON, or refused."""
+    return status in (204, 205) or not body
 
 
 @dataclass(frozen=True, slots=True)

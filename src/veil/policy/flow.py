@@ -35,7 +35,7 @@ from veil.consent import signals
 from veil.consent.store import ConsentState
 from veil.errors import PathInvalid, Refusal, UpstreamFailure, VeilError
 from veil.policy.compile import CompiledPolicy, CompiledRoute, CompiledRule
-from veil.policy.decision import Admitted, Blocked, admit, consent_reason, consent_reasons
+from veil.policy.decision import Admitted, Blocked, admit, consent_reason, consent_reasons, no_content, status_reason
 from veil.policy.normalize import normalize_path
 from veil.reasons import Reason
 from veil.redact.categories import CategoryIndex, Pairs, Walker, merge
@@ -212,7 +212,7 @@ async def decide(policy: CompiledPolicy, req: RequestFacts, exchange: Exchange, 
     keys: list[str] = []
     purposes: list[str] = []
     gpc_values: list[str] = []
-    override = False
+    override = upgrade = False
     size = 0
     for name, value in req.headers:
         size += len(name) + len(value)
@@ -224,6 +224,8 @@ async def decide(policy: CompiledPolicy, req: RequestFacts, exchange: Exchange, 
             gpc_values.append(value.decode("latin-1"))
         elif name in OVERRIDE:
             override = True
+        elif name == b"upgrade" and b"websocket" in value.lower():
+            upgrade = True  # veil enforces HTTP responses only; other offers (h2c) are ignored as HTTP allows
     # Protocol hygiene is enforced whatever the mode: these requests never reach the upstream.
     if size > settings.max_header_bytes:
         return out.block(Reason.HEADERS_TOO_LARGE)
@@ -233,6 +235,8 @@ async def decide(policy: CompiledPolicy, req: RequestFacts, exchange: Exchange, 
         return out.block(Reason.PATH_INVALID, exc.detail)
     if override:
         return out.block(Reason.METHOD_OVERRIDE)
+    if upgrade:
+        return out.block(Reason.UPGRADE_REFUSED)
     # 1-3 admit
     admitted = admit(policy, req.method, out.path, keys, purposes, cert_subject=req.cert_subject)
     if isinstance(admitted, Admitted):
@@ -384,19 +388,19 @@ async def _evaluate(out: Outcome, req: RequestFacts, consent: ConsentSource, set
     """What the policy makes of the upstream answer: fills `out` (its body, or the reason it refuses)."""
     ad, answer = out.admitted, out.answer
     assert ad is not None and answer is not None
-    if 300 <= answer.status < 400:
-        out.block(Reason.UPSTREAM_REDIRECT)
-        return
-    if answer.status >= 400:
-        out.block(Reason.UPSTREAM_STATUS, f"the upstream answered {answer.status}")
+    why = status_reason(answer.status)  # 3xx, 4xx/5xx, or a status veil cannot relay
+    if why is not None:
+        out.block(why, f"the upstream answered {answer.status}" if why is Reason.UPSTREAM_STATUS else None)
         return
     hdrs = {k.lower(): v for k, v in answer.headers}
     rule = ad.rule
     plan = rule.plan
     route = ad.route
     try:
+        if no_content(answer.status, answer.body):  # an empty 2xx discloses nothing: it passes empty
+            return
         body = decode_content(answer.body, hdrs.get("content-encoding"), settings.max_body_bytes)
-        if (not body.strip() and answer.status == 204) or (not body and answer.status in (200, 204)):
+        if not body:  # an encoded empty body is empty too
             return
         lazy_min = settings.lazy_json_min_bytes
         lazy = (not explain and lazy_min is not None and len(body) >= lazy_min and route.reads_lazily

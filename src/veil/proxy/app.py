@@ -24,10 +24,11 @@ from veil.logs import where
 from veil.policy.compile import CompiledPolicy
 from veil.policy.flow import Answer, Forward, Outcome, RequestFacts, decide
 from veil.policy.normalize import normalize_path
-from veil.proxy.asgi import Receive, Scope, Send, lifespan, request_body, send_response
+from veil.proxy.asgi import Receive, ResponseGuard, Scope, Send, lifespan, request_body, send_response
 from veil.proxy.headers import HOP_BY_HOP, VARY, forward_headers, response_headers
 from veil.proxy.problem import problem_body
 from veil.proxy.records import Recorder, count
+from veil.proxy.reqbody import RequestBody, RequestBodyError, declared_length
 from veil.proxy.runtime import Runtime
 from veil.proxy.upstream import UpstreamError
 from veil.reasons import Reason
@@ -52,20 +53,16 @@ class ProxyExchange:
         self.up_time = 0.0
 
     async def request_body(self, limit: int) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            msg = await self.receive()
-            if msg["type"] != "http.request":
-                raise Refusal(Reason.REQUEST_BODY_INVALID, "the request body was cut short")
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise Refusal(Reason.REQUEST_BODY_TOO_LARGE)
-            chunks.append(chunk)
-            more = msg.get("more_body", False)
-        return b"".join(chunks)
+        # issue 15: read under the client deadlines (veil.proxy.reqbody); `limit` is at most the read-ahead
+        limits = self.rt.config.client_limits
+        body = RequestBody(self.receive, limits, declared_length(self.headers))
+        try:
+            ahead = await body.read_ahead()
+        except RequestBodyError as exc:
+            raise Refusal(Reason.of(exc.reason), str(exc)) from exc
+        if not isinstance(ahead, bytes) or len(ahead) > limit:
+            raise Refusal(Reason.REQUEST_BODY_TOO_LARGE)
+        return ahead
 
     async def forward(self, fwd: Forward) -> Answer:
         rt, scope = self.rt, self.scope
@@ -75,14 +72,16 @@ class ProxyExchange:
         headers = forward_headers(scope, self.headers, enforced=fwd.enforced)
         qs = scope.get("query_string", b"")
         target = fwd.path + ("?" + qs.decode("latin-1") if qs else "")
-        body = fwd.body if fwd.body is not None else request_body(scope, self.receive, self.headers)
+        body = fwd.body if fwd.body is not None else request_body(  # issue 15: with the client deadlines
+            scope, self.receive, self.headers, rt.config.client_limits)
         upstream = fwd.route.upstream if fwd.route is not None else None
         t_up = time.perf_counter()
         try:
             resp = await rt.upstreams.request(upstream, "GET" if method == "HEAD" else method, target, headers,
                                               body, rt.settings.max_body_bytes)
         except UpstreamError as exc:
-            metrics.upstream_errors_total.labels(rt.upstreams.name(upstream), exc.kind).inc()
+            if exc.kind != "client":  # issue 15: a client's cut-off or slow body is not an upstream error
+                metrics.upstream_errors_total.labels(rt.upstreams.name(upstream), exc.kind).inc()
             raise
         self.up_time = time.perf_counter() - t_up
         metrics.upstream_seconds(rt.upstreams.name(upstream)).observe(self.up_time)
@@ -104,12 +103,14 @@ class ProxyApp:
         t0 = time.perf_counter()
         decision_id = os.urandom(12).hex()
         policy = self.rt.policy.current
+        guard = ResponseGuard(send)  # issue 15: knows whether a response has started
         try:
-            await self._handle(scope, receive, send, policy, decision_id, t0)
+            await self._handle(scope, receive, guard, policy, decision_id, t0)
         except Exception as exc:  # the last line of defence: never a stack trace, never data
             # An exception's message may quote a value from the request or the body: log where, not what.
             log.error("internal error (decision %s): %s", decision_id, where(exc), extra={"decision_id": decision_id})
-            await self._problem(send, Reason.INTERNAL_ERROR, decision_id, policy)
+            if not guard.started:  # issue 15: never a second response; else uvicorn closes the connection
+                await self._problem(guard, Reason.INTERNAL_ERROR, decision_id, policy)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, policy: CompiledPolicy | None,
                       decision_id: str, t0: float) -> None:
@@ -163,7 +164,8 @@ class ProxyApp:
             await self._block(send, method, policy, out, decision_id, t0, up_time, log_it=False)
             return
         headers = response_headers(answer.headers, policy, decision, decision_id)
-        headers.append((b"content-type", b"application/json"))
+        if out.has_body:  # issue 15: an empty response gets no content type
+            headers.append((b"content-type", b"application/json"))
         if out.suppressed:
             headers.append((b"veil-suppressed", str(out.suppressed).encode()))
         if out.filtered:  # list items removed for want of consent (decision filter); docs/headers.md

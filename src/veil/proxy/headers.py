@@ -1,8 +1,12 @@
 """Header policy: what veil forwards to the upstream and what it sends back.
 
 Stripped towards the upstream: hop-by-hop headers (and those `Connection` lists), `Veil-*`, method
-overrides, client-sent `X-Forwarded-*`; on enforced routes also `Range`, validators and
-`Accept-Encoding` (veil asks for identity). Dropped from responses: validators and digests that
+overrides, `Expect` (veil reads the body itself and answers `100 Continue` to the client), client-sent
+forwarding headers (`X-Forwarded-*`, `Forwarded`, and path overrides such as `X-Original-URL`) and
+client-address headers (`X-Real-IP`, `True-Client-IP`, ...); on enforced routes also `Range`,
+validators and `Accept-Encoding` (veil asks for identity). veil sets `X-Forwarded-For`,
+`X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Real-IP` itself (veil.proxy.forwarded says which
+client address that is behind trusted proxies). Dropped from responses: validators and digests that
 describe the unredacted body, hop-by-hop headers, and what veil sets itself.
 """
 
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 from veil.policy.compile import CompiledPolicy
 from veil.proxy.asgi import Scope
+from veil.proxy.forwarded import CHAIN, HOST, PROTO
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -27,6 +32,14 @@ DROP_RESPONSE = frozenset({
     "content-digest", "server", "date",
 })
 VARY = b"Veil-Purpose, Veil-Key, Sec-GPC, Cookie"
+# Request headers veil never forwards as received: it sets the forwarding headers itself, and the
+# others would let a client claim an address or a path other than the one veil saw and matched.
+FORWARDING = frozenset({
+    "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-forwarded-prefix",
+    "x-forwarded-server", "x-forwarded-path", "forwarded", "x-original-forwarded-for",
+    "x-real-ip", "true-client-ip", "x-client-ip", "cf-connecting-ip", "fastly-client-ip", "x-cluster-client-ip",
+    "x-original-url", "x-rewrite-url", "expect",
+})
 
 
 def forward_headers(scope: Scope, headers: list[tuple[bytes, bytes]], *, enforced: bool
@@ -48,12 +61,16 @@ def forward_headers(scope: Scope, headers: list[tuple[bytes, bytes]], *, enforce
             continue
         if enforced and n in STRIP_ENFORCED:
             continue
-        if n in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"):
+        if n in FORWARDING:
             continue
         out.append((n, value.decode("latin-1")))
     client = scope.get("client")
-    out.append(("x-forwarded-for", client[0] if client else "unknown"))
-    out.append(("x-forwarded-proto", scope.get("scheme", "http")))
+    address = client[0] if client else "unknown"
+    chain = scope.get(CHAIN)
+    out.append(("x-forwarded-for", ", ".join(chain) if chain else address))
+    out.append(("x-real-ip", address))
+    out.append(("x-forwarded-proto", scope.get(PROTO) or scope.get("scheme", "http")))
+    host = scope.get(HOST) or host
     if host:
         out.append(("x-forwarded-host", host))
     if enforced:
@@ -74,3 +91,4 @@ def response_headers(upstream: list[tuple[str, str]], policy: CompiledPolicy, de
         (b"cache-control", b"private, no-store" if decision == "block" else b"private"),
     ]
     return out
+

@@ -15,10 +15,12 @@ from typing import Any
 import uvicorn
 
 from veil import __version__
-from veil.config import TLS, Config, Listen
+from veil.config import TLS, ClientLimits, Config, Listen
 from veil.listen import bind_both
 from veil.proxy.admin import build_admin_app
 from veil.proxy.app import ProxyApp
+from veil.proxy.forwarded import ForwardedFor, TrustedProxies
+from veil.proxy.h1server import GuardedHTTPProtocol, protocol_class
 from veil.proxy.runtime import Runtime
 from veil.proxy.tlsinfo import TLSInfoProtocol
 
@@ -44,25 +46,34 @@ def tune_gc() -> None:
 def _tls_kwargs(tls: TLS | None) -> dict[str, Any]:
     if tls is None:
         return {}
-    # TLSInfoProtocol puts the verified client certificate's subject into the scope (mutual TLS)
-    kw: dict[str, Any] = {"ssl_certfile": tls.certfile, "ssl_keyfile": tls.keyfile, "http": TLSInfoProtocol}
+    kw: dict[str, Any] = {"ssl_certfile": tls.certfile, "ssl_keyfile": tls.keyfile}
     if tls.client_ca:
         kw["ssl_ca_certs"] = tls.client_ca
         kw["ssl_cert_reqs"] = ssl.CERT_REQUIRED
     return kw
 
 
-def _uvicorn(app: Any, listen: Listen, tls: TLS | None, *, reuse_port: bool = False) -> _Server:
-    kw = {"http": "auto", **_tls_kwargs(tls)}
+def _uvicorn(app: Any, listen: Listen, tls: TLS | None, limits: ClientLimits, listener: str) -> _Server:
+    # veil's protocol: uvicorn's httptools protocol with a head deadline and size limit and a bound on
+    # unread bodies (veil.proxy.h1server); with TLS it also puts the verified client certificate's
+    # subject into the scope (mutual TLS, veil.proxy.tlsinfo).
+    base: type[GuardedHTTPProtocol] = TLSInfoProtocol if tls is not None else GuardedHTTPProtocol
     cfg = uvicorn.Config(
         app, host=listen.host, port=listen.port, log_level="warning", access_log=False, lifespan="off",
         loop="auto", server_header=False, date_header=False, timeout_graceful_shutdown=25,
-        limit_max_requests=None, h11_max_incomplete_event_size=16 * 1024,
+        limit_max_requests=None, http=protocol_class(limits, listener, base),
+        ws="none",  # no WebSocket support: the proxy refuses upgrades with a problem (upgrade_refused)
+        timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type]  # uvicorn takes a float
         log_config=None,  # uvicorn's records go through veil's handler (veil.logs: one line, text or JSON)
-        # veil sets X-Forwarded-* itself from the peer address; a client's X-Forwarded-For is not trusted
-        proxy_headers=False, **kw,
+        # X-Forwarded-For is read by veil.proxy.forwarded, from `trusted_proxies` only
+        proxy_headers=False, **_tls_kwargs(tls),
     )
     return _Server(cfg)
+
+
+def _with_forwarded(app: Any, config: Config) -> Any:
+    trusted = TrustedProxies(config.trusted_proxies)
+    return ForwardedFor(app, trusted) if trusted else app
 
 
 async def serve(config: Config, *, chain_id: str = "main", ready: asyncio.Event | None = None,
@@ -78,8 +89,9 @@ async def serve(config: Config, *, chain_id: str = "main", ready: asyncio.Event 
         asock.close()
         raise
     tune_gc()
-    proxy = _uvicorn(ProxyApp(rt), config.proxy, config.tls)
-    admin = _uvicorn(build_admin_app(rt), config.admin, config.admin_tls)
+    limits = config.client_limits
+    proxy = _uvicorn(_with_forwarded(ProxyApp(rt), config), config.proxy, config.tls, limits, "proxy")
+    admin = _uvicorn(_with_forwarded(build_admin_app(rt), config), config.admin, config.admin_tls, limits, "admin")
     loop = asyncio.get_running_loop()
 
     def stop(*_: Any) -> None:

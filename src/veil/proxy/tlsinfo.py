@@ -1,9 +1,10 @@
 """The client certificate of a TLS connection, handed to the app as the ASGI TLS extension.
 
-uvicorn does not put the peer certificate into the scope. `TLSInfoProtocol` is uvicorn's own HTTP
-protocol class (httptools, else h11) with one addition: when a connection is made (asyncio calls
-`connection_made` after the TLS handshake) it reads the verified peer certificate from the transport
-and wraps the app *for that connection* so that every request scope carries
+uvicorn does not put the peer certificate into the scope. `TLSInfoProtocol` is veil's HTTP protocol
+class (uvicorn's httptools protocol with deadlines, veil.proxy.h1server) with one addition: when a
+connection is made (asyncio calls `connection_made` after the TLS handshake) it reads the verified
+peer certificate from the transport and wraps the app *for that connection* so that every request
+scope carries
 
     scope["extensions"]["tls"] = {"client_cert_name": "CN=storefront,O=Acme", "tls_version": ...}
 
@@ -20,7 +21,7 @@ import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from veil.proxy.h1server import GuardedHTTPProtocol
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -81,12 +82,13 @@ class _WithTLS:
         await self.app(scope, receive, send)
 
 
-class TLSInfoProtocol(AutoHTTPProtocol):  # type: ignore[valid-type,misc]
-    """uvicorn's HTTP protocol, with the TLS extension in the scope (see the module docstring)."""
+class TLSInfoProtocol(GuardedHTTPProtocol):
+    """veil's HTTP protocol (veil.proxy.h1server), with the TLS extension in the scope (see the module
+    docstring)."""
 
     app: Any  # set by uvicorn's protocol __init__ (config.loaded_app)
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         ext = tls_extension(transport)
         if ext is not None:
