@@ -6,6 +6,7 @@ restart; `veil discover report/suggest` read the file; the suggested lines pass 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,8 @@ def test_discovery_counts_shapes_and_never_stores_a_value(veil_factory: Callable
     stored = state_file.read_text()
     assert state_file.stat().st_mode & 0o777 == 0o600
     audit = "".join(p.read_text() for p in (v.dir / "audit").glob("decisions.log*"))
+    # MACs, pseudonyms, nonces and decision ids are hex: a 4-digit zip code occurs in them by chance
+    audit, log = (re.sub(r"[0-9a-f]{16,}", "<hex>", text) for text in (audit, log))
     for value in planted:
         assert value not in stored, "a response value reached the discovery state"
         assert value not in log, "a response value reached veil's log"
