@@ -186,3 +186,13 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def seq_of(raw: bytes | str) -> int | None:
+    """The seq of a raw record, None when it has none (for lookahead: never raises)."""
+    try:
+        rec = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    seq = rec.get("seq") if isinstance(rec, dict) else None
+    return seq if isinstance(seq, int) else None

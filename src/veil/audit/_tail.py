@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from veil.audit._chain import chain_files
+from veil.audit._chain import chain_files, seq_of
 from veil.errors import VeilError
 
 CHUNK = 1 << 20
@@ -123,7 +123,7 @@ class ChainReader:
             if not lines:
                 return self._at_end_ok()
             for raw in lines:
-                seq = _seq(raw)
+                seq = seq_of(raw)
                 if seq is not None and seq >= self.next_seq:
                     return seq == self.next_seq
                 self._offset += len(raw) + 1
@@ -140,7 +140,7 @@ class ChainReader:
 
     def _peek_seq(self) -> int | None:
         lines = self._complete_lines(limit=1)
-        return _seq(lines[0]) if lines else None
+        return seq_of(lines[0]) if lines else None
 
     def _complete_lines(self, limit: int = 0, want: int = CHUNK) -> list[bytes]:
         """Complete lines from the current offset (not consumed): about `want` bytes of them (more when
@@ -239,10 +239,3 @@ class ChainReader:
         return total
 
 
-def _seq(raw: bytes) -> int | None:
-    try:
-        rec = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    seq = rec.get("seq") if isinstance(rec, dict) else None
-    return seq if isinstance(seq, int) else None

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from veil.audit._chain import unseal
+from veil.audit._chain import seq_of, unseal
 from veil.audit.store import AuditStore, ChainRow
-from veil.audit.verify import LOOKAHEAD, ChainCheck, ChainProblem, pruned_note, seq_of
+from veil.audit.verify import LOOKAHEAD, ChainCheck, ChainProblem, pruned_note
 from veil.keys import KeyRing
 
 PAGE = 10_000

@@ -52,6 +52,7 @@ from veil.audit._chain import (
     pruned_path,
     read_head,
     read_json,
+    seq_of,
     sign,
     unseal,
 )
@@ -212,16 +213,6 @@ def parse_record(raw: bytes | str, path: Path | str, line: int) -> dict[str, Any
         if not isinstance(rec.get(name), str):
             raise _Bad("malformed", path, line, f"no string {name}")
     return rec
-
-
-def seq_of(raw: bytes | str) -> int | None:
-    """The seq of a raw record, None when it has none (for lookahead: never raises)."""
-    try:
-        rec = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    seq = rec.get("seq") if isinstance(rec, dict) else None
-    return seq if isinstance(seq, int) else None
 
 
 def _key(ring: KeyRing, kid: str) -> bytes | None:

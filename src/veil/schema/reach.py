@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from veil.redact.paths import AnyKey, Deep, FieldPath, Key, _close, format_path, positions, step
-from veil.schema.shape import Shape, element, flatten, key_children, kinds
+from veil.schema.shape import Shape, element, flatten, json_kind, key_children, kinds
 
 OTHER_KEY = "*"  # how a key the schema does not name is written in a location template
 
@@ -199,7 +199,7 @@ def misfits(roots: Sequence[Shape], doc: object, *, limit: int = 5) -> list[str]
     while stack and len(out) < limit:
         node, shapes, where = stack.pop()
         allowed = kinds_at(shapes)
-        kind = _kind(node)
+        kind = json_kind(node)
         if kind not in allowed and not (kind == "integer" and "number" in allowed):
             msg = f"{template_of(where)}: {'an' if kind[0] in 'aeiou' else 'a'} {kind} where the schema has " \
                   f"{'/'.join(sorted(allowed)) or 'nothing'}"
@@ -224,15 +224,3 @@ def misfits(roots: Sequence[Shape], doc: object, *, limit: int = 5) -> list[str]
     return out
 
 
-def _kind(v: object) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, int):
-        return "integer"
-    if isinstance(v, float):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    return "array" if isinstance(v, list) else "object"

@@ -258,7 +258,7 @@ class Builder:
         values = [schema["const"]] if "const" in schema else schema.get("enum") if isinstance(
             schema.get("enum"), list) else None
         if not found and values:
-            found |= {_json_kind(v) for v in values}
+            found |= {json_kind(v) for v in values}
         if schema.get("nullable") is True:
             found.add("null")
         if "integer" in found:
@@ -278,7 +278,8 @@ def _esc(name: Any) -> str:
     return str(name).replace("~", "~0").replace("/", "~1")
 
 
-def _json_kind(v: Any) -> str:
+def json_kind(v: Any) -> str:
+    """The JSON Schema type name of a parsed JSON value."""
     if v is None:
         return "null"
     if isinstance(v, bool):
