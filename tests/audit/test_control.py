@@ -68,6 +68,12 @@ async def test_ships_bounds_and_prunes(tmp_path: Path, ring: KeyRing, store_url:
             break
         await asyncio.sleep(0.05)
     assert control.refusal is None and log.held is None and control.readiness() == {"decision_log_backlog": True}
+    # the refusal lifts once the backlog is under its bound, before all of it is shipped: wait for the rest
+    for _ in range(400):
+        if control.shipper.shipped_seq >= log.seq:
+            break
+        await asyncio.sleep(0.05)
+    assert control.shipper.shipped_seq == log.seq
 
     # retention: shipped local segments go; the store drops partitions older than the period
     assert segments(log.path)
