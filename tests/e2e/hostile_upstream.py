@@ -7,7 +7,6 @@ stalls, lying encodings). `/echo/<id>` answers with the request headers it recei
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gzip
 import json
@@ -131,15 +130,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         writer.close()
 
 
-async def main(host: str, port: int) -> None:
-    server = await asyncio.start_server(handle, host, port)
-    async with server:
-        await server.serve_forever()
-
-
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=9100)
-    a = ap.parse_args()
-    asyncio.run(main(a.host, a.port))
+    from tests.e2e.raw_server import run
+
+    run(handle)

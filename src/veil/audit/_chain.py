@@ -153,13 +153,9 @@ def now_iso() -> str:
 
 def read_head(path: Path) -> dict[str, Any] | None:
     """The head file's content, None when there is none. Raises ValueError when it is not valid."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    data = read_json(path)
+    if data is None:
         return None
-    data = orjson.loads(raw)
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
     seq, mac = data.get("seq"), data.get("mac")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0 or not isinstance(mac, str):
         raise ValueError("needs an integer seq and a string mac")
