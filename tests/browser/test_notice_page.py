@@ -106,7 +106,8 @@ def test_german_notice_by_accept_language(browser: Any, served: Veil) -> None:
                  "In den letzten 12 Monaten offengelegte", "aus der geltenden Datenrichtlinie",
                  "Müssen Sie uns Ihre Daten geben?", "Woher Ihre Daten stammen",
                  "Keine dieser Daten stammen aus öffentlich zugänglichen Quellen.",
-                 "Wie die Profilbildung funktioniert", "Wir ordnen Produkte danach", "Was das für Sie bedeutet", "Sie bestimmt, welche Produkte",
+                 "Wie die Profilbildung funktioniert", "Wir ordnen Produkte danach", "Was das für Sie bedeutet",
+                 "Sie bestimmt, welche Produkte",
                  "Automatisierte Entscheidungen", "Wir treffen keine ausschließlich auf einer automatisierten"):
         assert item in text, item
     assert "Do Not Sell or Share My Personal Information" in text  # the CCPA's own wording stays
