@@ -185,6 +185,10 @@ ProcessCollector(registry=REGISTRY)  # process_*: this process (multiprocess mod
 AUTH_FAILURE_REASONS = {"proxy": ("unknown_key", "no_key"), "admin": ("bad_token", "no_token")}
 RATE_LIMITED_LISTENERS = ("proxy",)
 RELOAD_RESULTS = ("ok", "error")
+# veil_client_errors_total: the listeners veil's HTTP protocol serves (veil.proxy.server) and why it cut
+# a connection off (veil.proxy.h1server).
+CLIENT_ERROR_LISTENERS = ("proxy", "admin")
+CLIENT_ERROR_REASONS = ("header_timeout", "header_too_large", "body_discard_timeout")
 
 
 # Why a shipping attempt failed (veil.audit.ship; the store's StoreUnavailable.reason and the shipper's own).
@@ -219,6 +223,9 @@ def init_series(upstreams: Iterable[str], upstream_error_kinds: Iterable[str]) -
             auth_failures_total.labels(listener, reason)
     for listener in RATE_LIMITED_LISTENERS:
         auth_rate_limited_total.labels(listener)
+    for listener in CLIENT_ERROR_LISTENERS:
+        for reason in CLIENT_ERROR_REASONS:
+            client_errors(listener, reason)
 
 
 _routes_with_mode: set[str] = set()

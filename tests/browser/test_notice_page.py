@@ -6,6 +6,7 @@ any screen width."""
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Upstream, Veil, start_upstream, start_veil, stop
+from veil.notice import available, render_notice
+from veil.notice.lang import catalog
+from veil.policy import load_policy
+from veil.policy.notice import REQUIREMENTS
 
 from .conftest import BROKEN_WORDS, PAGE_OVERFLOW, run_axe, serious, shot
 
@@ -60,6 +65,19 @@ def test_english_notice_has_every_required_item(browser: Any, served: Veil) -> N
                  "Our supervisory authority: Berlin Commissioner for Data Protection",
                  "EU-US Data Privacy Framework", "Last updated: 2026-11-01"):
         assert item in text, item
+    # GDPR Art. 13(2)(e) whether data must be provided; 14(2)(f) its sources; 13(2)(f)/14(2)(g)/22
+    # profiling and automated decisions, with the purpose that profiles
+    for item in ("Do you have to give us your data?", "To place an order you must give us your name",
+                 "Where your data comes from", "Where we do not collect personal data from you, it comes from:",
+                 "delivery updates from our parcel carriers", "None of it comes from publicly accessible sources.",
+                 "How the profiling works", "We rank products by how well they match",
+                 "What it means for you", "It decides which products you see first",
+                 "Automated decisions", "We make no decision about you based solely on automated processing",
+                 "Automated decisions: not to be subject to a decision based solely on automated processing"):
+        assert item in text, item
+    recs = page.locator("#purpose-personalize\\.recommendations")
+    assert "How the profiling works" in recs.inner_text()
+    assert "How the profiling works" not in page.locator("#purpose-orders\\.fulfillment").inner_text()
     # consent: how to withdraw, for the reader, never a claim that they consented, no operator commands
     assert "You can withdraw it at any time" in text
     assert _href(page, "withdraw or change your consent") == "https://acme.example/privacy/choices"
@@ -85,7 +103,12 @@ def test_german_notice_by_accept_language(browser: Any, served: Veil) -> None:
     for item in ("Datenschutzhinweise: Acme Retail GmbH", "Wer verantwortlich ist", "Ihre Rechte",
                  "Rechtsgrundlage: Einwilligung (Art. 6 Abs. 1 lit. a DSGVO)", "Wir bewahren sie 13 Monate auf.",
                  "Produktempfehlungen im Shop", "Beschwerde bei einer Aufsichtsbehörde",
-                 "In den letzten 12 Monaten offengelegte", "aus der geltenden Datenrichtlinie"):
+                 "In den letzten 12 Monaten offengelegte", "aus der geltenden Datenrichtlinie",
+                 "Müssen Sie uns Ihre Daten geben?", "Woher Ihre Daten stammen",
+                 "Keine dieser Daten stammen aus öffentlich zugänglichen Quellen.",
+                 "Wie die Profilbildung funktioniert", "Wir ordnen Produkte danach", "Was das für Sie bedeutet",
+                 "Sie bestimmt, welche Produkte",
+                 "Automatisierte Entscheidungen", "Wir treffen keine ausschließlich auf einer automatisierten"):
         assert item in text, item
     assert "Do Not Sell or Share My Personal Information" in text  # the CCPA's own wording stays
     assert "What we use your data for" not in text
@@ -145,3 +168,46 @@ def test_long_category_and_field_names_do_not_break(browser: Any, tmp_path: Path
     assert page.evaluate(BROKEN_WORDS) == []
     assert page.evaluate(PAGE_OVERFLOW) <= 1
     assert serious(run_axe(page)) == []
+
+
+# The Art. 13/14 items added to the notice, by the requirement (veil.policy.notice.REQUIREMENTS) each
+# one answers: the catalog texts that show it on the page.
+ITEM_TEXTS: dict[str, tuple[str, ...]] = {
+    "obligation": ("section.obligation",),
+    "source": ("section.source",),
+    "public_sources": ("source.public_none",),
+    "automated_decisions": ("automated.decisions", "automated.no_decisions", "rights.automated"),
+    "profiling_logic": ("automated.logic",),
+    "profiling_effects": ("automated.effects",),
+}
+
+
+@pytest.mark.parametrize("jurisdiction", ["gdpr", "ccpa"])
+def test_required_items_per_jurisdiction(browser: Any, tmp_path: Path, jurisdiction: str) -> None:
+    """The example policies with one jurisdiction declared: every item of REQUIREMENTS that the
+    jurisdiction requires is on the page in every language; GDPR-only sections are not on a CCPA page."""
+    assert set(ITEM_TEXTS) <= {r.item for r in REQUIREMENTS}
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies, ignore=shutil.ignore_patterns("packs"))
+    notice = policies / "notice.veil"
+    text = notice.read_text(encoding="utf-8").replace("jurisdictions gdpr, ccpa", f"jurisdictions {jurisdiction}")
+    if jurisdiction == "ccpa":  # not required there: unstated, it is not on the page at all
+        text = re.sub(r"\n  obligation .*", "", text)
+    notice.write_text(text, encoding="utf-8")
+    policy = load_policy([policies])
+    required = [r for r in REQUIREMENTS if jurisdiction in r.laws and r.item in ITEM_TEXTS]
+    assert required
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    for lang in available():
+        cat = catalog(lang)
+        page_file = tmp_path / f"notice-{lang}.html"
+        page_file.write_text(render_notice(policy, "html", lang), encoding="utf-8")
+        page = ctx.new_page()
+        page.goto(page_file.as_uri())
+        text = _text(page)
+        for r in required:
+            for key in ITEM_TEXTS[r.item]:
+                assert cat.t(key) in text, (lang, r.item, key)
+        if jurisdiction == "ccpa":  # GDPR's own items are not asked of a California-only notice
+            assert cat.t("section.obligation") not in text and cat.t("obligation.unknown") not in text
+            assert cat.t("rights.access") not in text  # the GDPR rights section

@@ -1,6 +1,6 @@
 """Prometheus alerts, recording rules and the Grafana dashboard: they parse, they are valid PromQL
-(promtool, when on PATH), the alert unit tests pass, and every metric and label they use is one veil
-actually exports (src/veil/metrics.py)."""
+(promtool: skipped without it, failed under CI=true), the alert unit tests pass, and every metric and
+label they use is one veil actually exports (src/veil/metrics.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import require
 from veil import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,10 +152,13 @@ def all_exprs() -> list[tuple[str, str]]:
     return out
 
 
+PROMTOOL = "promtool (apt-get install prometheus)"
+
+
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("promtool")
-    if exe is None:
-        pytest.skip("promtool not on PATH (apt-get install prometheus)")
+    require(exe is not None, PROMTOOL)  # skips here without it; fails under CI=true
+    assert exe is not None
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -175,6 +179,16 @@ def test_histograms_follow_the_naming_convention_and_alert_thresholds_are_bucket
                           ("VeilConsentStoreSlow", "veil_consent_store_lookup_duration_seconds")):
         threshold = float(re.findall(r">\s*([0-9.]+)\s*$", alerts[alert].strip())[-1])
         assert threshold in buckets[metric], f"{alert}: {threshold} is not a bucket bound of {metric}"
+
+
+def test_client_error_reasons_are_the_ones_the_protocol_counts() -> None:
+    """init_series creates veil_client_errors_total at 0 for metrics.CLIENT_ERROR_REASONS: those must be
+    exactly the reasons veil's HTTP protocol counts, or a new one would appear only at its first error."""
+    source = (ROOT / "src" / "veil" / "proxy" / "h1server.py").read_text()
+    counted = set(re.findall(r'client_errors\(self\.listener, "(\w+)"\)', source))
+    assert counted == set(metrics.CLIENT_ERROR_REASONS)
+    server = (ROOT / "src" / "veil" / "proxy" / "server.py").read_text()
+    assert set(re.findall(r'limits, "(\w+)"\)', server)) == set(metrics.CLIENT_ERROR_LISTENERS)
 
 
 def test_no_created_series() -> None:
@@ -370,8 +384,7 @@ def test_dashboard_covers_the_operator_questions() -> None:
 
 
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
-    if shutil.which("promtool") is None:
-        pytest.skip("promtool not on PATH (apt-get install prometheus)")
+    require(shutil.which("promtool") is not None, PROMTOOL)
     rules = [
         {"record": f"veil:dashboard:q{i}", "expr": grafana_to_promql(expr)}
         for i, expr in enumerate(dashboard_exprs())

@@ -63,6 +63,8 @@ def fresh_start_series(m: dict[tuple[str, frozenset[tuple[str, str]]], float]) -
     want += [("veil_auth_failures_total", {"listener": "proxy", "reason": r}) for r in ("unknown_key", "no_key")]
     want += [("veil_auth_failures_total", {"listener": "admin", "reason": r}) for r in ("bad_token", "no_token")]
     want += [("veil_auth_rate_limited_total", {"listener": "proxy"}), ("veil_audit_write_errors_total", {})]
+    want += [("veil_client_errors_total", {"listener": listener, "reason": r}) for listener in ("proxy", "admin")
+             for r in ("header_timeout", "header_too_large", "body_discard_timeout")]
     return want
 
 

@@ -43,6 +43,18 @@ def _diagnostics(policy_file: Path) -> list[Diagnostic]:
 def test_a_complete_notice_has_no_findings(tmp_path: Path) -> None:
     cases = load_yaml((CASES / "checks.yaml").read_text(encoding="utf-8"))
     full = cases["fixtures"]["full_notice"] + cases["fixtures"]["ok_consent"] + """
+purpose recs {
+  description "d"
+  basis consent
+  consent "recs"
+  processing profiling
+  profiling_logic "We rank products by what customers with similar purchases bought."
+  profiling_logic de "Wir ordnen Produkte danach, was Kunden mit ähnlichen Käufen gekauft haben."
+  profiling_effects "Which products you see first."
+  automated_decisions none
+  retention 1 year
+  recipients "r"
+}
 notice {
   jurisdictions gdpr, ccpa
   withdraw "https://acme.example/privacy/choices"

@@ -57,6 +57,25 @@ def test_notice_section_and_localized_descriptions_round_trip() -> None:
     assert not same_meaning(parse_module(out, "a"), parse_module(out.replace("dpo none", 'dpo "none"'), "a"))
 
 
+def test_profiling_statements_and_notice_sources_round_trip() -> None:
+    src = ('purpose p {basis consent processing profiling profiling_logic "We \\"rank\\"" profiling_logic de "Wir"\n'
+           ' profiling_effects  "e" # why\n automated_decisions none }\n'
+           'purpose q { automated_decisions "Limits" automated_decisions de "Limits (de)" }\n'
+           'notice { source "Partner shops" public_sources none obligation "Name and address are needed." }\n')
+    out = format_text(src)
+    assert out == (
+        'purpose p {\n  basis consent\n  processing profiling\n  profiling_logic "We \\"rank\\""\n'
+        '  profiling_logic de "Wir"\n  profiling_effects "e"  # why\n  automated_decisions none\n}\n\n'
+        'purpose q {\n  automated_decisions "Limits"\n  automated_decisions de "Limits (de)"\n}\n\n'
+        'notice {\n  source "Partner shops"\n  public_sources none\n  obligation "Name and address are needed."\n}\n'
+    )
+    assert format_text(out) == out
+    assert same_meaning(parse_module(out, "a"), parse_module(src, "a"))
+    # `none` and "none" differ: the first states there is no automated decision, the second is a text
+    assert not same_meaning(parse_module(out, "a"),
+                            parse_module(out.replace("automated_decisions none", 'automated_decisions "none"'), "a"))
+
+
 def test_strings_are_reescaped() -> None:
     out = format_text('purpose p { description "tab\\there \\u0041 \\/ \\u2028" }')
     assert 'description "tab\\there A / \\u2028"' in out
@@ -122,6 +141,9 @@ def items(draw: st.DrawFn) -> list[str]:
             ["consent_max_age", "1", "year"], ["notice_version", ">=", "2"],
             ["consent_from", "store", ",", "tcf"],
             ["tcf", "purposes", "1", ",", "3", "special_features", "1", "legitimate_interest"],
+            ["profiling_logic", '"l"'], ["profiling_logic", "de", '"L"'], ["profiling_effects", '"e"'],
+            ["profiling_effects", "pt-BR", '"E"'], ["automated_decisions", "none"],
+            ["automated_decisions", '"a"'], ["automated_decisions", "de", '"A"'],
         ]), max_size=5))
         return ["purpose", draw(DOTTED), "{", *[t for a in attrs for t in a], "}"]
     if kind == "caller":

@@ -21,8 +21,8 @@ def test_unexpected_token_has_location_and_hint() -> None:
     d = _error("purpose p {\n  basis contract\n  keep x\n}\n").items[0]
     assert d.code == "parse_error"
     assert (str(d.location), d.message) == ("p.veil:3:3", "unexpected 'keep'")
-    assert d.hint == ("expected 'basis', 'consent', 'consent_from', 'consent_max_age', 'description', "
-                      "'gpc', 'notice_version', '}', ...")
+    assert d.hint == ("expected 'automated_decisions', 'basis', 'consent', 'consent_from', 'consent_max_age', "
+                      "'description', 'gpc', '}', ...")
 
 
 def test_unexpected_character() -> None:

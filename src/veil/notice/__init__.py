@@ -9,7 +9,7 @@ records of processing. One source of truth: the compiled policy that the proxy e
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from veil.errors import VeilError
@@ -19,6 +19,7 @@ from veil.notice.lang import available, catalog, negotiate
 from veil.notice.markdown import render_markdown
 from veil.notice.ropa import records_csv, records_json, records_of_processing
 from veil.policy.compile import CompiledPolicy
+from veil.policy.notice import missing
 
 FORMATS = ("html", "json", "md")
 
@@ -41,6 +42,11 @@ def notice_json(notice: Notice, lang: str = "en") -> dict[str, Any]:
                 "special_features": [{"id": n, "name": t} for n, t in p.tcf.special_features],
                 "legitimate_interest": p.tcf.legitimate_interest,
             }
+        if p.automated is not None:  # GDPR Art. 13(2)(f): texts by language ("" is the policy's own)
+            a = p.automated
+            d["automated"] = {"profiling_logic": dict(a.logic), "profiling_effects": dict(a.effects),
+                              "automated_decisions": dict(a.decisions), "decides": a.decides,
+                              "not_stated": list(a.missing)}
         d["consent_required"] = p.consent is not None
         d["sensitive"] = p.sensitive
         purposes.append(d)
@@ -52,6 +58,9 @@ def notice_json(notice: Notice, lang: str = "en") -> dict[str, Any]:
         "policy_hash": notice.policy_hash,
         "jurisdictions": list(notice.jurisdictions),
         "notice": {k: (v or None) for k, v in section.values.items()},
+        # items of the notice section the jurisdictions require and the policy does not state
+        "not_stated": sorted({r.item for r, _ in missing(replace(section, jurisdictions=notice.jurisdictions),
+                                                          notice.facts)}),
         "purposes": purposes,
         "categories": [asdict(c) for c in notice.categories],
         "disclosures_last_12_months": {

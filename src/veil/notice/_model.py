@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from veil.policy import ast
 from veil.policy.compile import CompiledPolicy, CompiledPurpose, CompiledRule
-from veil.policy.notice import SALE_OR_SHARE, NoticeSection
+from veil.policy.notice import SALE_OR_SHARE, Facts, NoticeSection, missing_in_purpose, required
 from veil.redact.engine import Action, FieldRule
 from veil.redact.paths import AnyKey, Deep, FieldPath, ends_with, format_path
 
@@ -82,6 +83,29 @@ class Tcf:
     legitimate_interest: bool
 
 
+Texts = tuple[tuple[str, str], ...]  # (language, text); language "" is the policy's own
+
+
+def text_in(texts: Texts, lang: str) -> tuple[str, str]:
+    """(text, its language): the text written for `lang` (or its primary tag), else the policy's own
+    with language "" (empty text when there is none)."""
+    found = dict(texts)
+    text = found.get(lang) or found.get(lang.split("-")[0])
+    return (text, lang) if text else (found.get("", ""), "")
+
+
+@dataclass(frozen=True, slots=True)
+class Automated:
+    """GDPR Art. 13(2)(f), 14(2)(g), 22: a purpose's profiling and automated decisions, as its policy
+    states them (`profiling_logic`, `profiling_effects`, `automated_decisions`)."""
+
+    logic: Texts
+    effects: Texts
+    decisions: Texts  # what is decided solely by automated means; empty when none or not stated
+    decides: bool | None  # None: not stated; False: `automated_decisions none`; True: decisions described
+    missing: tuple[str, ...]  # items the notice's jurisdictions require that the policy does not state
+
+
 @dataclass(frozen=True, slots=True)
 class PurposeNotice:
     name: str
@@ -98,6 +122,7 @@ class PurposeNotice:
     routes: tuple[str, ...]  # "GET /customers/{id}"
     retention_parts: tuple[int, str] | None = None  # (13, "months"), for the catalogs' plural forms
     descriptions: tuple[tuple[str, str], ...] = ()  # (language, text): `description de "..."`
+    automated: Automated | None = None  # None: neither profiling nor automated decisions stated or required
 
     @property
     def sensitive(self) -> bool:
@@ -109,9 +134,7 @@ class PurposeNotice:
 
     def description_in(self, lang: str) -> tuple[str, str]:
         """(text, its language): the description written for `lang`, else the policy's own."""
-        found = dict(self.descriptions)
-        text = found.get(lang) or found.get(lang.split("-")[0])
-        return (text, lang) if text else (self.description, "")
+        return text_in((("", self.description), *self.descriptions), lang)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +167,7 @@ class Notice:
     section: NoticeSection = NoticeSection()
     jurisdictions: tuple[str, ...] = ("gdpr",)  # declared ones; GDPR's items when none is declared
     disclosures: tuple[Disclosure, ...] = ()
+    facts: Facts = Facts()  # what makes a conditional item required (veil.policy.notice.REQUIREMENTS)
 
     @property
     def honors_gpc(self) -> bool:
@@ -160,6 +184,16 @@ class Notice:
     @property
     def needs_consent(self) -> bool:
         return any(p.consent is not None for p in self.purposes)
+
+    def shows(self, item: str) -> bool:
+        """Is notice attribute `item` on the page: stated, or required by one of the notice's
+        jurisdictions (then it says it is not stated)?"""
+        return item in self.section.values or required(item, self.section, self.facts, self.jurisdictions)
+
+    @property
+    def profiles(self) -> bool:
+        """Some purpose profiles or decides by automated means (or says it does not)."""
+        return any(p.automated is not None for p in self.purposes)
 
 
 # ---------------------------------------------------------------- category use
@@ -277,7 +311,34 @@ def _tcf(p: CompiledPurpose) -> Tcf | None:
     )
 
 
-def _purpose(policy: CompiledPolicy, p: CompiledPurpose) -> PurposeNotice:
+def _ast_purpose(policy: CompiledPolicy, name: str) -> ast.Purpose | None:
+    return next((p for m in policy.modules for p in m.purposes if p.name == name), None)
+
+
+def _texts(purpose: ast.Purpose, base: str) -> Texts:
+    """A text attribute and its translations: ("", text) first when written without a language."""
+    out = [("", a.values[0]) if a.name == base else (a.name.partition(".")[2], a.values[0])
+           for a in purpose.attrs
+           if (a.name == base or a.name.startswith(base + ".")) and isinstance(a.values[0], str)]
+    return tuple(sorted(out, key=lambda t: t[0] != ""))
+
+
+def _automated(policy: CompiledPolicy, p: CompiledPurpose, jurisdictions: tuple[str, ...]) -> Automated | None:
+    node = _ast_purpose(policy, p.name)
+    if node is None:
+        return None
+    decisions = node.get("automated_decisions")
+    facts = Facts.of_purpose(p.processing, decisions.values if decisions else None)
+    names = {a.name for a in node.attrs}
+    missing = tuple(r.item for r, _ in missing_in_purpose(names, facts, jurisdictions))
+    logic, effects = _texts(node, "profiling_logic"), _texts(node, "profiling_effects")
+    if not (facts.profiling or logic or effects or decisions):
+        return None
+    return Automated(logic, effects, _texts(node, "automated_decisions"),
+                     None if decisions is None else decisions.values != (ast.Ident("none"),), missing)
+
+
+def _purpose(policy: CompiledPolicy, p: CompiledPurpose, jurisdictions: tuple[str, ...]) -> PurposeNotice:
     rules = list(_rules_of(policy, p.name))
     return PurposeNotice(
         name=p.name,
@@ -294,6 +355,7 @@ def _purpose(policy: CompiledPolicy, p: CompiledPurpose) -> PurposeNotice:
         routes=tuple(r for r, _ in rules),
         retention_parts=_retention(policy, p.name),
         descriptions=p.descriptions,
+        automated=_automated(policy, p, jurisdictions),
     )
 
 
@@ -311,7 +373,9 @@ def _header_version(policy: CompiledPolicy) -> str | None:
 
 def build_notice(policy: CompiledPolicy) -> Notice:
     """The notice for a compiled policy; equal policies give equal notices."""
-    purposes = tuple(_purpose(policy, p) for p in policy.purposes.values())
+    section = policy.notice
+    jurisdictions = section.jurisdictions or ("gdpr",)
+    purposes = tuple(_purpose(policy, p, jurisdictions) for p in policy.purposes.values())
     categories = tuple(
         CategoryNotice(
             name, sensitive, tuple(format_path(p) for p in paths),
@@ -319,10 +383,11 @@ def build_notice(policy: CompiledPolicy) -> Notice:
         )
         for name, (sensitive, paths) in policy.categories.items()
     )
-    section = policy.notice
+    facts = Facts.of(((p.basis, p.processing) for p in policy.purposes.values()),
+                     any(sensitive for sensitive, _ in policy.categories.values()))
     return Notice(
         section.get("controller") or policy.name, _header_version(policy), policy.version, purposes, categories,
-        section, section.jurisdictions or ("gdpr",), _disclosures(purposes, categories),
+        section, jurisdictions, _disclosures(purposes, categories), facts,
     )
 
 
@@ -342,6 +407,57 @@ def _disclosures(purposes: tuple[PurposeNotice, ...], categories: tuple[Category
             tuple(dict.fromkeys(r for p in business for r in p.recipients)),
         ))
     return tuple(out)
+
+
+# ---------------------------------------------------------------- items both renderers show
+# A shown item: (catalog key, policy text or None, its language). The catalog text takes the policy
+# text as {text} (a label's text follows it); "" as the language is the policy's own.
+Shown = tuple[str, str | None, str]
+
+
+def automated_rows(a: Automated, lang: str) -> list[tuple[str, Shown]]:
+    """(label key, what follows it) for a purpose's profiling and automated decisions, in `lang`; an item
+    the notice's jurisdictions require and the policy lacks is shown as not stated."""
+    rows: list[tuple[str, Shown]] = []
+    unknown: Shown = ("automated.unknown", None, "")
+    for key, texts in (("logic", a.logic), ("effects", a.effects)):
+        text, tag = text_in(texts, lang)
+        if text:
+            rows.append((f"automated.{key}", ("", text, tag)))
+        elif f"profiling_{key}" in a.missing:
+            rows.append((f"automated.{key}", unknown))
+    text, tag = text_in(a.decisions, lang)
+    if a.decides is False:
+        rows.append(("automated.decisions", ("automated.no_decisions", None, "")))
+    elif a.decides and text:
+        rows.append(("automated.decisions", ("automated.decided", text, tag)))
+    elif a.decides or "automated_decisions" in a.missing:
+        rows.append(("automated.decisions", unknown))
+    return rows
+
+
+def source_lines(notice: Notice) -> list[Shown]:
+    """GDPR Art. 14(2)(f) (CCPA: categories of sources): where data not collected from the reader comes
+    from, and whether any of it is publicly accessible."""
+    values = notice.section.values
+    out: list[Shown] = []
+    if "source" not in values:
+        out.append(("source.unknown", None, ""))
+    else:
+        out.append(("source.text", values["source"], "") if values["source"] else ("source.none", None, ""))
+    if values.get("public_sources"):
+        out.append(("source.public", values["public_sources"], ""))
+    elif "public_sources" in values:
+        out.append(("source.public_none", None, ""))
+    elif notice.shows("public_sources"):
+        out.append(("source.public_unknown", None, ""))
+    return out
+
+
+def obligation_line(notice: Notice) -> Shown:
+    """GDPR Art. 13(2)(e): whether the reader must provide their data, and what happens if they do not."""
+    text = notice.section.get("obligation")
+    return ("", text, "") if text else ("obligation.unknown", None, "")
 
 
 def join(items: Iterable[str], empty: str = "none") -> str:

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from html import escape
 
-from veil.notice._model import CategoryUse, Notice, PurposeNotice
+from veil.notice._model import (
+    CategoryUse,
+    Notice,
+    PurposeNotice,
+    Shown,
+    automated_rows,
+    obligation_line,
+    source_lines,
+)
 from veil.notice.lang import Catalog, catalog
 from veil.policy.notice import href
 
@@ -156,6 +164,14 @@ def _purpose_choices(pg: _Page, p: PurposeNotice) -> list[str]:
     return out
 
 
+def _shown(pg: _Page, item: Shown) -> str:
+    key, text, lang = item
+    if text is None:
+        return pg.t(key)
+    html = pg.policy_text(text, lang)
+    return pg.t(key, text=html) if key else html
+
+
 def _purpose(pg: _Page, p: PurposeNotice) -> str:
     text, lang = p.description_in(pg.c.lang)
     title = pg.policy_text(text, lang) if text else f"<code>{_e(p.name)}</code>"
@@ -169,6 +185,8 @@ def _purpose(pg: _Page, p: PurposeNotice) -> str:
         items = [f"{n}. {pg.policy_text(t, 'en')}" for n, t in p.tcf.purposes]
         items += [f"{n}. {pg.policy_text(t, 'en')}" for n, t in p.tcf.special_features]
         rows.append((pg.t("purpose.tcf_li" if p.tcf.legitimate_interest else "purpose.tcf"), _ul(items)))
+    if p.automated is not None:
+        rows += [(pg.t(label), _shown(pg, item)) for label, item in automated_rows(p.automated, pg.c.lang)]
     details = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
     ref = pg.t("purpose.reference", name=f"<code>{_e(p.name)}</code>")
     return (f'<article id="purpose-{_e(p.name)}" aria-labelledby="h-{_e(p.name)}">'
@@ -259,6 +277,8 @@ def _rights(pg: _Page) -> str:
     keys = ["access", "rectification", "erasure", "restriction", "portability", "objection"]
     if pg.n.needs_consent:
         keys.append("withdraw")
+    if pg.n.profiles:
+        keys.append("automated")
     keys.append("complaint")
     out = f"<p>{intro}</p>" + _ul([pg.t(f"rights.{k}") for k in keys])
     if s.get("authority"):
@@ -302,6 +322,11 @@ def render_html(notice: Notice, lang: str = "en") -> str:
     purposes = "".join(_purpose(pg, p) for p in notice.purposes)
     sections.append(("purposes", pg.t("section.purposes"), purposes))
     sections.append(("categories", pg.t("section.categories"), _categories(pg)))
+    if notice.shows("source"):
+        sections.append(("source", pg.t("section.source"),
+                         "".join(f"<p>{_shown(pg, x)}</p>" for x in source_lines(notice))))
+    if notice.shows("obligation"):
+        sections.append(("obligation", pg.t("section.obligation"), f"<p>{_shown(pg, obligation_line(notice))}</p>"))
     if ccpa:
         sections.append(("disclosures", pg.t("section.disclosures"), _disclosures(pg)))
     if gdpr:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from veil.notice._model import Notice, PurposeNotice, join
+from veil.notice._model import Notice, PurposeNotice, Shown, automated_rows, join, obligation_line, source_lines
 from veil.notice.lang import Catalog, catalog
 from veil.policy.notice import href
 
@@ -46,6 +46,12 @@ class _Md:
 
     def v(self, name: str) -> str | None:
         return self.n.section.get(name)
+
+    def shown(self, item: Shown) -> str:
+        key, text, _ = item
+        if text is None:
+            return self.t(key)
+        return self.t(key, text=esc(text)) if key else esc(text)
 
 
 def _purpose(m: _Md, p: PurposeNotice) -> list[str]:
@@ -92,6 +98,8 @@ def _purpose(m: _Md, p: PurposeNotice) -> list[str]:
     if p.tcf is not None:
         items = [f"{n}. {t}" for n, t in p.tcf.purposes] + [f"{n}. {t}" for n, t in p.tcf.special_features]
         out.append(f"- **{m.t('purpose.tcf_li' if p.tcf.legitimate_interest else 'purpose.tcf')}:** {join(items)}")
+    if p.automated is not None:
+        out += [f"- **{m.t(label)}:** {m.shown(item)}" for label, item in automated_rows(p.automated, m.c.lang)]
     out.append(f"- {m.t('purpose.reference', name=code(p.name))}")
     return [*out, ""]
 
@@ -140,6 +148,10 @@ def render_markdown(notice: Notice, lang: str = "en") -> str:
         out.append(f"| {esc(m.c.label(c.name))} ({code(c.name, cell=True)}) | {sens} | {fields} | "
                    f"{join(map(esc, c.purposes), m.t('categories.not_disclosed'))} |")
     out.append("")
+    if notice.shows("source"):
+        out += [f"## {m.t('section.source')}", "", " ".join(m.shown(x) for x in source_lines(notice)), ""]
+    if notice.shows("obligation"):
+        out += [f"## {m.t('section.obligation')}", "", m.shown(obligation_line(notice)), ""]
     if ccpa:
         out += [f"## {m.t('section.disclosures')}", "",
                 m.t("disclosures.derived", version=esc(notice.version or notice.policy_hash)), "",
@@ -156,7 +168,8 @@ def render_markdown(notice: Notice, lang: str = "en") -> str:
                 m.t("rights.intro", link=_link(where, m.t("rights.requests_link"))) if where
                 else m.t("rights.intro_contact", contact=_link(m.v("contact")) or m.t("controller.unknown")), ""]
         keys = ["access", "rectification", "erasure", "restriction", "portability", "objection",
-                *(["withdraw"] if notice.needs_consent else []), "complaint"]
+                *(["withdraw"] if notice.needs_consent else []), *(["automated"] if notice.profiles else []),
+                "complaint"]
         out += [f"- {m.t(f'rights.{k}')}" for k in keys]
         if m.v("authority"):
             out += ["", m.t("rights.authority", authority=esc(s.values["authority"]))]

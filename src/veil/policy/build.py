@@ -92,6 +92,23 @@ class _Builder(Transformer[Token, Any]):
             return self._attr(f"description.{c[0]}", meta, [self._s(c[1])])
         return self._attr("description", meta, [self._s(c[0])])
 
+    def _text(self, name: str, meta: Meta, c: list[Token]) -> ast.Attr:
+        if len(c) == 2:  # profiling_logic de "..."
+            return self._attr(f"{name}.{c[0]}", meta, [self._s(c[1])])
+        return self._attr(name, meta, [self._s(c[0])])
+
+    def p_logic(self, meta: Meta, c: list[Token]) -> ast.Attr:
+        return self._text("profiling_logic", meta, c)
+
+    def p_effects(self, meta: Meta, c: list[Token]) -> ast.Attr:
+        return self._text("profiling_effects", meta, c)
+
+    def p_decisions(self, meta: Meta, c: list[Token]) -> ast.Attr:
+        return self._text("automated_decisions", meta, c)
+
+    def p_decisions_word(self, meta: Meta, c: list[Token]) -> ast.Attr:  # `none` (checks says otherwise)
+        return self._attr("automated_decisions", meta, [ast.Ident(str(c[0]))])
+
     def p_basis(self, meta: Meta, c: list[Token]) -> ast.Attr:
         return self._attr("basis", meta, [str(c[0])])
 

@@ -177,10 +177,31 @@ def check_purposes(ctx: Context) -> None:
         if "description" not in attrs:
             ctx.warn("description_missing", f"purpose {p.name!r} has no description", p.loc)
         for a in attrs.values():
-            lang = a.name.partition(".")[2] if a.name.startswith("description.") else None
-            if lang is not None and not spec.LANG_TAG.fullmatch(lang):
+            base, _, lang = a.name.partition(".")
+            if lang and base in spec.PURPOSE_TEXTS and not spec.LANG_TAG.fullmatch(lang):
                 ctx.error("language_invalid", f"{lang!r} is not a language tag", a.loc,
-                          'write the language as a tag like de or pt-BR: description de "..."')
+                          f'write the language as a tag like de or pt-BR: {base} de "..."')
+        check_profiling(ctx, p, attrs)
+
+
+def check_profiling(ctx: Context, p: ast.Purpose, attrs: dict[str, ast.Attr]) -> None:
+    """A purpose's profiling and automated-decision statements (GDPR Art. 13(2)(f), 22): the values are
+    right, and they belong to a purpose that profiles or decides. What a jurisdiction requires of them
+    is check_notice's."""
+    decisions = attrs.get("automated_decisions")
+    if decisions is not None and isinstance(decisions.values[0], ast.Ident) \
+            and decisions.values != (ast.Ident("none"),):
+        ctx.error("automated_decisions_invalid",
+                  f"automated_decisions takes none or a string, not {str(decisions.values[0])!r}", decisions.loc,
+                  'automated_decisions none  (no decision solely by automated means), or '
+                  'automated_decisions "what is decided, and how to contest it"')
+    processing = attrs.get("processing")
+    facts = spec.Facts.of_purpose(map(str, processing.values) if processing else (),
+                                  decisions.values if decisions else None)
+    stray = next((attrs[n] for n in ("profiling_logic", "profiling_effects") if n in attrs), None)
+    if stray is not None and not facts.profiling:
+        ctx.warn("profiling_undeclared", f"purpose {p.name!r} describes profiling but its processing does not "
+                 "include profiling (nor does it make automated decisions)", stray.loc, "add: processing profiling")
 
 
 def check_notice(ctx: Context) -> None:
@@ -220,6 +241,13 @@ def check_notice(ctx: Context) -> None:
     for req, j in spec.missing(section, facts):
         ctx.warn(req.code, f"the notice lacks {req.what} ({req.laws[j]}, declared jurisdiction {j})", where,
                  f"add to the notice section: {req.example}")
+    for p in ctx.purposes.values():
+        processing, decisions = p.get("processing"), p.get("automated_decisions")
+        facts = spec.Facts.of_purpose(map(str, processing.values) if processing else (),
+                                      decisions.values if decisions else None)
+        for req, j in spec.missing_in_purpose((a.name for a in p.attrs), facts, section.jurisdictions):
+            ctx.warn(req.code, f"purpose {p.name!r} lacks {req.what} ({req.laws[j]}, declared "
+                     f"jurisdiction {j})", p.loc, f"add to purpose {p.name}: {req.example}")
 
 
 def _uses(ctx: Context) -> Iterator[tuple[str, tuple[str, ...]]]:

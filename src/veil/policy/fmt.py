@@ -148,9 +148,12 @@ def _notice_attr(a: ast.Attr) -> str:
 
 def _attr(a: ast.Attr) -> str:
     v = a.values
-    if a.name.startswith("description."):
-        return f"description {a.name.partition('.')[2]} {_str(v[0])}"
-    if a.name in ("description", "consent"):
+    base, _, lang = a.name.partition(".")
+    if lang:  # description de "…", profiling_logic de "…"
+        return f"{base} {lang} {_str(v[0])}"
+    if a.name == "automated_decisions" and isinstance(v[0], ast.Ident):
+        return f"automated_decisions {v[0]}"
+    if a.name in ("description", "consent", "profiling_logic", "profiling_effects", "automated_decisions"):
         return f"{a.name} {_str(v[0])}"
     if a.name in ("basis", "gpc"):
         return f"{a.name} {v[0]}"

@@ -14,16 +14,27 @@ and which laws the notice must satisfy.
 It lives in the policy, not in veil.yaml: the notice is published about the policy, is versioned and
 hashed with it, and `veil notice policies/` (and `veil check`) need no deployment config to read it.
 
-This module is the one place that says which attributes exist (ATTRS) and which items each
-jurisdiction requires (REQUIREMENTS): `veil check` warns from the table (checks.check_notice) and the
-notice renders from it. Pure: no I/O.
+Some items belong to a purpose, not to the section: what its profiling does and whether it decides
+about people by automated means (GDPR Art. 13(2)(f), 14(2)(g), 22):
+
+    purpose personalize.recommendations {
+      processing profiling
+      profiling_logic "We rank products by what customers with similar purchases bought."
+      profiling_effects "Which products you see first; prices and offers do not depend on it."
+      automated_decisions none
+      …
+    }
+
+This module is the one place that says which attributes exist (ATTRS, PURPOSE_TEXTS) and which items
+each jurisdiction requires (REQUIREMENTS): `veil check` warns from the table (checks.check_notice) and
+the notice renders from it (an item required but absent is shown as not stated). Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 from veil.location import Location
@@ -51,6 +62,9 @@ ATTRS: dict[str, str] = {
     "withdraw": "link",  # where customers withdraw consent / change their choices
     "opt_out": "link",  # CCPA "Do Not Sell or Share My Personal Information"
     "limit_sensitive": "link?",  # CCPA "Limit the Use of My Sensitive Personal Information"
+    "source": "text?",  # where data not obtained from the customer comes from (none: all from the customer)
+    "public_sources": "text?",  # which of those sources are publicly accessible (none: no public source)
+    "obligation": "text",  # whether customers must provide data (law, contract) and what happens if not
     "updated": "date",  # the date the notice was last updated
     "jurisdictions": "names",  # gdpr, ccpa
     "language": "lang",  # the language the policy's own strings are written in (default en)
@@ -63,6 +77,10 @@ _URL = re.compile(r"(https?://[^\s<>\"']+|mailto:[^\s<>\"']+|tel:\+?[0-9 ()./-]+
 # Which purposes trigger a conditional requirement; one definition, used by checks and the notice.
 SALE_OR_SHARE = ("sale", "sharing", "targeted_advertising")
 
+# Purpose attributes that are texts for the notice; each may be given again per language
+# (`profiling_logic de "…"`, like `description de "…"`). `automated_decisions` also takes `none`.
+PURPOSE_TEXTS = ("description", "profiling_logic", "profiling_effects", "automated_decisions")
+
 
 @dataclass(frozen=True, slots=True)
 class Facts:
@@ -71,6 +89,8 @@ class Facts:
     consent: bool = False  # some purpose is based on consent
     sale_or_share: bool = False  # some purpose sells, shares, or targets advertising
     sensitive: bool = False  # the policy declares sensitive categories
+    other_sources: bool = False  # the section names sources other than the customer (`source "…"`)
+    profiling: bool = False  # (a purpose's facts) it profiles, or states automated decisions
 
     @classmethod
     def of(cls, purposes: Iterable[tuple[str, Iterable[str]]], sensitive: bool) -> Facts:
@@ -80,6 +100,12 @@ class Facts:
             consent |= basis == "consent"
             sale |= any(k in SALE_OR_SHARE for k in processing)
         return cls(consent, sale, sensitive)
+
+    @classmethod
+    def of_purpose(cls, processing: Iterable[str], decisions: tuple[object, ...] | None) -> Facts:
+        """One purpose's facts: its processing kinds and its `automated_decisions` values (None: absent)."""
+        decides = decisions is not None and decisions != (ast.Ident("none"),)
+        return cls(profiling="profiling" in processing or decides)
 
     def holds(self, when: str) -> bool:
         return when == "always" or bool(getattr(self, when))
@@ -91,8 +117,9 @@ class Requirement:
     code: str  # stable warning code of `veil check`
     what: str  # what is missing, in words
     laws: Mapping[str, str]  # jurisdiction → legal reference
-    when: str = "always"  # always | consent | sale_or_share | sensitive (a Facts field)
+    when: str = "always"  # always | consent | sale_or_share | sensitive | other_sources | profiling
     example: str = ""
+    scope: str = "notice"  # notice: an attribute of the notice section; purpose: of each purpose
 
 
 REQUIREMENTS: tuple[Requirement, ...] = (
@@ -130,20 +157,68 @@ REQUIREMENTS: tuple[Requirement, ...] = (
                         "is used only as CCPA Regulations § 7027(m) permits: limit_sensitive none)"),
     Requirement("updated", "notice_updated_missing", "the date the notice was last updated",
                 {"ccpa": "CCPA Regulations § 7011(e)(4)"}, example='updated "2026-11-01"'),
+    Requirement("source", "notice_source_missing",
+                "where personal data not obtained from the customer comes from",
+                {"gdpr": "GDPR Art. 14(2)(f)", "ccpa": "Cal. Civ. Code § 1798.110(c)(2)"},
+                example='source "Partner shops, for orders you place through them"  (or, when all data '
+                        "comes from the customer: source none)"),
+    Requirement("public_sources", "notice_public_sources_missing",
+                "whether data comes from publicly accessible sources", {"gdpr": "GDPR Art. 14(2)(f)"},
+                when="other_sources", example='public_sources none  (or: public_sources "The commercial register")'),
+    Requirement("obligation", "notice_obligation_missing",
+                "whether customers must provide their data (a statutory or contractual requirement) and what "
+                "happens if they do not", {"gdpr": "GDPR Art. 13(2)(e)"},
+                example='obligation "To place an order you must give us your name, address and payment details; '
+                        'without them we cannot accept it. Everything else is optional."'),
+    Requirement("automated_decisions", "notice_automated_decisions_missing",
+                "whether it makes decisions about customers solely by automated means (including profiling)",
+                {"gdpr": "GDPR Art. 13(2)(f), 14(2)(g), 22"}, when="profiling", scope="purpose",
+                example='automated_decisions none  (or: automated_decisions "The decision, and how to contest it")'),
+    Requirement("profiling_logic", "notice_profiling_logic_missing",
+                "meaningful information about the logic of its profiling or automated decisions",
+                {"gdpr": "GDPR Art. 13(2)(f), 14(2)(g)"}, when="profiling", scope="purpose",
+                example='profiling_logic "We rank products by what customers with similar purchases bought."'),
+    Requirement("profiling_effects", "notice_profiling_effects_missing",
+                "the significance and envisaged consequences of its profiling or automated decisions for the customer",
+                {"gdpr": "GDPR Art. 13(2)(f), 14(2)(g)"}, when="profiling", scope="purpose",
+                example='profiling_effects "Which products you see first; prices do not depend on it."'),
 )
 
 
-def missing(section: NoticeSection, facts: Facts) -> list[tuple[Requirement, str]]:
-    """(requirement, jurisdiction) for every required item the section does not state."""
+def _missing(scope: str, present: Iterable[str], facts: Facts, jurisdictions: Iterable[str]
+             ) -> list[tuple[Requirement, str]]:
+    stated = set(present)
+    declared = tuple(jurisdictions)
     out: list[tuple[Requirement, str]] = []
     for req in REQUIREMENTS:
-        if req.item in section.values or not facts.holds(req.when):
+        if req.scope != scope or req.item in stated or not facts.holds(req.when):
             continue
-        for j in section.jurisdictions:
+        for j in declared:
             if j in req.laws:
                 out.append((req, j))
                 break
     return out
+
+
+def missing(section: NoticeSection, facts: Facts) -> list[tuple[Requirement, str]]:
+    """(requirement, jurisdiction) for every required item the section does not state."""
+    facts = replace(facts, other_sources=bool(section.get("source")))
+    return _missing("notice", section.values, facts, section.jurisdictions)
+
+
+def missing_in_purpose(present: Iterable[str], facts: Facts, jurisdictions: Iterable[str]
+                       ) -> list[tuple[Requirement, str]]:
+    """(requirement, jurisdiction) for every item a purpose with `facts` (Facts.of_purpose) must state
+    and does not: `present` are its attribute names."""
+    return _missing("purpose", present, facts, jurisdictions)
+
+
+def required(item: str, section: NoticeSection, facts: Facts, jurisdictions: Iterable[str]) -> bool:
+    """Does one of `jurisdictions` require notice attribute `item` (whether the section states it or not)?"""
+    facts = replace(facts, other_sources=bool(section.get("source")))
+    declared = tuple(jurisdictions)
+    return any(r.item == item and r.scope == "notice" and facts.holds(r.when)
+               and any(j in r.laws for j in declared) for r in REQUIREMENTS)
 
 
 # ---------------------------------------------------------------- values
@@ -233,6 +308,7 @@ def section_of(modules: Iterable[ast.Module]) -> NoticeSection:
 __all__ = [
     "ATTRS",
     "JURISDICTIONS",
+    "PURPOSE_TEXTS",
     "REQUIREMENTS",
     "SALE_OR_SHARE",
     "Facts",
@@ -241,6 +317,8 @@ __all__ = [
     "attributes",
     "href",
     "missing",
+    "missing_in_purpose",
+    "required",
     "section_of",
     "valid",
 ]
