@@ -76,6 +76,9 @@ _URL = re.compile(r"(https?://[^\s<>\"']+|mailto:[^\s<>\"']+|tel:\+?[0-9 ()./-]+
 
 # Which purposes trigger a conditional requirement; one definition, used by checks and the notice.
 SALE_OR_SHARE = ("sale", "sharing", "targeted_advertising")
+# Processing that is profiling (GDPR Art. 4(4)) whether or not the purpose also says `profiling`:
+# advertising targeted on a person's interests evaluates their preferences.
+PROFILING = ("profiling", "targeted_advertising")
 
 # Purpose attributes that are texts for the notice; each may be given again per language
 # (`profiling_logic de "…"`, like `description de "…"`). `automated_decisions` also takes `none`.
@@ -105,7 +108,7 @@ class Facts:
     def of_purpose(cls, processing: Iterable[str], decisions: tuple[object, ...] | None) -> Facts:
         """One purpose's facts: its processing kinds and its `automated_decisions` values (None: absent)."""
         decides = decisions is not None and decisions != (ast.Ident("none"),)
-        return cls(profiling="profiling" in processing or decides)
+        return cls(profiling=any(k in PROFILING for k in processing) or decides)
 
     def holds(self, when: str) -> bool:
         return when == "always" or bool(getattr(self, when))
