@@ -102,13 +102,13 @@ class ShapeRun:
 
 
 def leaves(doc: Any) -> int:
-    """Scalars and empty containers of a JSON document."""
+    """The scalars of a JSON document (a container, empty or not, is not a field of its own)."""
     n, todo = 0, [doc]
     while todo:
         node = todo.pop()
-        if isinstance(node, dict) and node:
+        if isinstance(node, dict):
             todo.extend(node.values())
-        elif isinstance(node, list) and node:
+        elif isinstance(node, list):
             todo.extend(node)
         else:
             n += 1
