@@ -11,7 +11,9 @@ from the shape's policy and then cut down:
 Both cut-down plans keep one statement naming a key no item has (`items[*].<absent>`), so the plan
 walks the same containers the real one does (the list, its items as filtered objects) and the body
 is read the same way (lazily when the real plan is); only what the plan does with the fields differs.
-CPU time is `time.process_time`, the median of interleaved repeats. Then
+CPU time is `time.process_time` of one request, the least of interleaved repeats (the run least
+disturbed by the rest of a shared machine: the work itself is deterministic; medians left the
+differences below in the noise). Then
 
     per_dropped     = t_none / L                          (every leaf dropped: the read, the per-item
                                                            consent filter and the walk, spread over L)
@@ -24,7 +26,6 @@ so a regression in keeping, dropping or transforming shows in its own figure.
 from __future__ import annotations
 
 import gc
-import statistics
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -43,7 +44,7 @@ class FieldCost:
     kept: int
     dropped: int
     transformed: int
-    us_per_request: float  # the real plan, whole request through the flow
+    us_per_request: float  # the real plan, one whole request through the flow (the least of the repeats)
     us_per_kept: float | None
     us_per_dropped: float | None
     us_per_transformed: float | None
@@ -82,7 +83,7 @@ def _cpu(run: ShapeRun) -> float:
 
 
 def measure(shape: Shape, repeats: int = 7) -> FieldCost:
-    """The shape's field costs (µs of CPU), medians of `repeats` interleaved runs of each plan."""
+    """The shape's field costs (µs of CPU), from the least of `repeats` interleaved runs of each plan."""
     from veil.bench.inproc import leaf_counts
 
     real = ShapeRun(shape)
@@ -105,7 +106,7 @@ def measure(shape: Shape, repeats: int = 7) -> FieldCost:
             gc.enable()
         else:
             gc.disable()
-    t = {k: statistics.median(v) * 1e6 for k, v in times.items()}
+    t = {k: min(v) * 1e6 for k, v in times.items()}
     leaves = kept + dropped + transformed
     per_dropped = t["none"] / leaves if leaves else None
     per_kept = per_dropped + (t["plan"] - t["no_keep"]) / kept if kept and per_dropped is not None else None
