@@ -54,7 +54,7 @@ def test_bench_short_run_writes_table_and_json(tmp_path: Path) -> None:
         assert s["items"] == 60 and s["kept_leaves"] > 0 and s["dropped_leaves"] > 0
         assert s["cost"]["us_per_request"] > 0 and s["cost"]["us_per_dropped"] > 0
     assert figures["transforms"]["cost"]["us_per_transformed"] is not None
-    for line in ("upstream direct", "plain pass-through (aiohttp low-level)", "parse-only: issue",
+    for line in ("upstream direct", "plain pass-through (httptools + aiohttp)", "parse-only: issue",
                  "veil enforce list: transforms", "enforce_list_worst_vs_parse_only", "us/kept"):
         assert line in done.stdout
 

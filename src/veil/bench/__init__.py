@@ -6,8 +6,8 @@ A **scenario** is one table row: `setup(ctx)` starts what it needs (registering 
 round 2, ...), then stops them; one fast upstream (`servers.start_fast_upstream`) is shared by all rows
 and serves the shape corpus (veil.bench.shapes) besides the demo's profile and list.
 
-The references are the fastest plain Python proxies we built (veil.bench.plain: aiohttp's low-level
-server on uvloop with one aiohttp client session): row 2 passes a 1 KB profile through, rows 6x parse
+The references are the fastest plain Python proxies we built (veil.bench.plain: httptools' parser on
+an asyncio protocol on uvloop, with one aiohttp client session): row 2 passes a 1 KB profile through, rows 6x parse
 and re-serialize each shape's list (`orjson.loads` + `orjson.dumps`). The Starlette pass-throughs (2s,
 2b) and nginx (2n, the non-Python floor of a proxy hop) are information rows.
 
@@ -235,7 +235,7 @@ def default_scenarios(veil_factory: VeilScenarioFactory | None = None, veil_skip
                         code="bench_usage")
     return [
         Scenario("upstream_direct", "1", "upstream direct", "1 KB", _direct),
-        Scenario("passthrough", "2", "plain pass-through (aiohttp low-level)", "1 KB", _plain),
+        Scenario("passthrough", "2", "plain pass-through (httptools + aiohttp)", "1 KB", _plain),
         Scenario("passthrough_starlette", "2s", "Starlette pass-through (aiohttp client)", "1 KB",
                  _proxy("aiohttp", False, "/customers/{id}")),
         Scenario("passthrough_httpx", "2b", "Starlette pass-through (httpx client)", "1 KB",

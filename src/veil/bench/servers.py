@@ -241,7 +241,7 @@ def start_proxy(upstream_url: str, *, client: str = "aiohttp", parse: bool = Fal
     return start_process(name, argv, f"http://{LOOPBACK}:{port}", ready_url=f"http://{LOOPBACK}:{port}/healthz")
 
 
-def start_plain(upstream_url: str, *, parse: bool = False, server: str = "lowlevel",
+def start_plain(upstream_url: str, *, parse: bool = False, server: str = "raw",
                 loop: str = "uvloop") -> Server:
     """The plain aiohttp reference (veil.bench.plain): pass-through, or parse-only with `parse`."""
     port = free_port()

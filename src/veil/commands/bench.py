@@ -1,7 +1,7 @@
 """`veil bench`: measure veil next to its practical limits, on loopback, and print a table.
 
-Rows: 1 upstream direct; 2 the plain pass-through reference (aiohttp low-level server + aiohttp
-client on uvloop), 2s/2b Starlette pass-throughs (aiohttp, httpx client) and 2n nginx, for
+Rows: 1 upstream direct; 2 the plain pass-through reference (httptools server + aiohttp client on
+uvloop, veil.bench.plain), 2s/2b Starlette pass-throughs (aiohttp, httpx client) and 2n nginx, for
 information; 3 veil enforcing a 1 KB profile (3b with `audit.fsync: always`, 3s shipping its decision
 log to the PostgreSQL at VEIL_BENCH_PG_URL); 5 report-only (5b with discovery examining every
 response); and per shape of the corpus (veil.bench.shapes, seeded: `--seed`, `--items`, `--shapes`)
