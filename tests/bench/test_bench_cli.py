@@ -155,3 +155,16 @@ def test_rounds_are_interleaved_across_rows() -> None:
     assert seen == ["A a started", "B b started", "A a round 1/2", "B b round 1/2", "A a round 2/2",
                     "B b round 2/2"]
     assert result.meta["order"].startswith("interleaved")
+
+
+def test_a_row_whose_first_requests_fail_is_broken() -> None:
+    from veil.bench import BenchContext, Target, servers
+
+    def refused(ctx: BenchContext) -> Target:  # the upstream port is closed: every answer is a 502
+        proxy = ctx.keep(servers.start_plain(f"http://127.0.0.1:{servers.free_port()}"))
+        return Target(proxy.url + "/customers/c-000001", (), (proxy,))
+
+    result = run_bench([Scenario("refused", "r", "refused", "1 KB", refused)], rounds=1, duration=0.5,
+                       connections=2, tool="builtin")
+    assert result.failed and not result.rows[0].rounds
+    assert result.rows[0].error == "the first requests were answered 502"

@@ -272,6 +272,30 @@ class _CpuWindow:
         return None if self.before is None else cpu_seconds(self.pids) - self.before
 
 
+PRIME_REQUESTS = 2
+
+
+def _prime(target: Target, timeout: float = 60.0) -> None:
+    """A couple of requests before any round: a row's first requests pay one-time work (code a plan
+    generates on first use, the consent store read before its cache holds the subjects, upstream
+    connections), which a time-based warm-up shorter than a list response would leave in the
+    measured window. A row that does not answer 2xx here is a broken row, not a slow one."""
+    import urllib.error
+    import urllib.request
+
+    from veil.bench.loadgen import check_loopback
+
+    check_loopback(target.url)
+    for _ in range(PRIME_REQUESTS):
+        req = urllib.request.Request(target.url, headers=dict(target.headers))
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                resp.read()
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise VeilError(f"the first requests were answered {exc.code}", code="bench_row_broken") from exc
+
+
 def _one_round(scenario: Scenario, target: Target, spec: LoadSpec, tool: str) -> RoundStats:
     from veil.bench import loadgen, servers
 
@@ -323,7 +347,9 @@ def run_bench(scenarios: Sequence[Scenario], rounds: int = 3, duration: float = 
             ctx = BenchContext(Path(tmp), upstream, profile_id, list_ids, shapes=shapes)
             running.enter_context(ctx.stack)
             try:
-                live.append((row, sc, sc.setup(ctx)))
+                target = sc.setup(ctx)
+                _prime(target)
+                live.append((row, sc, target))
             except (VeilError, OSError) as exc:
                 row.error = _one_line(exc)
             if progress:

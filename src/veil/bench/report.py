@@ -193,7 +193,7 @@ def render_shapes(result: BenchResult) -> list[str]:
     """The shape section: leaves per response and CPU per field, in-process on the real flow."""
     lines = [
         "shapes: leaves per response (kept / dropped / transformed), CPU per field in µs and per request in "
-        "ms (in-process, the real flow, medians)",
+        "ms (in-process on the real flow, least of the repeats)",
         f"  {'shape':<14} {'items':>6} {'B/item':>6} {'kept':>7} {'dropped':>8} {'transf.':>8} "
         f"{'us/kept':>8} {'us/drop':>8} {'us/transf':>9} {'ms/req':>7}  title",
     ]
