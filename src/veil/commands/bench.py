@@ -38,8 +38,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=1, help="seed of the shape corpus (default 1)")
     p.add_argument("--items", type=int, default=1000, help="items per list of the shape corpus (default 1000)")
     p.add_argument("--shapes", metavar="NAMES",
-                   help="comma-separated shapes of the corpus to run (default: all of demo, issue, wide_dropped, "
-                        "deep, nested_arrays, transforms, long_strings, numbers, mostly_kept, unknown_keys)")
+                   help="comma-separated shapes of the corpus to run (default: all; the names are in "
+                        "veil.bench.shapes, and an unknown name lists them)")
     p.add_argument("--field-repeats", type=int, default=7, metavar="N",
                    help="in-process repeats per plan for CPU per field, 0 to skip (default 7)")
     p.add_argument("--veil-factory", metavar="MODULE:CALLABLE", default=DEFAULT_VEIL_FACTORY,
