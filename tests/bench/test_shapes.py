@@ -11,7 +11,7 @@ import pytest
 
 from veil.bench import SHAPE_NAMES, VeilCase
 from veil.bench import servers as bench_servers
-from veil.bench.fieldcost import measure
+from veil.bench.fieldcost import _variant, measure
 from veil.bench.inproc import ShapeRun, leaves, load_shape_policy
 from veil.bench.shapes import SHAPES, Shape, build, corpus
 from veil.bench.veil_factory import factory
@@ -106,6 +106,27 @@ def test_leaf_counts_are_what_the_plan_does(name: str) -> None:
         assert shape.transformed_leaves == len(shape.consented)  # one hashed field per kept item
     if name == "transforms":
         assert shape.transformed_leaves > shape.kept_leaves
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_cut_down_plans_read_the_body_as_the_real_one_does(name: str) -> None:
+    """CPU per field compares plans that differ only in what they do with the fields: the body is read
+    the same way (lazily or not) and nothing but the cut statements leaves."""
+    shape = build(name, 8, 20)
+    real = load_shape_policy(shape)
+    path = shape.path.partition("?")[0]
+    for keep_transforms in (True, False):
+        cut = _variant(shape, keep_transforms)
+        a, b = real.match("GET", path), cut.match("GET", path)
+        assert a is not None and b is not None and a[0].each is not None
+        plan_a, plan_b = a[0].rules[shape.purpose].plan, b[0].rules[shape.purpose].plan
+        assert plan_a.lazy_ok(a[0].each) == plan_b.lazy_ok(b[0].each)
+        out = orjson.loads(ShapeRun(shape, cut).once().body)
+        kept_items = [it for it in out["items"] if it]
+        if keep_transforms:
+            assert leaves(out) == shape.transformed_leaves
+        else:
+            assert leaves(out) == 0 and not kept_items
 
 
 def test_field_costs_are_measured() -> None:
