@@ -168,7 +168,7 @@ def _names(apis: Iterable[Api]) -> str:
 
 def _route_hint(apis: Sequence[Api], method: str, template: str) -> str:
     want = "GET" if method == "HEAD" else method
-    paths = sorted({prefix + op.path for a in apis for op in a.operations if op.method == want
+    paths = sorted({prefix + op.route_path for a in apis for op in a.operations if op.method == want
                     for prefix in a.prefixes})
     close = difflib.get_close_matches(template, paths, n=1, cutoff=0.6)
     if close:

@@ -11,6 +11,11 @@ segment pair is equal or has a parameter on either side (`/customers/{id}` serve
 paths (`servers: [{url: https://api.example.com/v1}]`) may prefix its paths. An operation's response
 shapes are those of its 2xx responses (and `2XX`) with a JSON media type (`application/json`,
 `*/*+json`, or a `*/*` wildcard): the bodies veil enforces; other statuses never reach a caller.
+
+Some documents give one path several operations of the same method by writing a query or a fragment
+into the path key (`/files/{id}#shared_link`, `/responses/{id}?beta=true`), which OpenAPI does not
+allow but tools accept. Such an operation serves the path before the `?` or `#` (`Operation.route_path`):
+a route matches it, and the route's response shapes are those of every operation it serves.
 """
 
 from __future__ import annotations
@@ -91,6 +96,11 @@ class Operation:
     responses: list[tuple[str, str, Any, Any]]  # (status, media type, schema, its resolver): JSON 2xx bodies
     pointer: str
 
+    @property
+    def route_path(self) -> str:
+        """The path a request for this operation has: `path` less a `?query` or `#fragment` written into it."""
+        return request_path(self.path)
+
     def label(self) -> str:
         return f"{self.method} {self.path}"
 
@@ -128,7 +138,7 @@ class Api:
             if op.method != want:
                 continue
             for prefix in self.prefixes:
-                other = _segments(prefix + op.path)
+                other = _segments(prefix + op.route_path)
                 if len(other) != len(segs):
                     continue
                 fit = _fit(segs, other)
@@ -148,6 +158,12 @@ class Api:
                    for status, _media, schema, resolver in op.responses]
             self._shapes[id(op)] = hit
         return hit
+
+
+def request_path(path: str) -> str:
+    """A document's path key without the `?query` or `#fragment` some documents write into it."""
+    cut = min((i for i in (path.find("?"), path.find("#")) if i >= 0), default=len(path))
+    return path[:cut]
 
 
 def _segments(path: str) -> list[str]:
@@ -336,4 +352,4 @@ def load_json_schema(ref: str, relative_to: Path) -> Shape:
     return builder.build(doc, resolver, str(p))
 
 
-__all__ = ["Api", "Operation", "load_api", "load_json_schema", "read_document"]
+__all__ = ["Api", "Operation", "load_api", "load_json_schema", "read_document", "request_path"]

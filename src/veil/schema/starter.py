@@ -46,7 +46,7 @@ def _slug(text: str) -> str:
 
 def route_template(op: Operation, prefix: str) -> tuple[str | None, list[str], str | None]:
     """(veil route template, parameter names, why not) for an operation path."""
-    segs = [s for s in (prefix + op.path).strip("/").split("/") if s]
+    segs = [s for s in (prefix + op.route_path).strip("/").split("/") if s]
     out: list[str] = []
     params: list[str] = []
     for seg in segs:
@@ -118,7 +118,7 @@ def suggested_categories(api: Api, ops: Iterable[Operation]) -> dict[str, tuple[
             shapes = api.shapes(op)
         except SchemaError:
             continue
-        context = [s for s in op.path.strip("/").split("/") if not s.startswith("{")]
+        context = [s for s in op.route_path.strip("/").split("/") if not s.startswith("{")]
         found, _ = locations(shapes, limit=2000)
         named: dict[tuple[str | int, ...], str] = {}  # locations already in a category, by category
         for steps, at in merged(found):
@@ -153,7 +153,8 @@ def starter(api: Api, spec_ref: str) -> dict[str, str]:
             continue
         shape = tuple(None if _PARAM.match(s) else s for s in tpl.strip("/").split("/"))
         if shape in shapes_seen:
-            skipped.append(f"# GET {prefix}{op.path}: another path of the same shape has a route")
+            also = " (the document writes a query or fragment into its path)" if op.route_path != op.path else ""
+            skipped.append(f"# GET {prefix}{op.path}: another path of the same shape has a route{also}")
             continue
         shapes_seen.add(shape)
         lines = [f"route GET {tpl} {{"]
