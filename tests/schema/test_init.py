@@ -37,7 +37,8 @@ def test_what_the_starter_guesses(tmp_path: Path) -> None:
     assert main(["init", "--openapi", str(work / "edge30.yaml"), "--out", str(work / "p")]) == 0
     routes = (work / "p" / "routes.veil").read_text()
     assert "route GET /v2/accounts/{accountId} {\n  subject path.accountId" in routes
-    assert "# GET /v2/files/{name}.json: a parameter fills only part of the segment" in routes
+    assert "# the document's path is /v2/files/{name}.json: {name} here holds the whole segment\n" \
+           "route GET /v2/files/{name} {" in routes
     cats = (work / "p" / "categories.veil").read_text()
     assert "category identity.government_id sensitive = ssn" in cats
     assert "category demographics.birth_date = date_of_birth" in cats

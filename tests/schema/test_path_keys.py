@@ -1,6 +1,7 @@
 """Path keys with a `#fragment` or `?query` written into them (published documents use them to give one
 path several operations of a method): the operation serves the path before it, for `veil check`,
-`veil coverage` and `veil init`."""
+`veil coverage` and `veil init`. Segments of a parameter and a fixed suffix (`{Sid}.json`): a route's
+whole-segment parameter serves them."""
 
 from __future__ import annotations
 
@@ -37,6 +38,14 @@ def test_a_route_serves_every_operation_of_its_path() -> None:
     ops = api.operations_for("GET", "/api/boxes/{id}")
     assert sorted(op.path for op in ops) == ["/boxes/{boxId}", "/boxes/{boxId}#with_label"]
     assert [op.path for op in api.operations_for("GET", "/api/tallies")] == ["/tallies?preview=yes"]
+    assert [op.path for op in api.operations_for("GET", "/api/owners/{o}")] == ["/owners/{ownerId}.json"]
+
+
+def test_a_typo_on_a_suffixed_path_is_caught(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = _policy(tmp_path, "id, ful_name", route="/api/owners/{o}")
+    assert main(["check", str(d)]) == 1
+    out = capsys.readouterr().out
+    assert "policy.veil:12:14: error[path_not_in_schema]" in out and "did you mean 'full_name'?" in out
 
 
 def _policy(tmp: Path, keeps: str, route: str = "/api/boxes/{id}") -> Path:
@@ -68,7 +77,15 @@ def test_init_routes_the_path_once(tmp_path: Path, capsys: pytest.CaptureFixture
     assert routes.count("route GET /api/boxes/{boxId} {") == 1
     assert "route GET /api/tallies {" in routes
     assert "# GET /api/boxes/{boxId}#with_label: another path of the same shape has a route" in routes
-    assert "fills only part" not in routes and "does not allow" not in routes
+    assert "does not allow" not in routes
+    # `{ownerId}.json`: routed with a whole-segment parameter, no subject guessed from it (its value is
+    # `o1.json`, not the id); a parameter before the suffixed one still names the subject
+    assert "# the document's path is /api/owners/{ownerId}.json: {ownerId} here holds the whole segment\n" \
+           "route GET /api/owners/{ownerId} {" in routes
+    owner = routes.split("route GET /api/owners/{ownerId} {")[1].split("\n}")[0]
+    assert "subject" not in owner
+    assert "route GET /api/owners/{ownerId}/boxes/{boxId} {\n  subject path.ownerId" in routes
+    assert "# GET /api/boxes/{boxId}/label.{fmt}: a parameter fills only part of the segment" in routes
     assert main(["check", str(out)]) == 0
     assert main(["fmt", "--check", str(out)]) == 0
     capsys.readouterr()

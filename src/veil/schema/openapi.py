@@ -7,7 +7,9 @@ Schema for one route's response body; JSON or YAML, with `$ref`s into other loca
 
 A policy route matches an operation when both paths have the same number of segments and every
 segment pair is equal or has a parameter on either side (`/customers/{id}` serves
-`/customers/{customerId}`, and `/customers/me` if the document has it). The document's server URL
+`/customers/{customerId}`, and `/customers/me` if the document has it). A route parameter fits a
+document segment of a parameter and a fixed suffix (`{Sid}.json`) as well as a whole-segment
+parameter: a policy route cannot split a segment, its parameter holds the whole of it. The document's server URL
 paths (`servers: [{url: https://api.example.com/v1}]`) may prefix its paths. An operation's response
 shapes are those of its 2xx responses (and `2XX`) with a JSON media type (`application/json`,
 `*/*+json`, or a `*/*` wildcard): the bodies veil enforces; other statuses never reach a caller.
@@ -35,6 +37,7 @@ from veil.schema.shape import Builder, SchemaError, Shape, resource
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _PARAM = re.compile(r"^\{[^{}/]+\}$")
+_SUFFIXED = re.compile(r"^\{[^{}/]+\}[^{}/]+$")  # `{Sid}.json`: a parameter, then fixed text
 
 try:  # libyaml is much faster on large documents; the pure-Python loader reads the same YAML
     _YamlLoader: Any = yaml.CSafeLoader
@@ -175,7 +178,7 @@ def _fit(ours: list[str], theirs: list[str]) -> int:
     score = 2
     for a, b in zip(ours, theirs, strict=True):
         pa, pb = bool(_PARAM.match(a)), bool(_PARAM.match(b))
-        if pa and pb:
+        if pa and (pb or _SUFFIXED.match(b)):
             continue
         if pa or pb:
             score = 1

@@ -11,8 +11,11 @@
   field is removed by minimization until a `keep` names it);
 - `callers.veil`: a commented template (a caller needs a key; none is invented).
 
-Operations veil cannot route (a parameter that fills only part of a segment, characters a route
-template does not allow, two paths of the same shape) are listed in a comment instead.
+A document segment of a parameter and a fixed suffix (`/calls/{Sid}.json`) becomes a whole-segment
+parameter (`/calls/{Sid}`: a route cannot split a segment, so its value is `CA1….json`); no subject is
+guessed from such a parameter (the value is not the id) and the route says so in a comment.
+Operations veil cannot route (fixed text before a parameter or two parameters in one segment,
+characters a route template does not allow, two paths of the same shape) are listed in a comment.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from veil.schema.shape import SchemaError, Shape, child, element, flatten
 SUBJECT_WORDS = PERSON_WORDS | {"account", "accounts", "users", "customers", "members", "patients"}
 _ROUTE_CHARS = re.compile(r"^[A-Za-z0-9._~!$&'()*+,=:@%-]*$")
 _PARAM = re.compile(r"^\{([^{}]+)\}$")
+_SUFFIXED = re.compile(r"^\{([^{}]+)\}[^{}]+$")  # `{Sid}.json`
 
 
 def _ident(name: str) -> str:
@@ -44,19 +48,23 @@ def _slug(text: str) -> str:
     return "_".join(words)[:40].strip("_") or "api"
 
 
-def route_template(op: Operation, prefix: str) -> tuple[str | None, list[str], str | None]:
-    """(veil route template, parameter names, why not) for an operation path."""
+def route_template(op: Operation, prefix: str, partial: list[str] | None = None
+                   ) -> tuple[str | None, list[str], str | None]:
+    """(veil route template, parameter names, why not) for an operation path. The names of parameters
+    that stand for a segment with fixed text around them (`{Sid}.json`) are added to `partial`."""
     segs = [s for s in (prefix + op.route_path).strip("/").split("/") if s]
     out: list[str] = []
     params: list[str] = []
     for seg in segs:
-        m = _PARAM.match(seg)
+        m = _PARAM.match(seg) or _SUFFIXED.match(seg)
         if m:
             name = _ident(m.group(1))
             while name in params:
                 name += "_"
             params.append(name)
             out.append("{" + name + "}")
+            if partial is not None and m.re is _SUFFIXED:
+                partial.append(name)
         elif "{" in seg or "}" in seg:
             return None, [], f"a parameter fills only part of the segment {seg!r}"
         elif not _ROUTE_CHARS.match(seg) or seg in (".", ".."):
@@ -66,13 +74,13 @@ def route_template(op: Operation, prefix: str) -> tuple[str | None, list[str], s
     return "/" + "/".join(out), params, None
 
 
-def guess_subject(template: str) -> str | None:
+def guess_subject(template: str, not_ids: Iterable[str] = ()) -> str | None:
     """The path parameter that names a person: the one after a segment about people, or one whose name
-    is about people (`customerId`, `{user}`)."""
+    is about people (`customerId`, `{user}`); never one of `not_ids` (a value with fixed text in it)."""
     segs = template.strip("/").split("/")
     for i, seg in enumerate(segs):
         m = _PARAM.match(seg)
-        if not m:
+        if not m or m.group(1) in not_ids:
             continue
         name = m.group(1)
         if set(tokens(name)) & SUBJECT_WORDS:
@@ -147,7 +155,8 @@ def starter(api: Api, spec_ref: str) -> dict[str, str]:
     skipped: list[str] = []
     shapes_seen: set[tuple[str | None, ...]] = set()
     for op in gets:
-        tpl, _params, why = route_template(op, prefix)
+        partial: list[str] = []
+        tpl, _params, why = route_template(op, prefix, partial)
         if tpl is None:
             skipped.append(f"# GET {prefix}{op.path}: {why}")
             continue
@@ -160,7 +169,10 @@ def starter(api: Api, spec_ref: str) -> dict[str, str]:
         lines = [f"route GET {tpl} {{"]
         if op.summary:
             lines.insert(0, f"# {' '.join(str(op.summary).split())[:100]}")
-        subject = guess_subject(tpl)
+        if partial:
+            lines.insert(len(lines) - 1, f"# the document's path is {prefix}{op.route_path}: "
+                         f"{', '.join('{' + p + '}' for p in partial)} here holds the whole segment")
+        subject = guess_subject(tpl, partial)
         if subject:
             lines.append(f"  subject path.{subject}")
         else:
