@@ -23,6 +23,7 @@ def test_the_value_itself(name: str, category: str) -> None:
 @pytest.mark.parametrize("name", [
     "email_subject", "email_message", "email_footer_text", "emailBody", "strong_password_requirement",
     "ip_allowlist.created", "ip_allowlist.config.deactivated", "phone_updated", "address_deleted",
+    "email_domain",
 ])
 def test_something_about_it(name: str) -> None:
     assert classify_name([name]) is None

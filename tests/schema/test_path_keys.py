@@ -86,6 +86,7 @@ def test_init_routes_the_path_once(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "subject" not in owner
     assert "route GET /api/owners/{ownerId}/boxes/{boxId} {\n  subject path.ownerId" in routes
     assert "# GET /api/boxes/{boxId}/label.{fmt}: a parameter fills only part of the segment" in routes
+    assert "route GET /api/owners.info {\n  subject query.owner\n" in routes
     assert main(["check", str(out)]) == 0
     assert main(["fmt", "--check", str(out)]) == 0
     capsys.readouterr()

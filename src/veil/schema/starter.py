@@ -7,6 +7,7 @@
   (veil.personal: the same table `veil check` and `veil discover` use), sensitive where the category is;
 - `routes.veil`: a route for each GET operation with a subject guessed from its path parameters
   (the parameter after a segment about people: `/customers/{customerId}` → `subject path.customerId`),
+  else from a query parameter naming one person (`/users.info?user=` → `subject query.user`),
   `each <list>[*] subject id` for a list of people, and one empty rule: deny by default holds (every
   field is removed by minimization until a `keep` names it);
 - `callers.veil`: a commented template (a caller needs a key; none is invented).
@@ -35,6 +36,7 @@ from veil.schema.shape import SchemaError, Shape, child, element, flatten
 SUBJECT_WORDS = PERSON_WORDS | {"account", "accounts", "users", "customers", "members", "patients"}
 _ROUTE_CHARS = re.compile(r"^[A-Za-z0-9._~!$&'()*+,=:@%-]*$")
 _PARAM = re.compile(r"^\{([^{}]+)\}$")
+_QUERY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")  # what `subject query.NAME` can name
 _SUFFIXED = re.compile(r"^\{([^{}]+)\}[^{}]+$")  # `{Sid}.json`
 
 
@@ -86,6 +88,17 @@ def guess_subject(template: str, not_ids: Iterable[str] = ()) -> str | None:
         if set(tokens(name)) & SUBJECT_WORDS:
             return name
         if i > 0 and not _PARAM.match(segs[i - 1]) and set(tokens(segs[i - 1])) & SUBJECT_WORDS:
+            return name
+    return None
+
+
+def guess_query_subject(op: Operation) -> str | None:
+    """A query parameter that names one person (`?user=U123`, `?customer_id=…`: RPC-style APIs that put
+    no id in the path); not a plural (`?users=` filters a list)."""
+    for where, name in op.parameters:
+        words = tokens(name)
+        if where == "query" and _QUERY_NAME.match(name) and words and words[0] in SUBJECT_WORDS \
+                and not words[0].endswith("s") and words[1:] in ([], ["id"]):
             return name
     return None
 
@@ -173,8 +186,11 @@ def starter(api: Api, spec_ref: str) -> dict[str, str]:
             lines.insert(len(lines) - 1, f"# the document's path is {prefix}{op.route_path}: "
                          f"{', '.join('{' + p + '}' for p in partial)} here holds the whole segment")
         subject = guess_subject(tpl, partial)
+        query = None if subject else guess_query_subject(op)
         if subject:
             lines.append(f"  subject path.{subject}")
+        elif query:
+            lines.append(f"  subject query.{query}")
         else:
             try:
                 each = guess_each(tpl, api.shapes(op))
@@ -226,4 +242,4 @@ def starter(api: Api, spec_ref: str) -> dict[str, str]:
     return {name: format_text(text, name) for name, text in files.items()}
 
 
-__all__ = ["guess_each", "guess_subject", "route_template", "starter", "suggested_categories"]
+__all__ = ["guess_each", "guess_query_subject", "guess_subject", "route_template", "starter", "suggested_categories"]
