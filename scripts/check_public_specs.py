@@ -121,6 +121,7 @@ def run(spec: Path, work: Path) -> dict[str, Any]:
     row["routes"] = len(re.findall(r"^route ", routes_text, re.M))
     row["not_routed"] = re.findall(r"^# GET .*?: (.*)$", routes_text, re.M)
     row["subjects"] = len(re.findall(r"^\s*subject path\.", routes_text, re.M))
+    row["query_subjects"] = len(re.findall(r"^\s*subject query\.", routes_text, re.M))
     row["each"] = len(re.findall(r"^\s*each ", routes_text, re.M))
     cats = re.findall(r"^category (\S+)( sensitive)? = (.*)$", (starter / "categories.veil").read_text(), re.M)
     row["categories"] = {c: paths for c, _s, paths in cats}
@@ -180,7 +181,7 @@ def main() -> None:
         typo = r.get("typo", {})
         print(f"| {Path(r['spec']).name} | {r['version']} | {r['operations']} ({r['gets']}) | {r['schemas']} | "
               f"{r['fields']} | {r['init']['cpu_s']} | {r['routes']} | {len(r['not_routed'])} | "
-              f"{r['subjects']} (+{r['each']} each) | {len(r['categories'])} | "
+              f"{r['subjects']} (+{r['query_subjects']} query, {r['each']} each) | {len(r['categories'])} | "
               f"{r['check']['exit']} / {r['check_strict']['exit']} / {r['fmt_check']['exit']} | "
               f"{typo.get('caught')} {typo.get('found', [''])[0] if typo.get('found') else ''} | "
               f"{r['coverage'].get('fields')} ({r['coverage'].get('personal_in_clear')}) |")

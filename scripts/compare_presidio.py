@@ -103,6 +103,9 @@ def main() -> None:
     us = pres_s / len(sample) * 1e6
     print(f"presidio analyze: {us:.0f} µs/value, {us * per_doc:.0f} µs/profile (CPU); "
           f"{pres_hits} of {len(sample)} values flagged: {dict(pres_kinds.most_common())}")
+    strong = Counter(max(x, key=lambda y: y.score).entity_type
+                     for r in results if (x := [y for y in r if y.score >= 0.5]))
+    print(f"  of which with a score of 0.5 or more: {sum(strong.values())}: {dict(strong.most_common())}")
     veil_sample = Counter(k for v in sample if (k := det(v)))
     print(f"veil on the same {len(sample)} values: {sum(veil_sample.values())} flagged: "
           f"{dict(veil_sample.most_common())}")
