@@ -53,7 +53,7 @@ def _slug(text: str) -> str:
 def route_template(op: Operation, prefix: str, partial: list[str] | None = None
                    ) -> tuple[str | None, list[str], str | None]:
     """(veil route template, parameter names, why not) for an operation path. The names of parameters
-    that stand for a segment with fixed text around them (`{Sid}.json`) are added to `partial`."""
+    that stand for a segment of a parameter and a fixed suffix (`{Sid}.json`) are added to `partial`."""
     segs = [s for s in (prefix + op.route_path).strip("/").split("/") if s]
     out: list[str] = []
     params: list[str] = []
