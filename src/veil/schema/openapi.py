@@ -10,9 +10,10 @@ segment pair is equal or has a parameter on either side (`/customers/{id}` serve
 `/customers/{customerId}`, and `/customers/me` if the document has it). A route parameter fits a
 document segment of a parameter and a fixed suffix (`{Sid}.json`) as well as a whole-segment
 parameter: a policy route cannot split a segment, its parameter holds the whole of it. The
-document's server URL paths (`servers: [{url: https://api.example.com/v1}]`) may prefix its paths. An operation's response
-shapes are those of its 2xx responses (and `2XX`) with a JSON media type (`application/json`,
-`*/*+json`, or a `*/*` wildcard): the bodies veil enforces; other statuses never reach a caller.
+document's server URL paths (`servers: [{url: https://api.example.com/v1}]`) may prefix its paths.
+An operation's response shapes are those of its 2xx responses (and `2XX`) with a JSON media type
+(`application/json`, `*/*+json`, or a `*/*` wildcard): the bodies veil enforces; other statuses never
+reach a caller.
 
 Some documents give one path several operations of the same method by writing a query or a fragment
 into the path key (`/files/{id}#shared_link`, `/responses/{id}?beta=true`), which OpenAPI does not
