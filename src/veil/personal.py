@@ -109,6 +109,11 @@ _NOT_THE_VALUE = frozenset({
     "method", "methods", "policy", "settings", "config", "visibility", "validation", "provider", "source",
     "consent", "opt", "in", "out", "preference", "preferences", "template", "templates", "capabilities",
     "limit", "limits", "range", "ranges", "check", "checks", "metrics", "max", "min", "allowed",
+    # seen in published API descriptions: the text of a message (`email_subject`, `email_footer_text`), a
+    # setting (`strong_password_requirement`), an event about a thing (`ip_allowlist.created`), a domain
+    # (`email_domain`)
+    "requirement", "subject", "message", "text", "body", "footer", "created", "updated", "deleted", "activated",
+    "deactivated", "domain",
 })
 
 _SPLIT = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")

@@ -251,3 +251,25 @@ route GET /v2/accounts/{id} {
 def test_schema_is_a_keyword_only_where_one_is_expected() -> None:
     text = 'category meta = schema\n\nroute GET /a {\n  for p {\n    keep schema, id\n    drop @meta\n  }\n}\n'
     assert format_text(text) == text
+
+
+def test_a_typo_under_an_object_that_allows_other_keys_is_a_warning(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "p"
+    d.mkdir()
+    shutil.copy(FIX / "open.yaml", d / "open.yaml")
+    routes = '''
+route GET /grants/{id} {
+  for billing {
+    keep id, sttus, parties[*].roel, labels.campaign, zz_custom_key
+  }
+}
+'''
+    (d / "policy.veil").write_text('schema "open.yaml"\n' + PURPOSES + routes)
+    assert main(["check", str(d)]) == 0  # the schema allows these keys: no error
+    out = capsys.readouterr().out
+    assert "policy.veil:12:14: warning[path_not_named]: no response schema of GET /grants/{id} names sttus" in out
+    assert "did you mean 'status'?" in out and "did you mean 'parties[*].role'?" in out
+    assert "names labels.campaign" not in out  # a map's keys are not named by any schema: nothing to suggest
+    assert "names zz_custom_key" not in out  # nothing close: an extra key the object allows
+    assert main(["check", "--strict", str(d)]) == 1

@@ -9,7 +9,7 @@ import pytest
 
 from veil.cli import main
 from veil.schema.openapi import Operation
-from veil.schema.starter import guess_subject, route_template
+from veil.schema.starter import guess_query_subject, guess_subject, route_template
 
 FIX = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,8 @@ def test_what_the_starter_guesses(tmp_path: Path) -> None:
     assert main(["init", "--openapi", str(work / "edge30.yaml"), "--out", str(work / "p")]) == 0
     routes = (work / "p" / "routes.veil").read_text()
     assert "route GET /v2/accounts/{accountId} {\n  subject path.accountId" in routes
-    assert "# GET /v2/files/{name}.json: a parameter fills only part of the segment" in routes
+    assert "# the document's path is /v2/files/{name}.json: {name} here holds the whole segment\n" \
+           "route GET /v2/files/{name} {" in routes
     cats = (work / "p" / "categories.veil").read_text()
     assert "category identity.government_id sensitive = ssn" in cats
     assert "category demographics.birth_date = date_of_birth" in cats
@@ -56,3 +57,16 @@ def test_subject_and_templates() -> None:
     assert route_template(op, "/v1") == ("/v1/a/{x_y}/b", ["x_y"], None)
     bad = Operation("GET", "/a b", None, None, (), [], "")
     assert route_template(bad, "")[0] is None
+
+
+def test_a_subject_in_the_query() -> None:
+    """RPC-style APIs (`/users.info?user=U1`) name the person in the query, not the path."""
+    def op(*params: tuple[str, str]) -> Operation:
+        return Operation("GET", "/users.info", None, None, params, [], "")
+    assert guess_query_subject(op(("query", "token"), ("query", "user"))) == "user"
+    assert guess_query_subject(op(("query", "customer_id"))) == "customer_id"
+    assert guess_query_subject(op(("query", "userId"))) == "userId"
+    assert guess_query_subject(op(("query", "users"))) is None  # a filter over a list
+    assert guess_query_subject(op(("query", "user_count"))) is None
+    assert guess_query_subject(op(("header", "user"))) is None
+    assert guess_query_subject(op(("query", "channel"))) is None

@@ -1,7 +1,7 @@
 """`veil init --openapi spec.yaml [--out policies/]`: write a starter policy set for an API from its
 OpenAPI document: a purpose to fill in, categories suggested from field names and formats, a route
-for each GET operation (subject guessed from its path parameters) with an empty rule, so that deny
-and minimize by default hold until `keep` lines are added. The set passes `veil check` (warnings
+for each GET operation (subject guessed from its path or query parameters) with an empty rule, so
+that deny and minimize by default hold until `keep` lines are added. The set passes `veil check` (warnings
 name what is left to fill in) and `veil fmt --check`; it is checked before anything is written.
 
 Existing files are never overwritten unless --force. Exit 0 when written, 1 on a bad document or

@@ -10,6 +10,9 @@ route) and from `--schema FILE` (OpenAPI documents). Diagnostics:
 - error `schema_invalid` (at the `schema` line): a document that cannot be read or resolved;
 - error `path_not_in_schema`: a field path (keep, drop, transform, `each`, `suppress`) that no response
   schema of the route's operation can produce, with "did you mean";
+- warning `path_not_named`: a field path the schema allows only because an object that names its
+  properties also lets other keys through (`additionalProperties: true`), when a named path is close
+  to it (`sttus` beside `status`): a typo the open object would otherwise hide;
 - warning `route_not_in_schema`: a route no operation of the documents matches;
 - warning `response_schema_missing`: the operation declares no JSON body for its 2xx responses;
 - warning `schema_unusable`: the operation's response schema cannot be resolved (the route goes unchecked);
@@ -168,7 +171,7 @@ def _names(apis: Iterable[Api]) -> str:
 
 def _route_hint(apis: Sequence[Api], method: str, template: str) -> str:
     want = "GET" if method == "HEAD" else method
-    paths = sorted({prefix + op.path for a in apis for op in a.operations if op.method == want
+    paths = sorted({prefix + op.route_path for a in apis for op in a.operations if op.method == want
                     for prefix in a.prefixes})
     close = difflib.get_close_matches(template, paths, n=1, cutoff=0.6)
     if close:
@@ -206,6 +209,13 @@ def _check_paths(r: ast.Route, rs: RouteSchema) -> list[Diagnostic]:
             out.append(Diagnostic(
                 "path_not_in_schema", f"no response of {r.method} {r.template} has {text} ({rs.source})",
                 loc, f"did you mean {close!r}?" if close else "the paths a response can have: veil coverage"))
+        elif not producible(rs.shapes, path, named_only=True):
+            close = suggest(rs.shapes, path)
+            if close and close != text:
+                out.append(Diagnostic(
+                    "path_not_named", f"no response schema of {r.method} {r.template} names {text}; it passes "
+                    f"only because an object there allows other keys ({rs.source})", loc,
+                    f"did you mean {close!r}?", Severity.WARNING))
     if r.each is not None:  # the subject path is read inside each item
         try:
             lst, subj = parse_path(r.each[0].text), parse_path(r.each[1].text)

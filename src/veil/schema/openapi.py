@@ -7,10 +7,18 @@ Schema for one route's response body; JSON or YAML, with `$ref`s into other loca
 
 A policy route matches an operation when both paths have the same number of segments and every
 segment pair is equal or has a parameter on either side (`/customers/{id}` serves
-`/customers/{customerId}`, and `/customers/me` if the document has it). The document's server URL
-paths (`servers: [{url: https://api.example.com/v1}]`) may prefix its paths. An operation's response
-shapes are those of its 2xx responses (and `2XX`) with a JSON media type (`application/json`,
-`*/*+json`, or a `*/*` wildcard): the bodies veil enforces; other statuses never reach a caller.
+`/customers/{customerId}`, and `/customers/me` if the document has it). A route parameter fits a
+document segment of a parameter and a fixed suffix (`{Sid}.json`) as well as a whole-segment
+parameter: a policy route cannot split a segment, its parameter holds the whole of it. The
+document's server URL paths (`servers: [{url: https://api.example.com/v1}]`) may prefix its paths.
+An operation's response shapes are those of its 2xx responses (and `2XX`) with a JSON media type
+(`application/json`, `*/*+json`, or a `*/*` wildcard): the bodies veil enforces; other statuses never
+reach a caller.
+
+Some documents give one path several operations of the same method by writing a query or a fragment
+into the path key (`/files/{id}#shared_link`, `/responses/{id}?beta=true`), which OpenAPI does not
+allow but tools accept. Such an operation serves the path before the `?` or `#` (`Operation.route_path`):
+a route matches it, and the route's response shapes are those of every operation it serves.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from veil.schema.shape import Builder, SchemaError, Shape, resource
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _PARAM = re.compile(r"^\{[^{}/]+\}$")
+_SUFFIXED = re.compile(r"^\{[^{}/]+\}[^{}/]+$")  # `{Sid}.json`: a parameter, then fixed text
 
 try:  # libyaml is much faster on large documents; the pure-Python loader reads the same YAML
     _YamlLoader: Any = yaml.CSafeLoader
@@ -91,6 +100,11 @@ class Operation:
     responses: list[tuple[str, str, Any, Any]]  # (status, media type, schema, its resolver): JSON 2xx bodies
     pointer: str
 
+    @property
+    def route_path(self) -> str:
+        """The path a request for this operation has: `path` less a `?query` or `#fragment` written into it."""
+        return request_path(self.path)
+
     def label(self) -> str:
         return f"{self.method} {self.path}"
 
@@ -128,7 +142,7 @@ class Api:
             if op.method != want:
                 continue
             for prefix in self.prefixes:
-                other = _segments(prefix + op.path)
+                other = _segments(prefix + op.route_path)
                 if len(other) != len(segs):
                     continue
                 fit = _fit(segs, other)
@@ -150,6 +164,12 @@ class Api:
         return hit
 
 
+def request_path(path: str) -> str:
+    """A document's path key without the `?query` or `#fragment` some documents write into it."""
+    cut = min((i for i in (path.find("?"), path.find("#")) if i >= 0), default=len(path))
+    return path[:cut]
+
+
 def _segments(path: str) -> list[str]:
     return [s for s in path.strip("/").split("/") if s] if path.strip("/") else []
 
@@ -159,7 +179,7 @@ def _fit(ours: list[str], theirs: list[str]) -> int:
     score = 2
     for a, b in zip(ours, theirs, strict=True):
         pa, pb = bool(_PARAM.match(a)), bool(_PARAM.match(b))
-        if pa and pb:
+        if pa and (pb or _SUFFIXED.match(b)):
             continue
         if pa or pb:
             score = 1
@@ -336,4 +356,4 @@ def load_json_schema(ref: str, relative_to: Path) -> Shape:
     return builder.build(doc, resolver, str(p))
 
 
-__all__ = ["Api", "Operation", "load_api", "load_json_schema", "read_document"]
+__all__ = ["Api", "Operation", "load_api", "load_json_schema", "read_document", "request_path"]

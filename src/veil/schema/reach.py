@@ -37,7 +37,10 @@ def _step_any_key(path: FieldPath, states: frozenset[int], named: Iterable[str] 
     return _close(path, nxt)
 
 
-def producible(roots: Sequence[Shape], path: FieldPath) -> bool:
+def producible(roots: Sequence[Shape], path: FieldPath, *, named_only: bool = False) -> bool:
+    """Can a response of these shapes hold something at `path`? With `named_only`, an object that names
+    properties lets no other key through even where it allows others (`additionalProperties: true`
+    beside `properties`): the question "does the schema name this?" rather than "does it allow it?"."""
     start = positions(path, ())
     stack: list[tuple[Shape, frozenset[int]]] = [(r, start) for r in roots]
     seen: set[tuple[int, frozenset[int]]] = set()
@@ -55,7 +58,7 @@ def producible(roots: Sequence[Shape], path: FieldPath) -> bool:
                 nst = step(path, st, name)
                 if nst:
                     stack.append((sub, nst))
-            if base.extra is not None:
+            if base.extra is not None and not (named_only and base.props):
                 nst = _step_any_key(path, st, base.props)
                 if nst:
                     stack.append((base.extra, nst))

@@ -7,12 +7,16 @@
   (veil.personal: the same table `veil check` and `veil discover` use), sensitive where the category is;
 - `routes.veil`: a route for each GET operation with a subject guessed from its path parameters
   (the parameter after a segment about people: `/customers/{customerId}` → `subject path.customerId`),
+  else from a query parameter naming one person (`/users.info?user=` → `subject query.user`),
   `each <list>[*] subject id` for a list of people, and one empty rule: deny by default holds (every
   field is removed by minimization until a `keep` names it);
 - `callers.veil`: a commented template (a caller needs a key; none is invented).
 
-Operations veil cannot route (a parameter that fills only part of a segment, characters a route
-template does not allow, two paths of the same shape) are listed in a comment instead.
+A document segment of a parameter and a fixed suffix (`/calls/{Sid}.json`) becomes a whole-segment
+parameter (`/calls/{Sid}`: a route cannot split a segment, so its value is `CA1….json`); no subject is
+guessed from such a parameter (the value is not the id) and the route says so in a comment.
+Operations veil cannot route (fixed text before a parameter or two parameters in one segment,
+characters a route template does not allow, two paths of the same shape) are listed in a comment.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from veil.schema.shape import SchemaError, Shape, child, element, flatten
 SUBJECT_WORDS = PERSON_WORDS | {"account", "accounts", "users", "customers", "members", "patients"}
 _ROUTE_CHARS = re.compile(r"^[A-Za-z0-9._~!$&'()*+,=:@%-]*$")
 _PARAM = re.compile(r"^\{([^{}]+)\}$")
+_QUERY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")  # what `subject query.NAME` can name
+_SUFFIXED = re.compile(r"^\{([^{}]+)\}[^{}]+$")  # `{Sid}.json`
 
 
 def _ident(name: str) -> str:
@@ -44,19 +50,23 @@ def _slug(text: str) -> str:
     return "_".join(words)[:40].strip("_") or "api"
 
 
-def route_template(op: Operation, prefix: str) -> tuple[str | None, list[str], str | None]:
-    """(veil route template, parameter names, why not) for an operation path."""
-    segs = [s for s in (prefix + op.path).strip("/").split("/") if s]
+def route_template(op: Operation, prefix: str, partial: list[str] | None = None
+                   ) -> tuple[str | None, list[str], str | None]:
+    """(veil route template, parameter names, why not) for an operation path. The names of parameters
+    that stand for a segment of a parameter and a fixed suffix (`{Sid}.json`) are added to `partial`."""
+    segs = [s for s in (prefix + op.route_path).strip("/").split("/") if s]
     out: list[str] = []
     params: list[str] = []
     for seg in segs:
-        m = _PARAM.match(seg)
+        m = _PARAM.match(seg) or _SUFFIXED.match(seg)
         if m:
             name = _ident(m.group(1))
             while name in params:
                 name += "_"
             params.append(name)
             out.append("{" + name + "}")
+            if partial is not None and m.re is _SUFFIXED:
+                partial.append(name)
         elif "{" in seg or "}" in seg:
             return None, [], f"a parameter fills only part of the segment {seg!r}"
         elif not _ROUTE_CHARS.match(seg) or seg in (".", ".."):
@@ -66,18 +76,29 @@ def route_template(op: Operation, prefix: str) -> tuple[str | None, list[str], s
     return "/" + "/".join(out), params, None
 
 
-def guess_subject(template: str) -> str | None:
+def guess_subject(template: str, not_ids: Iterable[str] = ()) -> str | None:
     """The path parameter that names a person: the one after a segment about people, or one whose name
-    is about people (`customerId`, `{user}`)."""
+    is about people (`customerId`, `{user}`); never one of `not_ids` (a value with fixed text in it)."""
     segs = template.strip("/").split("/")
     for i, seg in enumerate(segs):
         m = _PARAM.match(seg)
-        if not m:
+        if not m or m.group(1) in not_ids:
             continue
         name = m.group(1)
         if set(tokens(name)) & SUBJECT_WORDS:
             return name
         if i > 0 and not _PARAM.match(segs[i - 1]) and set(tokens(segs[i - 1])) & SUBJECT_WORDS:
+            return name
+    return None
+
+
+def guess_query_subject(op: Operation) -> str | None:
+    """A query parameter that names one person (`?user=U123`, `?customer_id=…`: RPC-style APIs that put
+    no id in the path); not a plural (`?users=` filters a list)."""
+    for where, name in op.parameters:
+        words = tokens(name)
+        if where == "query" and _QUERY_NAME.match(name) and words and words[0] in SUBJECT_WORDS \
+                and not words[0].endswith("s") and words[1:] in ([], ["id"]):
             return name
     return None
 
@@ -118,7 +139,7 @@ def suggested_categories(api: Api, ops: Iterable[Operation]) -> dict[str, tuple[
             shapes = api.shapes(op)
         except SchemaError:
             continue
-        context = [s for s in op.path.strip("/").split("/") if not s.startswith("{")]
+        context = [s for s in op.route_path.strip("/").split("/") if not s.startswith("{")]
         found, _ = locations(shapes, limit=2000)
         named: dict[tuple[str | int, ...], str] = {}  # locations already in a category, by category
         for steps, at in merged(found):
@@ -147,21 +168,29 @@ def starter(api: Api, spec_ref: str) -> dict[str, str]:
     skipped: list[str] = []
     shapes_seen: set[tuple[str | None, ...]] = set()
     for op in gets:
-        tpl, _params, why = route_template(op, prefix)
+        partial: list[str] = []
+        tpl, _params, why = route_template(op, prefix, partial)
         if tpl is None:
             skipped.append(f"# GET {prefix}{op.path}: {why}")
             continue
         shape = tuple(None if _PARAM.match(s) else s for s in tpl.strip("/").split("/"))
         if shape in shapes_seen:
-            skipped.append(f"# GET {prefix}{op.path}: another path of the same shape has a route")
+            also = " (the document writes a query or fragment into its path)" if op.route_path != op.path else ""
+            skipped.append(f"# GET {prefix}{op.path}: another path of the same shape has a route{also}")
             continue
         shapes_seen.add(shape)
         lines = [f"route GET {tpl} {{"]
         if op.summary:
             lines.insert(0, f"# {' '.join(str(op.summary).split())[:100]}")
-        subject = guess_subject(tpl)
+        if partial:
+            lines.insert(len(lines) - 1, f"# the document's path is {prefix}{op.route_path}: "
+                         f"{', '.join('{' + p + '}' for p in partial)} here holds the whole segment")
+        subject = guess_subject(tpl, partial)
+        query = None if subject else guess_query_subject(op)
         if subject:
             lines.append(f"  subject path.{subject}")
+        elif query:
+            lines.append(f"  subject query.{query}")
         else:
             try:
                 each = guess_each(tpl, api.shapes(op))
@@ -213,4 +242,4 @@ def starter(api: Api, spec_ref: str) -> dict[str, str]:
     return {name: format_text(text, name) for name, text in files.items()}
 
 
-__all__ = ["guess_each", "guess_subject", "route_template", "starter", "suggested_categories"]
+__all__ = ["guess_each", "guess_query_subject", "guess_subject", "route_template", "starter", "suggested_categories"]
