@@ -222,7 +222,7 @@ def ref_round_trip(body: bytes) -> bytes:
 async def measure(h: Harness, rounds: int, batch: int) -> tuple[float, float]:
     """(median µs of CPU per veil response, median µs of CPU per orjson round trip), interleaved."""
     body = h.shape.body
-    status, headers, out = await h.request()
+    status, _, out = await h.request()
     if status != 200:
         raise SystemExit(f"{h.shape.name}: veil answered {status}: {out[:300]!r}")
     for _ in range(2):  # warm up: plans built, consent cached, code generated

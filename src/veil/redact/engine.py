@@ -88,6 +88,22 @@ class FieldFate:
     rule_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class Outline:
+    """What a plan's output may hold at one location template (FieldPlan.outline): a scalar (only when
+    kept: `scalar`), an object with no keys but `keys`, an array (`elem`); or, when `transformed`, what
+    a transform made of the value (`form`: the transform's, None when nothing of the value leaves)."""
+
+    scalar: bool
+    keys: tuple[str, ...]
+    elem: bool
+    transformed: bool = False
+    form: str | None = None
+
+
+_NOTHING = Outline(False, (), False)
+
+
 class DocumentTooDeep(VeilError):
     code = "document_too_deep"
 
@@ -310,6 +326,28 @@ class FieldPlan:
         if st.kind == c.REMOVED:
             return ("removed", -1)
         return None
+
+    def outline(self, tmpl: tuple[str | int, ...]) -> Outline | None:
+        """What the plan's output may hold at the locations of template `tmpl` (keys, 0 for indices), or
+        None when it may hold anything there (kept whole, inside a transformed value, or objects whose
+        unknown keys are kept or looked into). Readers of the output (veil.redact.categories) specialize
+        their walk to it."""
+        st = self._builder.auto.root
+        for seg in tmpl:
+            if st.kind in (c.REMOVED, c.DROPPED):
+                return _NOTHING
+            if st.kind != c.VISIT:
+                return None
+            st = st.child(seg) if isinstance(seg, str) else st.elem()
+        if st.kind == c.TRANSFORMED:
+            assert st.rule is not None and st.rule.transform is not None
+            return Outline(False, (), False, True, st.rule.transform.form)
+        if st.kind in (c.REMOVED, c.DROPPED):
+            return _NOTHING
+        if st.kind != c.VISIT or c._scrubs(st) or (st.obj_ok and not c.filters(st)):
+            return None
+        keys = tuple(k for k in st.named if st.child(k).kind not in (c.REMOVED, c.DROPPED)) if st.obj_ok else ()
+        return Outline(st.covered, keys, st.arr_ok, False)
 
     # ---- explain -------------------------------------------------------------------------------
 
