@@ -415,7 +415,8 @@ async def _evaluate(out: Outcome, req: RequestFacts, consent: ConsentSource, set
             return
         # What would leave is checked (removed parts are never read); a body with few brackets cannot
         # nest deeper than the limit, so most profiles skip the walk.
-        check_depth(out.doc, settings.max_json_depth, body, plan.added_depth)
+        check_depth(out.doc, settings.max_json_depth, body, plan.added_depth,
+                    out.report.depth if out.report is not None else None)
         out.body = orjson.dumps(out.doc)
         out.has_body = True
     except Refusal as exc:

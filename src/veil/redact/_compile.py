@@ -45,6 +45,13 @@ class Event(NamedTuple):
 
 
 GONE: Any = object()  # a closure's "this node is removed" result
+# counted in `ev` by a lazy plan that made a container plain whole (kept whole, or handed to an eager
+# closure): the output may then be nested deeper than the plan's own structure (see lazy_depth)
+class _Materialized:
+    __slots__ = ()
+
+
+MATERIALIZED: Any = _Materialized()
 MAX_CLOSURES = 20_000  # closures built per plan; beyond this, lazily built ones are not cached
 
 Fn = Callable[[Any, dict[Any, Any]], Any]
@@ -443,7 +450,8 @@ class _FilterGen:
     def __init__(self, builder: Builder) -> None:
         self.b = builder
         self.ns: dict[str, Any] = {"GONE": GONE, "TransformTypeError": TransformTypeError, "SCALARS": _SCALARS,
-                                   "DICT": lz.DICT if builder.lazy else dict, "MAT": lz.materialize}
+                                   "DICT": lz.DICT if builder.lazy else dict, "MAT": lz.materialize,
+                                   "KEPT": _kept_whole}
         self.lines: list[str] = []
         self.n = 0
 
@@ -494,7 +502,7 @@ class _FilterGen:
             if cs.kind == WHOLE:
                 if lazy:
                     emit(f"{inner}r = {src}[{key}]")
-                    emit(f"{inner}{out}[{key}] = r if type(r) in SCALARS else MAT(r)")
+                    emit(f"{inner}{out}[{key}] = r if type(r) in SCALARS else KEPT(r, ev)")
                 else:
                     emit(f"{inner}{out}[{key}] = {src}[{key}]")
             elif cs.kind == TRANSFORMED:
@@ -559,17 +567,59 @@ def _identity(v: Any, ev: dict[Any, Any]) -> Any:
     return v
 
 
-def _materialize(v: Any, ev: dict[Any, Any]) -> Any:
+def _kept_whole(v: Any, ev: dict[Any, Any]) -> Any:
+    """A lazy container kept whole, made plain (counted: see MATERIALIZED)."""
+    ev[MATERIALIZED] = 1
     return lz.materialize(v)
+
+
+_materialize = _kept_whole
 
 
 def _materializing(f: Fn) -> Fn:
     """A lazy node made plain, then handed to an eager closure."""
 
     def plain(v: Any, ev: dict[Any, Any]) -> Any:
+        if type(v) not in _SCALARS:
+            ev[MATERIALIZED] = 1
         return f(lz.materialize(v), ev)
 
     return plain
+
+
+def _transforming(f: Fn) -> Fn:
+    """A lazy node made plain for a transform (its result is no deeper than the transform says)."""
+
+    def plain(v: Any, ev: dict[Any, Any]) -> Any:
+        return f(lz.materialize(v), ev)
+
+    return plain
+
+
+def lazy_depth(st: State, seen: frozenset[State] = frozenset()) -> int | None:
+    """How deep a lazy plan's output at `st` (a state it walks lazily) can be nested by the plan's own
+    structure: filtered objects and arrays, transforms' results (Transform.added_depth), anything kept
+    whole or made plain counting as a scalar (its containers are counted as MATERIALIZED). None when
+    the structure recurses (`**`)."""
+    if st in seen:
+        return None
+    seen = seen | {st}
+    kids = [st.child(k) for k in st.named] if st.obj_ok else []
+    if st.arr_ok:
+        kids.append(st.elem())
+    deepest = 0
+    for kid in kids:
+        if kid.kind == TRANSFORMED:
+            assert kid.rule is not None and kid.rule.transform is not None
+            d: int | None = kid.rule.transform.added_depth()
+        elif kid.kind == VISIT and walks_lazily(kid):
+            d = lazy_depth(kid, seen)
+        else:
+            d = 0
+        if d is None:
+            return None
+        deepest = max(deepest, d)
+    return 1 + deepest
 
 
 def _transform_fn(tr: Transform, t: Tmpl, rule_id: int, lazy: bool = False) -> Fn:
@@ -585,7 +635,7 @@ def _transform_fn(tr: Transform, t: Tmpl, rule_id: int, lazy: bool = False) -> F
         ev[tkey] = ev.get(tkey, 0) + 1
         return r
 
-    return _materializing(transform) if lazy else transform
+    return _transforming(transform) if lazy else transform
 
 
 def _inplace_obj(

@@ -73,6 +73,8 @@ class Report:
     # location template (keys, 0 for indices) of each transformed value → the transform's form
     # ("hash", "mask", "generalize"; None: nothing of the value leaves): what the disclosure reads
     transformed_at: dict[tuple[str | int, ...], str | None] = field(default_factory=dict, compare=False)
+    # the document that leaves is nested at most this deep (None: not known; check_depth walks it)
+    depth: int | None = field(default=None, compare=False)
 
     @property
     def changed(self) -> bool:
@@ -147,6 +149,7 @@ class FieldPlan:
         self._keys: dict[c.Event, tuple[int, Any]] = {}
         self._reports: dict[tuple[Any, ...], Report] = {}
         self._lazy_root: c.Slot | None = None
+        self._lazy_depth: int | None = None
         self._lazy_ok: dict[Any, bool] = {}
 
     # ---- apply ---------------------------------------------------------------------------------
@@ -204,13 +207,15 @@ class FieldPlan:
         if root is None:
             lazy = c.Builder(self._builder.auto, lazy=True, name=self.name)
             lazy.sources = self._builder.sources
+            self._lazy_depth = c.lazy_depth(self._builder.auto.root)
             root = self._lazy_root = lazy.slot(self._builder.auto.root, ())
         ev: dict[Any, Any] = {}
         out = _run(root, doc, ev, materialize)
         for key, n in ev.items():
             if isinstance(key, c.Shape) and any(has_duplicate_keys(sig) for sig in n):
                 raise NotLazy("an object has duplicate keys")
-        return out, self._report(ev, 0)
+        # nothing made plain whole: the output is no deeper than the plan's own structure
+        return out, self._report(ev, 0, None if c.MATERIALIZED in ev else self._lazy_depth)
 
     def _run_guards(self, doc: Any) -> int:
         n = 0
@@ -232,28 +237,32 @@ class FieldPlan:
                 self._keys[key] = hit
         return hit
 
-    def _report(self, ev: dict[Any, Any], suppressed: int) -> Report:
+    def _report(self, ev: dict[Any, Any], suppressed: int, depth: int | None = None) -> Report:
         """The report for one apply's events. Documents of one shape give the same events, so the
-        report is built once per event signature and shared (reports are read, never changed)."""
+        report is built once per event signature and shared (reports are read, never changed).
+        `depth`: how deep the output is nested at most, when the apply knows (a lazy one)."""
         if not ev:
-            return Report(suppressed=suppressed)
-        sig = (suppressed, *[(k, n if type(n) is int else tuple(n.items())) for k, n in ev.items()])
+            return Report(suppressed=suppressed, depth=depth)
+        sig = (suppressed, depth, *[(k, n if type(n) is int else tuple(n.items())) for k, n in ev.items()])
         try:
             hit = self._reports.get(sig)
         except TypeError:  # an unhashable key in a shape signature cannot occur with JSON; be safe
-            return self._build_report(ev, suppressed)
+            return self._build_report(ev, suppressed, depth=depth)
         if hit is None:
             share = len(self._reports) < _MAX_REPORTS and len(sig) <= _MAX_SIG_KEYS
-            hit = self._build_report(ev, suppressed, share)
+            hit = self._build_report(ev, suppressed, share, depth)
             if share:
                 self._reports[sig] = hit
         return hit
 
-    def _build_report(self, ev: dict[Any, Any], suppressed: int, shared: bool = False) -> Report:
-        rep = Report(suppressed=suppressed, shared=shared)
+    def _build_report(self, ev: dict[Any, Any], suppressed: int, shared: bool = False,
+                      depth: int | None = None) -> Report:
+        rep = Report(suppressed=suppressed, shared=shared, depth=depth)
         targets: tuple[dict[Any, int], ...] = (rep.removed, rep.dropped, rep.transformed, rep.type_errors)
         resolve = self._resolve
         for key, n in ev.items():
+            if key is c.MATERIALIZED:
+                continue
             if isinstance(key, c.Shape):
                 for sig, m in n.items():
                     hits = key.seen.get(sig)
