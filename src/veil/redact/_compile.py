@@ -450,7 +450,8 @@ class _FilterGen:
     def __init__(self, builder: Builder) -> None:
         self.b = builder
         self.ns: dict[str, Any] = {"GONE": GONE, "TransformTypeError": TransformTypeError, "SCALARS": _SCALARS,
-                                   "DICT": lz.DICT if builder.lazy else dict, "MAT": lz.materialize,
+                                   "DICT": lz.DICT if builder.lazy else dict, "LIST": lz.LIST if builder.lazy else list,
+                                   "MAT": lz.materialize,
                                    "KEPT": _kept_whole}
         self.lines: list[str] = []
         self.n = 0
@@ -533,6 +534,29 @@ class _FilterGen:
                 emit(f"{inner}    r = {nd}({v}, ev)")
                 emit(f"{inner}    if r is not GONE:")
                 emit(f"{inner}        {out}[{key}] = r")
+            elif self._inlines_array(cs, stack, depth):  # an array of filtered objects: one loop, no calls
+                es = cs.elem()
+                self.b.count += 2
+                sub = stack | {cs, es}
+                nd = self.bind(self.b.nondict(cs, ct, sub), f"{k}_not_an_array")
+                nde = self.bind(self.b.nondict(es, (*ct, 0), sub), f"{k}_item_not_an_object")
+                w, a, v, o = f"w{depth + 1}", f"a{depth + 1}", f"v{depth + 1}", f"o{depth + 1}"
+                emit(f"{inner}{w} = {src}[{key}]")
+                emit(f"{inner}if isinstance({w}, LIST):")
+                emit(f"{inner}    {a} = []")
+                emit(f"{inner}    for {v} in {w}:")
+                emit(f"{inner}        if isinstance({v}, DICT):")
+                self.body(es, (*ct, 0), sub, depth + 1, inner + "            ")
+                emit(f"{inner}            {a}.append({o})")
+                emit(f"{inner}        else:")
+                emit(f"{inner}            r = {nde}({v}, ev)")
+                emit(f"{inner}            if r is not GONE:")
+                emit(f"{inner}                {a}.append(r)")
+                emit(f"{inner}    {out}[{key}] = {a}")
+                emit(f"{inner}else:")
+                emit(f"{inner}    r = {nd}({w}, ev)")
+                emit(f"{inner}    if r is not GONE:")
+                emit(f"{inner}        {out}[{key}] = r")
             elif _scrubs(cs):  # a kept field that may hide a dropped category: scalars need no call
                 fn = self.bind(self.b.slot(cs, ct, stack), f"scrub_{k}")
                 emit(f"{inner}r = {src}[{key}]")
@@ -549,6 +573,14 @@ class _FilterGen:
         emit(f"{ind}        sg = ev[{shape}] = {{}}")
         emit(f"{ind}    sk = tuple({src})")
         emit(f"{ind}    sg[sk] = sg.get(sk, 0) + 1")
+
+    def _inlines_array(self, st: State, stack: frozenset[State], depth: int) -> bool:
+        """Arrays (and no objects) at `st` whose elements are filtered objects: the loop is written out."""
+        if not (st.kind == VISIT and st.arr_ok and not st.obj_ok and st not in stack
+                and depth < self.MAX_INLINE_DEPTH):
+            return False
+        es = st.elem()
+        return filters(es) and es not in stack
 
 
 def _tmpl_text(t: Tmpl) -> str:
