@@ -3,15 +3,22 @@
 A **scenario** is one table row: `setup(ctx)` starts what it needs (registering the stops on
 `ctx.stack`) and returns a `Target` (URL, request headers, the servers whose CPU is counted).
 `run_bench` starts every row's servers, then runs the rounds interleaved (round 1 of every row, then
-round 2, ...), then stops them; one fast upstream (`servers.start_fast_upstream`) is shared by all rows.
+round 2, ...), then stops them; one fast upstream (`servers.start_fast_upstream`) is shared by all rows
+and serves the shape corpus (veil.bench.shapes) besides the demo's profile and list.
 
-The veil rows (3-5) are built by a **veil scenario factory**: given a `VeilCase` (which variant, the
-upstream URL, a work directory, two free ports, the subject ids the upstream serves) it writes
-veil.yaml and the policy, seeds consent and returns a `VeilSetup` (config path, request path, headers,
-extra environment such as key material referenced as `env:NAME`).
+The references are the fastest plain Python proxies we built (veil.bench.plain: httptools' parser on
+an asyncio protocol on uvloop, with one aiohttp client session): row 2 passes a 1 KB profile through, rows 6x parse
+and re-serialize each shape's list (`orjson.loads` + `orjson.dumps`). The Starlette pass-throughs (2s,
+2b) and nginx (2n, the non-Python floor of a proxy hop) are information rows.
 
-    rows = default_scenarios(veil_factory=None)          # rows 1, 2, 2b, 6; 3-5 skipped with a reason
-    result = run_bench(rows, rounds=3, duration=5.0, connections=16)
+The veil rows are built by a **veil scenario factory**: given a `VeilCase` (which variant, the
+upstream URL, a work directory, two free ports, the subject ids the upstream serves, and for a list
+row its `Shape`) it writes veil.yaml and the policy, seeds consent and returns a `VeilSetup` (config
+path, request path, headers, extra environment such as key material referenced as `env:NAME`).
+
+    shapes = corpus(seed=1, items=1000)
+    rows = default_scenarios(veil_factory=None, shapes=[s.name for s in shapes])
+    result = run_bench(rows, rounds=3, duration=5.0, connections=16, corpus=shapes)
     print(report.render_table(result))
 """
 
@@ -33,15 +40,21 @@ from veil.errors import VeilError
 if TYPE_CHECKING:  # imported lazily: `python -m veil.bench.servers|loadgen` must not import them twice
     from veil.bench.loadgen import LoadSpec
     from veil.bench.servers import Server
+    from veil.bench.shapes import Shape
 
 __all__ = [
-    "VEIL_VARIANTS", "BenchContext", "BenchResult", "RoundStats", "RowResult", "Scenario", "Target",
-    "VeilCase", "VeilScenarioFactory", "VeilSetup", "default_scenarios", "run_bench", "veil_scenarios",
+    "SHAPE_NAMES", "VEIL_VARIANTS", "BenchContext", "BenchResult", "RoundStats", "RowResult", "Scenario", "Target",
+    "VeilCase", "VeilScenarioFactory", "VeilSetup", "default_scenarios", "enforce_list_key", "parse_only_key",
+    "run_bench", "shape_scenarios", "veil_scenarios",
 ]
 
 Headers = tuple[tuple[str, str], ...]
 VEIL_VARIANTS = ("enforce_small", "enforce_small_fsync", "enforce_small_ship", "enforce_list", "report_only",
                  "report_only_discovery")
+# every shape of the corpus, in veil.bench.shapes.SHAPES order (kept here so the rows are known without
+# generating anything)
+SHAPE_NAMES = ("demo", "issue", "wide_dropped", "deep", "nested_arrays", "transforms", "long_strings", "numbers",
+               "mostly_kept", "unknown_keys")
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,7 @@ class BenchContext:
     profile_id: str  # subject of the ~1 KB profile it serves for any /customers/{id}
     list_ids: tuple[str, ...]  # subjects of the ~1 MB list it serves for /customers
     stack: ExitStack = field(default_factory=ExitStack)
+    shapes: Mapping[str, Shape] = field(default_factory=dict)  # the corpus the upstream serves, by name
 
     def keep(self, server: Server) -> Server:
         """Stop `server` when the scenario ends."""
@@ -73,6 +87,7 @@ class Scenario:
     body: str
     setup: Callable[[BenchContext], Target] | None
     skipped: str | None = None  # why the row is not run, shown in the table
+    shape: str | None = None  # the corpus shape a list row serves
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,7 @@ class VeilCase:
     admin_port: int
     profile_id: str
     list_ids: tuple[str, ...]
+    shape: Shape | None = None  # enforce_list: the corpus shape to serve
 
 
 @dataclass(frozen=True)
@@ -115,13 +131,39 @@ def _proxy(client: str, parse: bool, path: str) -> Callable[[BenchContext], Targ
     return setup
 
 
-def _veil(factory: VeilScenarioFactory, variant: str) -> Callable[[BenchContext], Target]:
+def _plain(ctx: BenchContext) -> Target:
+    proxy = ctx.keep(_servers().start_plain(ctx.upstream.url))
+    return Target(f"{proxy.url}/customers/{ctx.profile_id}", (), (proxy,))
+
+
+def _nginx(ctx: BenchContext) -> Target:
+    proxy = ctx.keep(_servers().start_nginx(ctx.upstream.url, ctx.workdir / "nginx"))
+    return Target(f"{proxy.url}/customers/{ctx.profile_id}", (), (proxy,))
+
+
+def _shape_of(ctx: BenchContext, name: str) -> Shape:
+    shape = ctx.shapes.get(name)
+    if shape is None:
+        raise VeilError(f"shape {name} is not in the corpus the bench was given", code="bench_usage")
+    return shape
+
+
+def _parse_only(name: str) -> Callable[[BenchContext], Target]:
     def setup(ctx: BenchContext) -> Target:
-        workdir = ctx.workdir / variant
+        shape = _shape_of(ctx, name)
+        proxy = ctx.keep(_servers().start_plain(ctx.upstream.url, parse=True))
+        return Target(proxy.url + shape.path, (), (proxy,))
+
+    return setup
+
+
+def _veil(factory: VeilScenarioFactory, variant: str, shape: str | None = None) -> Callable[[BenchContext], Target]:
+    def setup(ctx: BenchContext) -> Target:
+        workdir = ctx.workdir / (variant if shape is None else f"{variant}-{shape}")
         workdir.mkdir(parents=True, exist_ok=True)
         servers = _servers()
         case = VeilCase(variant, ctx.upstream.url, workdir, servers.free_port(), servers.free_port(),
-                        ctx.profile_id, ctx.list_ids)
+                        ctx.profile_id, ctx.list_ids, _shape_of(ctx, shape) if shape else None)
         made = factory(case)
         veil = ctx.keep(servers.start_veil(made.config_path, env=made.env))
         return Target(veil.url + made.path, made.headers, (veil,))
@@ -133,37 +175,75 @@ _VEIL_ROWS = (
     ("veil_enforce_small", "3", "veil enforce (profile)", "1 KB", "enforce_small"),
     ("veil_enforce_small_fsync", "3b", "veil enforce (profile), fsync always", "1 KB", "enforce_small_fsync"),
     ("veil_enforce_small_ship", "3s", "veil enforce (profile), log shipped", "1 KB", "enforce_small_ship"),
-    ("veil_enforce_list", "4", "veil enforce list, per-item consent", "1 MB", "enforce_list"),
     ("veil_report_only", "5", "veil report-only (profile)", "1 KB", "report_only"),
     ("veil_report_only_discovery", "5b", "veil report-only + discovery (every response)", "1 KB",
      "report_only_discovery"),
 )
 
 
+def enforce_list_key(shape: str) -> str:
+    return f"veil_enforce_list_{shape}"
+
+
+def parse_only_key(shape: str) -> str:
+    return f"parse_only_{shape}"
+
+
+def _letter(shape: str) -> str:
+    return "abcdefghijklmnopqrstuvwxyz"[SHAPE_NAMES.index(shape)] if shape in SHAPE_NAMES else "?"
+
+
+def _why_skipped(factory: VeilScenarioFactory | None, skipped: str | None) -> str | None:
+    return None if factory else (skipped or "no veil scenario factory")
+
+
 def veil_scenarios(factory: VeilScenarioFactory | None, skipped: str | None = None) -> list[Scenario]:
-    """Rows 3-5 (3b: row 3 with `audit.fsync: always`; 3s: row 3 shipping its decision log to the
+    """Rows 3 and 5 (3b: row 3 with `audit.fsync: always`; 3s: row 3 shipping its decision log to the
     PostgreSQL at VEIL_BENCH_PG_URL; 5b: row 5 with discovery examining every response,
     `discovery.sample: 1.0`); with no factory they are listed as skipped with the reason given."""
     rows = []
     for key, label, title, body, variant in _VEIL_ROWS:
-        why = None if factory else (skipped or "no veil scenario factory")
+        why = _why_skipped(factory, skipped)
         if why is None and variant == "enforce_small_ship" and not os.environ.get("VEIL_BENCH_PG_URL"):
             why = "set VEIL_BENCH_PG_URL=postgresql://...?schema=NAME to ship the decision log there"
         rows.append(Scenario(key, label, title, body, _veil(factory, variant) if factory else None, why))
     return rows
 
 
-def default_scenarios(veil_factory: VeilScenarioFactory | None = None,
-                      veil_skipped: str | None = None) -> list[Scenario]:
+def shape_scenarios(shapes: Sequence[str], factory: VeilScenarioFactory | None,
+                    skipped: str | None = None) -> list[Scenario]:
+    """Per shape: row 4x (veil enforcing the shape's list with per-item consent) and row 6x (the plain
+    parse-only reference on the same body)."""
+    rows = []
+    why = _why_skipped(factory, skipped)
+    for name in shapes:
+        rows.append(Scenario(enforce_list_key(name), "4" + _letter(name), f"veil enforce list: {name}", "list",
+                             _veil(factory, "enforce_list", name) if factory else None, why, shape=name))
+    for name in shapes:
+        rows.append(Scenario(parse_only_key(name), "6" + _letter(name), f"parse-only: {name}", "list",
+                             _parse_only(name), shape=name))
+    return rows
+
+
+def default_scenarios(veil_factory: VeilScenarioFactory | None = None, veil_skipped: str | None = None,
+                      shapes: Sequence[str] = SHAPE_NAMES) -> list[Scenario]:
+    from veil.bench.servers import nginx_binary
+
+    unknown = [s for s in shapes if s not in SHAPE_NAMES]
+    if unknown:
+        raise VeilError(f"unknown shape(s) {', '.join(unknown)}; known: {', '.join(SHAPE_NAMES)}",
+                        code="bench_usage")
     return [
         Scenario("upstream_direct", "1", "upstream direct", "1 KB", _direct),
-        Scenario("passthrough", "2", "bare pass-through (aiohttp)", "1 KB",
+        Scenario("passthrough", "2", "plain pass-through (httptools + aiohttp)", "1 KB", _plain),
+        Scenario("passthrough_starlette", "2s", "Starlette pass-through (aiohttp client)", "1 KB",
                  _proxy("aiohttp", False, "/customers/{id}")),
-        Scenario("passthrough_httpx", "2b", "bare pass-through (httpx)", "1 KB",
+        Scenario("passthrough_httpx", "2b", "Starlette pass-through (httpx client)", "1 KB",
                  _proxy("httpx", False, "/customers/{id}")),
+        Scenario("passthrough_nginx", "2n", "nginx pass-through (non-Python floor)", "1 KB", _nginx,
+                 None if nginx_binary() else "nginx is not installed (apt-get install nginx-light)"),
         *veil_scenarios(veil_factory, veil_skipped),
-        Scenario("parse_only_list", "6", "parse-only proxy (orjson round trip)", "1 MB",
-                 _proxy("aiohttp", True, "/customers")),
+        *shape_scenarios(shapes, veil_factory, veil_skipped),
     ]
 
 
@@ -192,6 +272,30 @@ class _CpuWindow:
         return None if self.before is None else cpu_seconds(self.pids) - self.before
 
 
+PRIME_REQUESTS = 2
+
+
+def _prime(target: Target, timeout: float = 60.0) -> None:
+    """A couple of requests before any round: a row's first requests pay one-time work (code a plan
+    generates on first use, the consent store read before its cache holds the subjects, upstream
+    connections), which a time-based warm-up shorter than a list response would leave in the
+    measured window. A row that does not answer 2xx here is a broken row, not a slow one."""
+    import urllib.error
+    import urllib.request
+
+    from veil.bench.loadgen import check_loopback
+
+    check_loopback(target.url)
+    for _ in range(PRIME_REQUESTS):
+        req = urllib.request.Request(target.url, headers=dict(target.headers))
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                resp.read()
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise VeilError(f"the first requests were answered {exc.code}", code="bench_row_broken") from exc
+
+
 def _one_round(scenario: Scenario, target: Target, spec: LoadSpec, tool: str) -> RoundStats:
     from veil.bench import loadgen, servers
 
@@ -201,18 +305,19 @@ def _one_round(scenario: Scenario, target: Target, spec: LoadSpec, tool: str) ->
     dead = [s.name for s in target.measured if not s.alive()]
     if dead:
         raise servers.ServerError(f"{', '.join(dead)} died during the run")
+    rss = servers.rss_bytes([p for s in target.measured for p in s.pids()])
     return RoundStats(res.rps, res.p50_ms, res.p99_ms,
                       cpu / res.requests * 1e6 if cpu is not None and res.requests else None,
-                      res.requests, res.non_2xx, res.errors)
+                      res.requests, res.non_2xx, res.errors, rss / 2**20 if rss else None)
 
 
 def run_bench(scenarios: Sequence[Scenario], rounds: int = 3, duration: float = 5.0, connections: int = 16,
               *, tool: str = "auto", warmup: float | None = None,
-              progress: Callable[[str], None] | None = None) -> BenchResult:
+              progress: Callable[[str], None] | None = None, corpus: Sequence[Shape] = ()) -> BenchResult:
     """Start every scenario's servers, then run the rounds interleaved: round 1 of every row, then
     round 2, ... so that drift on a shared machine touches all rows alike and the ratios compare
     rows measured minutes, not a whole run, apart. A row that fails records its error and the
-    others still run."""
+    others still run. `corpus`: the shapes the upstream serves (each list row names its own)."""
     from veil.bench import loadgen, servers
 
     if rounds < 1 or duration <= 0 or connections < 1:
@@ -226,21 +331,30 @@ def run_bench(scenarios: Sequence[Scenario], rounds: int = 3, duration: float = 
     result = BenchResult([], meta)
     profile_id = str(servers.fast_profile()["id"])
     list_ids = tuple(servers.fast_list_ids())
-    with tempfile.TemporaryDirectory(prefix="veil-bench-") as tmp, servers.start_fast_upstream() as upstream, \
-            ExitStack() as running:
+    shapes = {s.name: s for s in corpus}
+    bodies = {s.path.partition("?")[0]: s.body for s in corpus}
+    with tempfile.TemporaryDirectory(prefix="veil-bench-") as tmp, \
+            servers.start_fast_upstream(bodies, Path(tmp)) as upstream, ExitStack() as running:
         live: list[tuple[RowResult, Scenario, Target]] = []
         for sc in scenarios:
-            row = RowResult(sc.key, sc.label, sc.title, sc.body, skipped=sc.skipped)
+            served = shapes.get(sc.shape) if sc.shape else None
+            body = f"{len(served.body) / 2**20:.1f} MB" if served is not None else sc.body
+            row = RowResult(sc.key, sc.label, sc.title, body, skipped=sc.skipped, shape=sc.shape)
             result.rows.append(row)
             if sc.skipped or sc.setup is None:
                 row.skipped = row.skipped or "not available"
                 continue
-            ctx = BenchContext(Path(tmp), upstream, profile_id, list_ids)
+            ctx = BenchContext(Path(tmp), upstream, profile_id, list_ids, shapes=shapes)
             running.enter_context(ctx.stack)
             try:
-                live.append((row, sc, sc.setup(ctx)))
+                target = sc.setup(ctx)
+                _prime(target)
+                live.append((row, sc, target))
             except (VeilError, OSError) as exc:
                 row.error = _one_line(exc)
+            if progress:
+                progress(f"{sc.label} {sc.title}: started" if row.error is None else
+                         f"{sc.label} {sc.title}: FAILED to start: {row.error}")
         for i in range(rounds):
             for row, sc, target in live:
                 if row.error is not None:

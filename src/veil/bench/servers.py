@@ -1,15 +1,20 @@
 """Servers under test, each in its own process on a free 127.0.0.1 port.
 
-    start_fast_upstream()                       raw asyncio HTTP/1.1: a fixed ~1 KB profile for any path,
-                                                a fixed ~1 MB list (1,000 profiles) for /customers
-    start_proxy(upstream, client, parse)        a bare Starlette pass-through on uvicorn (uvloop, httptools)
-                                                with one shared upstream client (aiohttp or httpx);
-                                                parse=True adds orjson.loads + orjson.dumps of the body
+    start_fast_upstream(bodies)                 raw asyncio HTTP/1.1: a fixed ~1 KB profile for any path,
+                                                the demo's ~1 MB list for /customers, and each given
+                                                path's body (the shape corpus: /shapes/<name>)
+    start_plain(upstream, parse)                the plain aiohttp reference (veil.bench.plain): the
+                                                fastest Python pass-through / parse-only proxy we built
+    start_proxy(upstream, client, parse)        a Starlette pass-through on uvicorn (uvloop, httptools)
+                                                with one shared upstream client (aiohttp or httpx):
+                                                information rows, the framework-based stack
+    start_nginx(upstream, workdir)              nginx as a keep-alive reverse proxy: the non-Python floor
     start_demo_upstream()                       the demo personalization API (veil.demo.upstream)
     start_veil(config_path)                     `python -m veil serve --config PATH`
 
-`cpu_seconds(pids)` reads utime + stime from /proc/<pid>/stat (no psutil); `Server.pids()` is the
-process and its descendants, so a multi-worker server is counted whole.
+`cpu_seconds(pids)` reads utime + stime from /proc/<pid>/stat and `rss_bytes(pids)` VmRSS from
+/proc/<pid>/status (no psutil); `Server.pids()` is the process and its descendants, so a
+multi-worker server is counted whole.
 
 The child side of each server is `python -m veil.bench.servers {fast-upstream,proxy} ...`.
 """
@@ -93,6 +98,21 @@ def cpu_seconds(pids: Sequence[int]) -> float:
         if fields is not None:
             ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return ticks / _CLK_TCK
+
+
+def rss_bytes(pids: Sequence[int]) -> int:
+    """Resident memory (VmRSS) of the given processes, summed (a vanished process counts 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+                break
+    return total
 
 
 # --- process management -------------------------------------------------------------------------------
@@ -189,10 +209,19 @@ def _module(name: str, *args: str) -> list[str]:
     return [sys.executable, "-m", name, *args]
 
 
-def start_fast_upstream() -> Server:
+def start_fast_upstream(bodies: Mapping[str, bytes] | None = None, workdir: Path | None = None) -> Server:
+    """The fast upstream; `bodies` maps a request path (without query) to the JSON it answers, written
+    to files under `workdir` (default: a temporary directory) for the child to read."""
     port = free_port()
-    return start_process("fast-upstream", _module("veil.bench.servers", "fast-upstream", "--port", str(port)),
-                         f"http://{LOOPBACK}:{port}", ready_url=f"http://{LOOPBACK}:{port}/healthz")
+    argv = _module("veil.bench.servers", "fast-upstream", "--port", str(port))
+    if bodies:
+        folder = Path(tempfile.mkdtemp(prefix="veil-bench-bodies-", dir=workdir))
+        for i, (path, body) in enumerate(bodies.items()):
+            file = folder / f"{i}.json"
+            file.write_bytes(body)
+            argv += ["--body", f"{path}={file}"]
+    return start_process("fast-upstream", argv, f"http://{LOOPBACK}:{port}",
+                         ready_url=f"http://{LOOPBACK}:{port}/healthz", timeout=60.0)
 
 
 def start_demo_upstream(n_customers: int = 1000) -> Server:
@@ -210,6 +239,67 @@ def start_proxy(upstream_url: str, *, client: str = "aiohttp", parse: bool = Fal
                    "--client", client, *(["--parse"] if parse else []))
     name = f"{'parse-only' if parse else 'pass-through'}-{client}"
     return start_process(name, argv, f"http://{LOOPBACK}:{port}", ready_url=f"http://{LOOPBACK}:{port}/healthz")
+
+
+def start_plain(upstream_url: str, *, parse: bool = False, server: str = "raw",
+                loop: str = "uvloop") -> Server:
+    """The plain aiohttp reference (veil.bench.plain): pass-through, or parse-only with `parse`."""
+    port = free_port()
+    argv = _module("veil.bench.plain", "--port", str(port), "--upstream", upstream_url, "--server", server,
+                   "--loop", loop, *(["--parse"] if parse else []))
+    name = f"{'parse-only' if parse else 'pass-through'}-plain-{server}-{loop}"
+    return start_process(name, argv, f"http://{LOOPBACK}:{port}", ready_url=f"http://{LOOPBACK}:{port}/healthz")
+
+
+_NGINX_CONF = """\
+{user}worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/tmp-body;
+  proxy_temp_path {dir}/tmp-proxy;
+  fastcgi_temp_path {dir}/tmp-fastcgi;
+  uwsgi_temp_path {dir}/tmp-uwsgi;
+  scgi_temp_path {dir}/tmp-scgi;
+  upstream bench {{ server {upstream}; keepalive 256; }}
+  server {{
+    listen {LOOPBACK}:{port} backlog=1024;
+    location / {{
+      proxy_pass http://bench;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffer_size 64k;
+      proxy_buffers 64 64k;
+      proxy_max_temp_file_size 0;
+    }}
+  }}
+}}
+"""
+
+
+def nginx_binary() -> str | None:
+    import shutil
+
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
+                                          if Path(p).exists()), None)
+
+
+def start_nginx(upstream_url: str, workdir: Path) -> Server:
+    """nginx (one worker, keep-alive to the upstream, buffered in memory) in front of `upstream_url`."""
+    binary = nginx_binary()
+    if binary is None:
+        raise ServerError("nginx is not installed")
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "nginx.conf"
+    conf.write_text(_NGINX_CONF.format(user="user root;\n" if os.geteuid() == 0 else "", dir=workdir,
+                                       upstream=upstream_url.split("://", 1)[1].rstrip("/"),
+                                       LOOPBACK=LOOPBACK, port=port))
+    return start_process("nginx", [binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
+                         f"http://{LOOPBACK}:{port}", ready_url=f"http://{LOOPBACK}:{port}/healthz")
 
 
 def start_veil(config_path: str | Path, *, env: Mapping[str, str] | None = None,
@@ -257,8 +347,8 @@ def _http_response(body: bytes) -> bytes:
 class _FastHTTP(asyncio.Protocol):
     """Minimal keep-alive HTTP/1.1 for GET without bodies: enough for load generators and proxies."""
 
-    def __init__(self, profile: bytes, listing: bytes) -> None:
-        self.profile, self.listing = profile, listing
+    def __init__(self, profile: bytes, bodies: Mapping[bytes, bytes]) -> None:
+        self.profile, self.bodies = profile, bodies
         self.buf = b""
         self.transport: asyncio.Transport | None = None
 
@@ -272,7 +362,7 @@ class _FastHTTP(asyncio.Protocol):
             head, buf = buf[:end], buf[end + 4:]
             parts = head.split(b"\r\n", 1)[0].split(b" ")
             path = parts[1].split(b"?", 1)[0] if len(parts) > 1 else b"/"
-            self.transport.write(self.listing if path == b"/customers" else self.profile)
+            self.transport.write(self.bodies.get(path, self.profile))
             if b"\r\nconnection: close" in head.lower():
                 self.transport.close()
                 return
@@ -281,14 +371,18 @@ class _FastHTTP(asyncio.Protocol):
         self.buf = buf
 
 
-async def serve_fast(host: str, port: int) -> None:
-    from veil.demo.data import generate_customers, serialize
+async def serve_fast(host: str, port: int, bodies: Mapping[str, bytes] | None = None) -> None:
+    """Serve the profile for any path, the demo list at /customers unless `bodies` says otherwise, and
+    each of `bodies` (path without query → JSON) at its path."""
+    from veil.bench.shapes import demo_body
+    from veil.demo.data import serialize
 
     profile = _http_response(serialize(fast_profile()))
-    items = b",".join(serialize(c) for c in generate_customers(1000))
-    listing = _http_response(b'{"items":[' + items + b"]}")
+    given = dict(bodies or {})
+    given.setdefault("/customers", demo_body())
+    answers = {path.encode(): _http_response(body) for path, body in given.items()}
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _FastHTTP(profile, listing), host, port, backlog=1024)
+    server = await loop.create_server(lambda: _FastHTTP(profile, answers), host, port, backlog=1024)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -299,7 +393,7 @@ async def serve_fast(host: str, port: int) -> None:
 # --- child side: the bare proxies ----------------------------------------------------------------------
 
 def proxy_app(upstream_url: str, *, client: str = "aiohttp", parse: bool = False) -> Any:
-    """A Starlette app forwarding GET to `upstream_url` with no policy work (the practical limit)."""
+    """A Starlette app forwarding GET to `upstream_url` with no policy work (the framework-based stack)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
@@ -360,6 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="kind", required=True)
     fast = sub.add_parser("fast-upstream")
     fast.add_argument("--port", type=int, required=True)
+    fast.add_argument("--body", action="append", default=[], metavar="PATH=FILE",
+                      help="answer GET PATH with the JSON in FILE")
     proxy = sub.add_parser("proxy")
     proxy.add_argument("--port", type=int, required=True)
     proxy.add_argument("--upstream", required=True)
@@ -367,12 +463,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     proxy.add_argument("--parse", action="store_true")
     args = parser.parse_args(argv)
     if args.kind == "fast-upstream":
+        bodies = {}
+        for spec in args.body:
+            path, sep, file = spec.partition("=")
+            if not sep or not path.startswith("/"):
+                parser.error(f"--body takes PATH=FILE, got {spec!r}")
+            bodies[path] = Path(file).read_bytes()
         try:
             import uvloop
         except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-            asyncio.run(serve_fast(LOOPBACK, args.port))
+            asyncio.run(serve_fast(LOOPBACK, args.port, bodies))
         else:
-            uvloop.run(serve_fast(LOOPBACK, args.port))
+            uvloop.run(serve_fast(LOOPBACK, args.port, bodies))
         return 0
     import uvicorn
 

@@ -1,7 +1,8 @@
-"""The veil rows of `veil bench`: a veil.yaml, the example policies, keys and seeded consent for each
-variant (enforce a 1 KB profile, with the default decision-log durability, with `audit.fsync:
-always`, and with the decision log shipped to PostgreSQL; enforce a 1 MB list with per-item consent;
-report-only, without and with discovery).
+"""The veil rows of `veil bench`: a veil.yaml, the policies, keys and seeded consent for each variant
+(enforce a 1 KB profile, with the default decision-log durability, with `audit.fsync: always`, and
+with the decision log shipped to PostgreSQL; report-only, without and with discovery: the example
+policies; enforce a list of the shape corpus with per-item consent: the shape's own policy set, its
+consented subjects given and the others withdrawn, as veil.bench.shapes chose them for the seed).
 
 Row 3s ships to `VEIL_BENCH_PG_URL` (postgresql://...?schema=NAME: a schema of its own, which the
 row creates and leaves behind); without it the row is skipped with that hint."""
@@ -33,11 +34,21 @@ def factory(case: VeilCase) -> VeilSetup:
         p = d / "keys" / f"{name}.key"
         write_private_file(p, secrets.token_hex(32))
         keys[name] = f"file:{p}"
+    shape = case.shape
+    if case.variant == "enforce_list" and shape is None:
+        raise VeilError("the enforce_list variant serves a shape of the corpus: none was given", code="bench_usage")
+    policy_paths = [str(policies_dir())]
+    if shape is not None:
+        folder = d / "policy"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in shape.policy_files.items():
+            (folder / name).write_text(text, encoding="utf-8")
+        policy_paths = [str(folder)]
     cfg = {
         "listen": {"proxy": f"127.0.0.1:{case.proxy_port}", "admin": f"127.0.0.1:{case.admin_port}"},
         "mode": "report-only" if case.variant.startswith("report_only") else "enforce",
         "upstreams": {"bench": {"url": case.upstream_url, "pool_size": 64}},
-        "policy": {"paths": [str(policies_dir())], "watch": False},
+        "policy": {"paths": policy_paths, "watch": False},
         "consent": {"url": f"sqlite:///{d / 'consent.db'}", "cache_ttl": 30.0},
         "audit": {"path": str(d / "audit" / "decisions.log"),
                   **({"fsync": "always"} if case.variant == "enforce_small_fsync" else {}),
@@ -51,13 +62,14 @@ def factory(case: VeilCase) -> VeilSetup:
     path = d / "veil.yaml"
     path.write_text(yaml.safe_dump(cfg))
     config = load_config(path)
-    if case.variant == "enforce_list":
-        subjects = [s for i, s in enumerate(case.list_ids) if i % 10]  # 90% consented
-    else:
-        subjects = [case.profile_id]
-    _seed(Path(config.consent_url[len("sqlite:///"):]), SubjectHasher(config.keyring("store")), subjects)
-    req = "/customers?limit=1000" if case.variant == "enforce_list" else f"/customers/{case.profile_id}"
-    return VeilSetup(path, req, HEADERS)
+    db, hasher = Path(config.consent_url[len("sqlite:///"):]), SubjectHasher(config.keyring("store"))
+    if shape is not None:
+        given = [s for s in dict.fromkeys(shape.subjects) if s in shape.consented]
+        withdrawn = [s for s in dict.fromkeys(shape.subjects) if s not in shape.consented]
+        _seed(db, hasher, given, shape.consent_key, withdrawn)
+        return VeilSetup(path, shape.path, shape.headers)
+    _seed(db, hasher, [case.profile_id])
+    return VeilSetup(path, f"/customers/{case.profile_id}", HEADERS)
 
 
 def _ship_url() -> str:
@@ -68,14 +80,16 @@ def _ship_url() -> str:
     return url
 
 
-def _seed(db: Path, hasher: SubjectHasher, subjects: list[str]) -> None:
+def _seed(db: Path, hasher: SubjectHasher, subjects: list[str], key: str = "personalization",
+          withdrawn: list[str] | None = None) -> None:
     import asyncio
 
     async def go() -> None:
         store = SqliteConsentStore(db, hasher)
         now = datetime.now(UTC)
-        await store.record([ConsentEvent(s, "personalization", Action.GIVEN, now, notice_version=3)
-                            for s in subjects])
+        events = [ConsentEvent(s, key, Action.GIVEN, now, notice_version=3) for s in subjects]
+        events += [ConsentEvent(s, key, Action.WITHDRAWN, now, notice_version=3) for s in withdrawn or ()]
+        await store.record(events)
         await store.close()
 
     asyncio.run(go())
