@@ -129,12 +129,24 @@ def issue_shape(seed: int, items: int) -> LocalShape:
                       [("Veil-Key", KEY), ("Veil-Purpose", "listing.read")], given, withdrawn)
 
 
+def profile_shape() -> LocalShape:
+    """The 1 KB profile of `veil bench` (row 3): the demo policies, the fast upstream's profile."""
+    from veil.bench.servers import fast_profile
+    from veil.demo import policies_dir
+
+    files = {p.name: p.read_text() for p in sorted(policies_dir().glob("*.veil"))}
+    prof = fast_profile()
+    return LocalShape("profile_1kb", orjson.dumps(prof), files, f"/customers/{prof['id']}",
+                      [("Veil-Key", "demo-storefront-key"), ("Veil-Purpose", "personalize.recommendations")],
+                      [prof["id"]], consent_key="personalization")
+
+
 def load_shapes(seed: int, items: int) -> list[Any]:
     try:
-        from veil.bench.shapes import corpus  # type: ignore[import-not-found,unused-ignore]
+        from veil.bench.shapes import corpus
     except ImportError:
         return [issue_shape(seed, items)]
-    return [issue_shape(seed, items), *corpus(seed, items)]
+    return list(corpus(seed, items))
 
 
 # ---------------------------------------------------------------- the in-process proxy
@@ -143,9 +155,9 @@ class Harness:
 
     def __init__(self, shape: Any, directory: Path, cache_ttl: float) -> None:
         self.shape = shape
-        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "policy").mkdir(parents=True, exist_ok=True)
         for name, text in shape.policy_files.items():
-            (directory / name).write_text(text)
+            (directory / "policy" / name).write_text(text)
         keys = {}
         for name in ("store", "audit", "pseudonym", "hash"):
             p = directory / f"{name}.key"
@@ -154,7 +166,7 @@ class Harness:
             keys[name] = KeySpec(((name, f"file:{p}"),))
         self.config = Config(
             upstreams=(Upstream("bench", "http://upstream.invalid"),),
-            policy_paths=tuple(str(directory / n) for n in shape.policy_files), policy_watch=False,
+            policy_paths=(str(directory / "policy"),), policy_watch=False,
             consent_url=f"sqlite:///{directory / 'consent.db'}", consent_cache_ttl=cache_ttl,
             audit_path=str(directory / "audit" / "decisions.log"), keys=keys,
         )
@@ -184,9 +196,13 @@ class Harness:
         await self.rt.start()
         now = datetime.now(UTC)
         key = getattr(self.shape, "consent_key", "listing")
-        events = [ConsentEvent(s, key, Action.GIVEN, now - timedelta(days=1), notice_version=1)
-                  for s in self.shape.given]
-        events += [ConsentEvent(s, key, Action.WITHDRAWN, now - timedelta(hours=1)) for s in self.shape.withdrawn]
+        if hasattr(self.shape, "consented"):  # veil.bench.shapes.Shape
+            given = [s for s in self.shape.subjects if s in self.shape.consented]
+            withdrawn = [s for s in self.shape.subjects if s not in self.shape.consented]
+        else:
+            given, withdrawn = self.shape.given, self.shape.withdrawn
+        events = [ConsentEvent(s, key, Action.GIVEN, now - timedelta(days=1), notice_version=3) for s in given]
+        events += [ConsentEvent(s, key, Action.WITHDRAWN, now - timedelta(hours=1)) for s in withdrawn]
         await self.rt.store.record(events)
         self.app = ProxyApp(self.rt)
 
@@ -270,7 +286,7 @@ async def profile(h: Harness, n: int, top: int) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    shapes = load_shapes(args.seed, args.items)
+    shapes = [profile_shape()] if args.small else load_shapes(args.seed, args.items)
     if args.shape:
         shapes = [s for s in shapes if s.name in args.shape]
     with tempfile.TemporaryDirectory(prefix="h16b-shapes-") as tmp:
@@ -304,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--shape", action="append", help="only these shapes (by name)")
     ap.add_argument("--cache-ttl", type=float, default=30.0, help="consent cache TTL (veil bench uses 30)")
     ap.add_argument("--profile", action="store_true", help="cProfile veil's requests instead of timing")
+    ap.add_argument("--small", action="store_true", help="the 1 KB profile path instead of the list shapes")
     ap.add_argument("--profile-n", type=int, default=30)
     ap.add_argument("--top", type=int, default=35)
     args = ap.parse_args(argv)
