@@ -455,6 +455,13 @@ class _FilterGen:
                                    "KEPT": _kept_whole}
         self.lines: list[str] = []
         self.n = 0
+        self.counters: dict[str, str] = {}  # local counter name → the event's name in the namespace
+
+    def counter(self, key_name: str) -> str:
+        """A local counter for the event bound as `key_name`, added to `ev` when the function returns."""
+        n = f"n{len(self.counters)}"
+        self.counters[n] = key_name
+        return n
 
     def bind(self, value: Any, hint: str = "") -> str:
         """A name in the generated code's namespace for `value` (`hint` makes it readable)."""
@@ -471,7 +478,13 @@ class _FilterGen:
         self.lines += [f"# {b.name}: objects at {where}{' (read lazily)' if b.lazy else ''}",
                        "def filter_obj(d0, ev):", "    if not isinstance(d0, DICT):"]
         self.lines.append(f"        return {nd}(d0, ev)")
+        head = len(self.lines)
         self.body(st, t, stack, 0, "    ")
+        if self.counters:  # events counted in locals (a transform per field per item), added to `ev` once
+            self.lines.insert(head, "    " + " = ".join(self.counters) + " = 0")
+            for n, key in self.counters.items():
+                self.lines.append(f"    if {n}:")
+                self.lines.append(f"        ev[{key}] = ev.get({key}, 0) + {n}")
         self.lines.append("    return o0")
         source = "\n".join(self.lines) + "\n"
         filename = f"<veil plan {b.name}{' (lazy)' if b.lazy else ''} #{len(b.sources) + 1}: {where}>"
@@ -515,12 +528,13 @@ class _FilterGen:
                 if lazy:
                     emit(f"{inner}r = {arg}")
                     arg = "(r if type(r) in SCALARS else MAT(r))"
+                ntk, nek = self.counter(tk), self.counter(ek)
                 emit(f"{inner}try:")
                 emit(f"{inner}    {out}[{key}] = {tr}({arg})")
-                emit(f"{inner}    ev[{tk}] = ev.get({tk}, 0) + 1")
+                emit(f"{inner}    {ntk} += 1")
                 emit(f"{inner}except TransformTypeError:")
                 emit(f"{inner}    {out}[{key}] = None")
-                emit(f"{inner}    ev[{ek}] = ev.get({ek}, 0) + 1")
+                emit(f"{inner}    {nek} += 1")
             elif filters(cs) and cs not in stack and depth < self.MAX_INLINE_DEPTH:
                 self.b.count += 1
                 sub = stack | {cs}
