@@ -146,7 +146,7 @@ def load_shapes(seed: int, items: int) -> list[Any]:
         from veil.bench.shapes import corpus
     except ImportError:
         return [issue_shape(seed, items)]
-    return list(corpus(seed, items))
+    return list(corpus(seed, items, count=False))
 
 
 # ---------------------------------------------------------------- the in-process proxy
