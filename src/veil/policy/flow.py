@@ -501,8 +501,7 @@ def _disclosed_items(index: CategoryIndex, doc: Any, list_path: Any, subjects: l
     at: tuple[str | int, ...] = (*(s.name for s in list_path[:-1] if isinstance(s, Key)), 0)
     by_subject: dict[str, list[Pairs]] = {}
     shapes: set[Pairs] = set()
-    for item, sid in zip(items, subjects, strict=True):
-        pairs = walker.pairs(item, at)
+    for pairs, sid in zip(walker.pairs_each(items, at), subjects, strict=True):
         shapes.add(pairs)
         by_subject.setdefault(sid, []).append(pairs)
     total = merge({}, envelope)

@@ -51,7 +51,7 @@ class CategoryIndex:
         self._memo: dict[Loc, str | None] = {}
         self._templates: dict[str, str | None] = {}
         # walks specialized to a plan's output (see Walker), per plan and template; they die with the plan
-        self._walks: weakref.WeakKeyDictionary[Any, dict[Loc, WalkFn | None]] = weakref.WeakKeyDictionary()
+        self._walks: weakref.WeakKeyDictionary[Any, dict[Loc, Walk | None]] = weakref.WeakKeyDictionary()
 
     def __bool__(self) -> bool:
         return bool(self._by_key or self._wild)
@@ -109,7 +109,7 @@ class CategoryIndex:
             merge(out, Walker(self, transformed, plan).pairs(doc, at))
         return out
 
-    def walk_for(self, plan: Outlined, at: Loc) -> WalkFn | None:
+    def walk_for(self, plan: Outlined, at: Loc) -> Walk | None:
         """The walk of a subtree at template `at` of `plan`'s output, specialized to what the plan lets
         through there (None where it lets anything through: the plain walk)."""
         try:
@@ -154,23 +154,57 @@ class Walker:
         self.tr = transformed or {}
         self.kids: dict[Loc, dict[Any, tuple[Loc, str | None, Any]]] = {}
         self.plan = plan
-        self._at: dict[Loc, tuple[str | None, WalkFn | None]] = {}
+        self._at: dict[Loc, tuple[str | None, Walk | None]] = {}
 
     def pairs(self, doc: Any, at: Loc = ()) -> Pairs:
         """(categories disclosed in clear, (category, form) pairs disclosed transformed)."""
+        if not self.index:
+            return _NONE
+        cat, walk = self._resolve(at)
+        if walk is not None:
+            fn, bits = walk
+            return bits.decode(fn(doc, self))
         clear: set[str] = set()
         other: set[tuple[str, str]] = set()
-        if self.index:
-            hit = self._at.get(at)
-            if hit is None:
-                hit = self._at[at] = (self.index.of(at),
-                                      self.index.walk_for(self.plan, at) if self.plan is not None else None)
-            cat, fn = hit
-            if fn is not None:
-                fn(doc, clear, other, self)
-            else:
-                self._walk(doc, at, cat, clear, other)
+        self._walk(doc, at, cat, clear, other)
         return frozenset(clear), frozenset(other)
+
+    def pairs_each(self, docs: Sequence[Any], at: Loc) -> list[Pairs]:
+        """`pairs` of each of `docs` (the items of a list, all at template `at`)."""
+        if not self.index:
+            return [_NONE] * len(docs)
+        _, walk = self._resolve(at)
+        if walk is None:
+            return [self.pairs(d, at) for d in docs]
+        fn, bits = walk
+        seen: dict[int, Pairs] = {}
+        out: list[Pairs] = []
+        for d in docs:
+            m = fn(d, self)
+            found = seen.get(m)
+            if found is None:
+                found = seen[m] = bits.decode(m)
+            out.append(found)
+        return out
+
+    def _resolve(self, at: Loc) -> tuple[str | None, Walk | None]:
+        hit = self._at.get(at)
+        if hit is None:
+            hit = self._at[at] = (self.index.of(at),
+                                  self.index.walk_for(self.plan, at) if self.plan is not None else None)
+        return hit
+
+    def _bits(self, node: Any, tmpl: Loc, cat: str | None, bits: Bits) -> int:
+        """The plain walk of a subtree a specialized walk does not bound, as `bits`."""
+        clear: set[str] = set()
+        other: set[tuple[str, str]] = set()
+        self._walk(node, tmpl, cat, clear, other)
+        m = 0
+        for c in clear:
+            m |= bits.bit(c)
+        for pair in other:
+            m |= bits.bit(pair)
+        return m
 
     def _classify(self, tmpl: Loc, cat: str | None, k: Any) -> tuple[Loc, str | None, Any]:
         ct = (*tmpl, k)
@@ -207,22 +241,59 @@ class Walker:
                 self._walk(v, ct, ccat, clear, other)
 
 
-WalkFn = Callable[[Any, set[str], set[tuple[str, str]], Walker], None]
+class Bits:
+    """What a specialized walk found, as bits of an int: one per category in clear (str) and per
+    (category, form) pair, numbered as first met (a handful: categories and forms are few)."""
+
+    __slots__ = ("items", "of")
+
+    def __init__(self) -> None:
+        self.of: dict[str | tuple[str, str], int] = {}
+        self.items: list[str | tuple[str, str]] = []
+
+    def bit(self, c: str | tuple[str, str]) -> int:
+        b = self.of.get(c)
+        if b is None:
+            b = self.of[c] = 1 << len(self.items)
+            self.items.append(c)
+        return b
+
+    def decode(self, m: int) -> Pairs:
+        clear: set[str] = set()
+        other: set[tuple[str, str]] = set()
+        i = 0
+        while m:
+            if m & 1:
+                c = self.items[i]
+                if isinstance(c, str):
+                    clear.add(c)
+                else:
+                    other.add(c)
+            m >>= 1
+            i += 1
+        return frozenset(clear), frozenset(other)
+
+
+_NONE: Pairs = (frozenset(), frozenset())
+WalkFn = Callable[[Any, Walker], int]
+Walk = tuple[WalkFn, Bits]  # a specialized walk and how to read what it returns
 _MAX_WALKS = 64  # specialized walks per plan (one per list template is the norm)
 
 
 class _WalkGen:
     """Generates a Walker's walk for one template of a plan's output. For `keep items[*].id,
     items[*].tags[*].name; hash items[*].email` with `category identity = id`, `category contact =
-    email` and `category behaviour = tags`, the walk of an item reads:
+    email` and `category behaviour = tags`, the walk of an item reads (what it finds as bits, see Bits:
+    here identity 1, behaviour 2, (contact, hash) 4):
 
-        def walk(v0, clear, other, W):
+        def walk(v0, W):
+            m = 0
             t0 = type(v0)
             if t0 is dict:
                 if 'id' in v0:
                     v1 = v0['id']
-                    if type(v1) in SCALARS: clear.add('identity')
-                    elif v1 is not None: W._walk(v1, <items[*].id>, 'identity', clear, other)
+                    if type(v1) in SCALARS: m |= 1
+                    elif v1 is not None: m |= W._bits(v1, <items[*].id>, 'identity', <bits>)
                 if 'tags' in v0:
                     v1 = v0['tags']
                     t1 = type(v1)
@@ -231,10 +302,11 @@ class _WalkGen:
                     else: <the plain walk of v1>
                 if 'email' in v0:
                     v1 = v0['email']
-                    if v1 is not None: other.add(('contact', 'hash'))
+                    if v1 is not None: m |= 4
             else: <the plain walk of v0>
+            return m
 
-    Keys and categories enter the source only through the namespace or as repr() of strings."""
+    Keys enter the source only as repr() of strings, everything else through the namespace."""
 
     MAX_DEPTH = 6
 
@@ -243,6 +315,7 @@ class _WalkGen:
         self.ns: dict[str, Any] = {"SCALARS": _SCALARS}
         self.lines: list[str] = []
         self.n = 0
+        self.bits = Bits()
 
     def bind(self, value: Any) -> str:
         self.n += 1
@@ -250,24 +323,25 @@ class _WalkGen:
         self.ns[name] = value
         return name
 
-    def function(self, at: Loc) -> WalkFn | None:
+    def function(self, at: Loc) -> Walk | None:
         o = self.plan.outline(at)
         if o is None or o.transformed:
             return None
-        self.lines.append("def walk(v0, clear, other, W):")
+        self.lines += ["def walk(v0, W):", "    m = 0"]
         self.container(o, "v0", at, self.index.of(at), 0, "    ")
+        self.lines.append("    return m")
         source = "\n".join(self.lines) + "\n"
         exec(compile(source, "<veil disclosure walk>", "exec"), self.ns)
         fn: WalkFn = self.ns["walk"]
-        return fn
+        return fn, self.bits
 
     def plain(self, var: str, tmpl: Loc, cat: str | None, ind: str) -> None:
         """The plain walk's reading of a value (not transformed) at `tmpl`."""
         emit = self.lines.append
-        walk = f"W._walk({var}, {self.bind(tmpl)}, {self.bind(cat)}, clear, other)"
+        walk = f"m |= W._bits({var}, {self.bind(tmpl)}, {self.bind(cat)}, {self.bind(self.bits)})"
         if cat is not None:
             emit(f"{ind}if type({var}) in SCALARS:")
-            emit(f"{ind}    clear.add({self.bind(cat)})")
+            emit(f"{ind}    m |= {self.bits.bit(cat)}")
             emit(f"{ind}elif {var} is not None:")
         else:
             emit(f"{ind}if type({var}) not in SCALARS and {var} is not None:")
@@ -279,7 +353,7 @@ class _WalkGen:
         if o is not None and o.transformed:
             if cat is not None and o.form is not None:
                 self.lines.append(f"{ind}if {var} is not None:")
-                self.lines.append(f"{ind}    other.add({self.bind((cat, o.form))})")
+                self.lines.append(f"{ind}    m |= {self.bits.bit((cat, o.form))}")
             else:
                 self.lines.append(f"{ind}pass")
         elif o is None or depth >= self.MAX_DEPTH or not (o.keys or o.elem):
@@ -334,4 +408,4 @@ def as_record(disclosed: Mapping[str, set[str]]) -> dict[str, list[str]]:
     return {c: sorted(disclosed[c]) for c in sorted(disclosed)}
 
 
-__all__ = ["CLEAR", "CategoryIndex", "Outlined", "Pairs", "WalkFn", "Walker", "as_record", "merge"]
+__all__ = ["CLEAR", "Bits", "CategoryIndex", "Outlined", "Pairs", "Walk", "WalkFn", "Walker", "as_record", "merge"]
