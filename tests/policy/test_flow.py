@@ -26,6 +26,7 @@ category identity = name
 route POST /recs { subject request_body.customer for p { keep recs } }
 route GET /orders/{id} { subject body.customer.id for p { keep order, customer.id, customer.email } }
 route GET /users/{id} { subject path.id mode report-only for p { keep name } }
+route GET /list { each items[*] subject id for p { keep items[*].id, items[*].tags, items[*].h[*].t } }
 """
 GIVEN = {"k": ConsentState("k", Status.GIVEN, NOW)}
 
@@ -92,3 +93,19 @@ def test_report_only_discloses_the_whole_answer(policy: CompiledPolicy) -> None:
     out = run_sync(decide(policy, request_facts(req, "wrong-key", settings), RecordedExchange(req, answer),
                           CaseConsent({}), settings, NOW))
     assert out.reason is Reason.UNKNOWN_CALLER and out.released and out.subject == "u9"
+
+
+def test_the_depth_limit_holds_on_a_lazy_list_whether_or_not_the_walk_is_skipped(policy: CompiledPolicy) -> None:
+    """A lazily read list whose output is only the plan's structure (here 5 deep) skips the depth walk;
+    a container kept whole (`tags`) makes the walk run, and what is too deep is refused."""
+    req = Request("GET", "/list", caller="c", purposes=("p",))
+    flat = {"items": [{"id": f"u{i}", "tags": "t", "h": [{"t": 1, "x": [[[1]]]}]} for i in range(3)]}
+    deep = {"items": [{"id": "u0", "tags": [[[["x"]]]]}]}
+    consent = {f"u{i}": GIVEN for i in range(3)}
+    for limit, body, want in ((5, flat, Reason.OK), (4, flat, Reason.BODY_INVALID), (5, deep, Reason.BODY_INVALID),
+                              (7, deep, Reason.OK)):
+        settings = FlowSettings(max_json_depth=limit, lazy_json_min_bytes=1)
+        out, _ = run(policy, req, Response(body=body, has_body=True), consent, settings)
+        assert out.reason is want, (limit, body)  # type: ignore[attr-defined]
+        if want is Reason.OK:  # read lazily; the plan's structure is 5 deep, tags kept whole make it unknown
+            assert out.report.depth == (5 if body is flat else None)  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.redact.test_properties import ANY, KEYS, SETTINGS, documents, rule_sets, scalars
+from tests.redact.test_properties import ANY, KEYS, SETTINGS, documents, listed, rule_sets, scalars
 from veil.redact import Action, FieldRule, Guard, compile_plan, lazy, parse_path
 from veil.redact import transforms as tr
 from veil.redact.lazy import NotLazy
@@ -228,3 +228,41 @@ def test_a_top_level_array_is_read_lazily() -> None:
     assert plan.lazy_ok() and plan.lazy_ok(each)
     body = orjson.dumps([{"id": f"c-{i}", "email": f"{i}@example.com", "ssn": "x"} for i in range(50)])
     assert plan.apply_lazy(lazy.parse(body)) == plan.apply(orjson.loads(body))
+
+
+def nesting(node: Any) -> int:
+    if isinstance(node, dict):
+        return 1 + max(map(nesting, node.values()), default=0)
+    if isinstance(node, list):
+        return 1 + max(map(nesting, node), default=0)
+    return 0
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.tuples(documents, rule_sets(ANY)), listed()))
+def test_a_lazy_output_is_no_deeper_than_the_depth_its_report_knows(case: tuple[Any, list[FieldRule]]) -> None:
+    """Report.depth (what lets the flow skip its depth walk) bounds the lazy output's nesting: the plan's
+    own structure and transforms' results; anything made plain whole leaves it unknown."""
+    doc, rules = case
+    plan = compile_plan(rules)
+    if not plan.lazy_ok():
+        return
+    try:
+        out, report = plan.apply_lazy(lazy.parse(orjson.dumps(doc)))
+    except NotLazy:
+        return
+    if report.depth is not None:
+        assert nesting(out) <= report.depth, plan.describe()
+    assert plan.apply(doc)[1].depth is None  # an eager apply does not know
+
+
+def test_the_depth_is_known_unless_a_container_was_kept_whole() -> None:
+    keeps = [FieldRule(parse_path(p), Action.KEEP, rule_id=i) for i, p in
+             enumerate(["items[*].id", "items[*].history[*].track", "items[*].tags"])]
+    plan = compile_plan([*keeps, FieldRule(parse_path("items[*].email"), Action.TRANSFORM, tr.replace({"a": [1]}),
+                                           rule_id=9)])
+    flat = {"items": [{"id": 1, "email": "e", "history": [{"track": "t", "x": 1}], "tags": "a"}]}
+    assert plan.apply_lazy(lazy.parse(orjson.dumps(flat)))[1].depth == 5  # {items:[{history:[{}]}]}; email 1+2
+    deep = {"items": [{"id": 1, "tags": ["a", {"b": [1]}]}]}
+    out, report = plan.apply_lazy(lazy.parse(orjson.dumps(deep)))
+    assert report.depth is None and nesting(out) == 6  # deeper than the structure: it had to be walked

@@ -4,6 +4,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from veil.errors import VeilError
 from veil.redact import transforms as tr
@@ -229,3 +231,28 @@ def test_all_is_sorted_and_complete() -> None:
 
     assert redact.__all__ == sorted(redact.__all__)
     assert all(hasattr(redact, n) for n in redact.__all__)
+
+
+ip_like = st.one_of(
+    st.tuples(*[st.integers(0, 300)] * 4).map(lambda t: ".".join(map(str, t))),
+    st.text("0123456789.:/af ", max_size=18),
+    st.lists(st.sampled_from(["0", "1", "9", ".", "٣", "²", "-", "+", "00", "255", "256", "010"]), max_size=9).map(
+        "".join),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(ip_like, st.integers(0, 32))
+def test_the_ipv4_fast_path_reads_as_ipaddress(value: str, prefix: int) -> None:
+    """`ip` reads dotted quads itself; whatever it returns, or refuses, ipaddress would too."""
+    t = tr.ip(prefix, 48)
+    assert isinstance(t, tr.Ip)
+    try:
+        want: Any = t.general(value)
+    except TransformTypeError:
+        want = TransformTypeError
+    try:
+        got: Any = t(value)
+    except TransformTypeError:
+        got = TransformTypeError
+    assert got == want

@@ -38,7 +38,7 @@ from veil.policy.compile import CompiledPolicy, CompiledRoute, CompiledRule
 from veil.policy.decision import Admitted, Blocked, admit, consent_reason, consent_reasons, no_content, status_reason
 from veil.policy.normalize import normalize_path
 from veil.reasons import Reason
-from veil.redact.categories import CategoryIndex, Pairs, Walker, merge
+from veil.redact.categories import CategoryIndex, Outlined, Pairs, Walker, merge
 from veil.redact.engine import FieldFate, Report
 from veil.redact.items import keep_items, list_items, subject_at
 from veil.redact.lazy import is_lazy
@@ -415,7 +415,8 @@ async def _evaluate(out: Outcome, req: RequestFacts, consent: ConsentSource, set
             return
         # What would leave is checked (removed parts are never read); a body with few brackets cannot
         # nest deeper than the limit, so most profiles skip the walk.
-        check_depth(out.doc, settings.max_json_depth, body, plan.added_depth)
+        check_depth(out.doc, settings.max_json_depth, body, plan.added_depth,
+                    out.report.depth if out.report is not None else None)
         out.body = orjson.dumps(out.doc)
         out.has_body = True
     except Refusal as exc:
@@ -470,24 +471,27 @@ def _disclose(policy: CompiledPolicy, out: Outcome) -> None:
     ad = out.admitted
     assert ad is not None
     each = ad.route.each
+    plan = ad.rule.plan  # out.doc is its output: the walk is specialized to it
     if each is None or not out.subjects:
-        out.disclosed = index.disclosed(out.doc, transformed)
+        out.disclosed = index.disclosed(out.doc, transformed, plan=plan)
         return
-    out.disclosed, out.disclosed_by_subject = _disclosed_items(index, out.doc, each[0], out.subjects, transformed)
+    out.disclosed, out.disclosed_by_subject = _disclosed_items(index, out.doc, each[0], out.subjects, transformed,
+                                                               plan)
 
 
 def _disclosed_items(index: CategoryIndex, doc: Any, list_path: Any, subjects: list[str],
-                     transformed: Mapping[tuple[str | int, ...], str | None]
+                     transformed: Mapping[tuple[str | int, ...], str | None], plan: Outlined | None = None
                      ) -> tuple[dict[str, set[str]], dict[str, dict[str, set[str]]] | None]:
     """(the whole response's disclosure, each subject's where they differ): a subject of a list
-    response saw the envelope disclosed, and its own item(s)."""
+    response saw the envelope disclosed, and its own item(s). `plan`: the field plan whose output
+    `doc` is (None for a body passed on unchanged)."""
     from veil.redact.items import find_list
     from veil.redact.paths import Key
 
     items = find_list(doc, list_path)
     if items is None or len(items) != len(subjects):
-        return index.disclosed(doc, transformed), None
-    walker = Walker(index, transformed)
+        return index.disclosed(doc, transformed, plan=plan), None
+    walker = Walker(index, transformed, plan)
     saved = list(items)
     items.clear()  # the envelope alone (the list read as empty)
     try:
@@ -497,8 +501,7 @@ def _disclosed_items(index: CategoryIndex, doc: Any, list_path: Any, subjects: l
     at: tuple[str | int, ...] = (*(s.name for s in list_path[:-1] if isinstance(s, Key)), 0)
     by_subject: dict[str, list[Pairs]] = {}
     shapes: set[Pairs] = set()
-    for item, sid in zip(items, subjects, strict=True):
-        pairs = walker.pairs(item, at)
+    for pairs, sid in zip(walker.pairs_each(items, at), subjects, strict=True):
         shapes.add(pairs)
         by_subject.setdefault(sid, []).append(pairs)
     total = merge({}, envelope)

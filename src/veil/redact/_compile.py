@@ -45,6 +45,13 @@ class Event(NamedTuple):
 
 
 GONE: Any = object()  # a closure's "this node is removed" result
+# counted in `ev` by a lazy plan that made a container plain whole (kept whole, or handed to an eager
+# closure): the output may then be nested deeper than the plan's own structure (see lazy_depth)
+class _Materialized:
+    __slots__ = ()
+
+
+MATERIALIZED: Any = _Materialized()
 MAX_CLOSURES = 20_000  # closures built per plan; beyond this, lazily built ones are not cached
 
 Fn = Callable[[Any, dict[Any, Any]], Any]
@@ -443,9 +450,18 @@ class _FilterGen:
     def __init__(self, builder: Builder) -> None:
         self.b = builder
         self.ns: dict[str, Any] = {"GONE": GONE, "TransformTypeError": TransformTypeError, "SCALARS": _SCALARS,
-                                   "DICT": lz.DICT if builder.lazy else dict, "MAT": lz.materialize}
+                                   "DICT": lz.DICT if builder.lazy else dict, "LIST": lz.LIST if builder.lazy else list,
+                                   "MAT": lz.materialize,
+                                   "KEPT": _kept_whole}
         self.lines: list[str] = []
         self.n = 0
+        self.counters: dict[str, str] = {}  # local counter name → the event's name in the namespace
+
+    def counter(self, key_name: str) -> str:
+        """A local counter for the event bound as `key_name`, added to `ev` when the function returns."""
+        n = f"n{len(self.counters)}"
+        self.counters[n] = key_name
+        return n
 
     def bind(self, value: Any, hint: str = "") -> str:
         """A name in the generated code's namespace for `value` (`hint` makes it readable)."""
@@ -462,7 +478,13 @@ class _FilterGen:
         self.lines += [f"# {b.name}: objects at {where}{' (read lazily)' if b.lazy else ''}",
                        "def filter_obj(d0, ev):", "    if not isinstance(d0, DICT):"]
         self.lines.append(f"        return {nd}(d0, ev)")
+        head = len(self.lines)
         self.body(st, t, stack, 0, "    ")
+        if self.counters:  # events counted in locals (a transform per field per item), added to `ev` once
+            self.lines.insert(head, "    " + " = ".join(self.counters) + " = 0")
+            for n, key in self.counters.items():
+                self.lines.append(f"    if {n}:")
+                self.lines.append(f"        ev[{key}] = ev.get({key}, 0) + {n}")
         self.lines.append("    return o0")
         source = "\n".join(self.lines) + "\n"
         filename = f"<veil plan {b.name}{' (lazy)' if b.lazy else ''} #{len(b.sources) + 1}: {where}>"
@@ -494,7 +516,7 @@ class _FilterGen:
             if cs.kind == WHOLE:
                 if lazy:
                     emit(f"{inner}r = {src}[{key}]")
-                    emit(f"{inner}{out}[{key}] = r if type(r) in SCALARS else MAT(r)")
+                    emit(f"{inner}{out}[{key}] = r if type(r) in SCALARS else KEPT(r, ev)")
                 else:
                     emit(f"{inner}{out}[{key}] = {src}[{key}]")
             elif cs.kind == TRANSFORMED:
@@ -506,12 +528,13 @@ class _FilterGen:
                 if lazy:
                     emit(f"{inner}r = {arg}")
                     arg = "(r if type(r) in SCALARS else MAT(r))"
+                ntk, nek = self.counter(tk), self.counter(ek)
                 emit(f"{inner}try:")
                 emit(f"{inner}    {out}[{key}] = {tr}({arg})")
-                emit(f"{inner}    ev[{tk}] = ev.get({tk}, 0) + 1")
+                emit(f"{inner}    {ntk} += 1")
                 emit(f"{inner}except TransformTypeError:")
                 emit(f"{inner}    {out}[{key}] = None")
-                emit(f"{inner}    ev[{ek}] = ev.get({ek}, 0) + 1")
+                emit(f"{inner}    {nek} += 1")
             elif filters(cs) and cs not in stack and depth < self.MAX_INLINE_DEPTH:
                 self.b.count += 1
                 sub = stack | {cs}
@@ -523,6 +546,29 @@ class _FilterGen:
                 emit(f"{inner}    {out}[{key}] = {o}")
                 emit(f"{inner}else:")
                 emit(f"{inner}    r = {nd}({v}, ev)")
+                emit(f"{inner}    if r is not GONE:")
+                emit(f"{inner}        {out}[{key}] = r")
+            elif self._inlines_array(cs, stack, depth):  # an array of filtered objects: one loop, no calls
+                es = cs.elem()
+                self.b.count += 2
+                sub = stack | {cs, es}
+                nd = self.bind(self.b.nondict(cs, ct, sub), f"{k}_not_an_array")
+                nde = self.bind(self.b.nondict(es, (*ct, 0), sub), f"{k}_item_not_an_object")
+                w, a, v, o = f"w{depth + 1}", f"a{depth + 1}", f"v{depth + 1}", f"o{depth + 1}"
+                emit(f"{inner}{w} = {src}[{key}]")
+                emit(f"{inner}if isinstance({w}, LIST):")
+                emit(f"{inner}    {a} = []")
+                emit(f"{inner}    for {v} in {w}:")
+                emit(f"{inner}        if isinstance({v}, DICT):")
+                self.body(es, (*ct, 0), sub, depth + 1, inner + "            ")
+                emit(f"{inner}            {a}.append({o})")
+                emit(f"{inner}        else:")
+                emit(f"{inner}            r = {nde}({v}, ev)")
+                emit(f"{inner}            if r is not GONE:")
+                emit(f"{inner}                {a}.append(r)")
+                emit(f"{inner}    {out}[{key}] = {a}")
+                emit(f"{inner}else:")
+                emit(f"{inner}    r = {nd}({w}, ev)")
                 emit(f"{inner}    if r is not GONE:")
                 emit(f"{inner}        {out}[{key}] = r")
             elif _scrubs(cs):  # a kept field that may hide a dropped category: scalars need no call
@@ -542,6 +588,14 @@ class _FilterGen:
         emit(f"{ind}    sk = tuple({src})")
         emit(f"{ind}    sg[sk] = sg.get(sk, 0) + 1")
 
+    def _inlines_array(self, st: State, stack: frozenset[State], depth: int) -> bool:
+        """Arrays (and no objects) at `st` whose elements are filtered objects: the loop is written out."""
+        if not (st.kind == VISIT and st.arr_ok and not st.obj_ok and st not in stack
+                and depth < self.MAX_INLINE_DEPTH):
+            return False
+        es = st.elem()
+        return filters(es) and es not in stack
+
 
 def _tmpl_text(t: Tmpl) -> str:
     """A location template as a path (`items[*].email`; `$` for the root)."""
@@ -559,17 +613,59 @@ def _identity(v: Any, ev: dict[Any, Any]) -> Any:
     return v
 
 
-def _materialize(v: Any, ev: dict[Any, Any]) -> Any:
+def _kept_whole(v: Any, ev: dict[Any, Any]) -> Any:
+    """A lazy container kept whole, made plain (counted: see MATERIALIZED)."""
+    ev[MATERIALIZED] = 1
     return lz.materialize(v)
+
+
+_materialize = _kept_whole
 
 
 def _materializing(f: Fn) -> Fn:
     """A lazy node made plain, then handed to an eager closure."""
 
     def plain(v: Any, ev: dict[Any, Any]) -> Any:
+        if type(v) not in _SCALARS:
+            ev[MATERIALIZED] = 1
         return f(lz.materialize(v), ev)
 
     return plain
+
+
+def _transforming(f: Fn) -> Fn:
+    """A lazy node made plain for a transform (its result is no deeper than the transform says)."""
+
+    def plain(v: Any, ev: dict[Any, Any]) -> Any:
+        return f(lz.materialize(v), ev)
+
+    return plain
+
+
+def lazy_depth(st: State, seen: frozenset[State] = frozenset()) -> int | None:
+    """How deep a lazy plan's output at `st` (a state it walks lazily) can be nested by the plan's own
+    structure: filtered objects and arrays, transforms' results (Transform.added_depth), anything kept
+    whole or made plain counting as a scalar (its containers are counted as MATERIALIZED). None when
+    the structure recurses (`**`)."""
+    if st in seen:
+        return None
+    seen = seen | {st}
+    kids = [st.child(k) for k in st.named] if st.obj_ok else []
+    if st.arr_ok:
+        kids.append(st.elem())
+    deepest = 0
+    for kid in kids:
+        if kid.kind == TRANSFORMED:
+            assert kid.rule is not None and kid.rule.transform is not None
+            d: int | None = kid.rule.transform.added_depth()
+        elif kid.kind == VISIT and walks_lazily(kid):
+            d = lazy_depth(kid, seen)
+        else:
+            d = 0
+        if d is None:
+            return None
+        deepest = max(deepest, d)
+    return 1 + deepest
 
 
 def _transform_fn(tr: Transform, t: Tmpl, rule_id: int, lazy: bool = False) -> Fn:
@@ -585,7 +681,7 @@ def _transform_fn(tr: Transform, t: Tmpl, rule_id: int, lazy: bool = False) -> F
         ev[tkey] = ev.get(tkey, 0) + 1
         return r
 
-    return _materializing(transform) if lazy else transform
+    return _transforming(transform) if lazy else transform
 
 
 def _inplace_obj(

