@@ -35,14 +35,18 @@ class TransformArgError(VeilError):
     code = "transform_invalid"
 
 
+_NUMBER = (int, float)  # tuples, not `int | float`: a union is built anew at each call
+_CONTAINER = (dict, list)
+
+
 def _kind(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number" if isinstance(value, int | float) else type(value).__name__
+        type(value), "number" if isinstance(value, _NUMBER) else type(value).__name__
     )
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, _NUMBER) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,11 @@ class Transform:
         """How many levels of nesting a result may hold (0: the result is a scalar)."""
         return 0
 
+    def fixed(self) -> tuple[bool, Any]:
+        """(True, result) when the result does not depend on the value and is an immutable scalar (it
+        may then be written without reading the value); (False, None) otherwise."""
+        return False, None
+
 
 def _hashable(cls: type[Transform]) -> type[Transform]:
     # dataclass' generated __hash__ calls the global `hash`, which this module shadows with a factory;
@@ -80,6 +89,9 @@ class Null(Transform):
     def __call__(self, value: Any) -> Any:
         return None
 
+    def fixed(self) -> tuple[bool, Any]:
+        return True, None
+
 
 @_hashable
 @dataclass(frozen=True, slots=True)
@@ -89,7 +101,11 @@ class Replace(Transform):
 
     def __call__(self, value: Any) -> Any:
         v = self.value
-        return copy.deepcopy(v) if isinstance(v, dict | list) else v
+        return copy.deepcopy(v) if isinstance(v, _CONTAINER) else v
+
+    def fixed(self) -> tuple[bool, Any]:
+        v = self.value
+        return (False, None) if isinstance(v, _CONTAINER) else (True, v)
 
     def added_depth(self) -> int:
         return _depth(self.value)
@@ -137,7 +153,7 @@ class Hash(Transform):
     def __call__(self, value: Any) -> Any:
         if isinstance(value, str):
             text = _encode_str(value)
-        elif value is None or isinstance(value, bool | int):
+        elif value is None or isinstance(value, int):
             text = "null" if value is None else ("true" if value is True else "false" if value is False else
                                                  int.__repr__(value))
         else:
