@@ -45,7 +45,14 @@ def test_two_workers_share_ports_metrics_and_verify(workers_veil: Veil) -> None:
     v = workers_veil
     # before any traffic: the error series are there at 0 in the aggregate too, and process_* covers
     # every worker and the supervisor
-    first = v.metrics()
+    deadline = time.monotonic() + 30.0
+    while True:  # a worker registers for process_* once it runs: on a loaded machine one may still start
+        first = v.metrics()
+        started = {s.labels.get("worker") for f in text_string_to_metric_families(first) for s in f.samples
+                   if s.name == "process_cpu_seconds_total"}
+        if started >= {"w0", "w1", "supervisor"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     fresh = {(s.name, tuple(sorted(s.labels.items()))): s.value
              for f in text_string_to_metric_families(first) for s in f.samples}
     for name, labels in fresh_start_series({}):
