@@ -77,7 +77,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_missing_veil_factory_skips_the_veil_rows() -> None:
     rows = default_scenarios(None, "`veil serve` is not available yet", ("demo", "issue"))
     skipped = [s for s in rows if s.skipped and s.key != "passthrough_nginx"]
-    assert [s.label for s in skipped] == ["3", "3b", "3s", "5", "5b", "4a", "4b"]
+    assert [s.label for s in skipped] == ["3", "3b", "3s", "3c", "5", "5b", "4a", "4b"]
     assert all(s.setup is None for s in skipped)
     assert [s.label for s in rows if not s.skipped and s.key != "passthrough_nginx"] == ["1", "2", "2s", "2b",
                                                                                         "6a", "6b"]

@@ -49,7 +49,8 @@ __all__ = [
 ]
 
 Headers = tuple[tuple[str, str], ...]
-VEIL_VARIANTS = ("enforce_small", "enforce_small_fsync", "enforce_small_ship", "enforce_list", "report_only",
+VEIL_VARIANTS = ("enforce_small", "enforce_small_fsync", "enforce_small_ship", "enforce_small_ship_sidecar",
+                 "enforce_list", "report_only",
                  "report_only_discovery")
 # every shape of the corpus, in veil.bench.shapes.SHAPES order (kept here so the rows are known without
 # generating anything)
@@ -108,6 +109,9 @@ class VeilSetup:
     path: str  # request path and query, e.g. "/customers/c-000123"
     headers: Headers  # Veil-Key, Veil-Purpose, ...
     env: Mapping[str, str] = field(default_factory=dict)
+    # processes to start beside veil (e.g. `veil audit ship`): (name, argv, URL that answers when ready);
+    # their CPU is not counted in the row, which measures veil's own request path
+    sidecars: tuple[tuple[str, tuple[str, ...], str], ...] = ()
 
 
 VeilScenarioFactory = Callable[[VeilCase], VeilSetup]
@@ -166,6 +170,8 @@ def _veil(factory: VeilScenarioFactory, variant: str, shape: str | None = None) 
                         ctx.profile_id, ctx.list_ids, _shape_of(ctx, shape) if shape else None)
         made = factory(case)
         veil = ctx.keep(servers.start_veil(made.config_path, env=made.env))
+        for name, argv, ready in made.sidecars:
+            ctx.keep(servers.start_process(name, argv, ready.rsplit("/", 1)[0], ready_url=ready, env=made.env))
         return Target(veil.url + made.path, made.headers, (veil,))
 
     return setup
@@ -175,6 +181,8 @@ _VEIL_ROWS = (
     ("veil_enforce_small", "3", "veil enforce (profile)", "1 KB", "enforce_small"),
     ("veil_enforce_small_fsync", "3b", "veil enforce (profile), fsync always", "1 KB", "enforce_small_fsync"),
     ("veil_enforce_small_ship", "3s", "veil enforce (profile), log shipped", "1 KB", "enforce_small_ship"),
+    ("veil_enforce_small_ship_sidecar", "3c", "veil enforce (profile), log shipped (sidecar)", "1 KB",
+     "enforce_small_ship_sidecar"),
     ("veil_report_only", "5", "veil report-only (profile)", "1 KB", "report_only"),
     ("veil_report_only_discovery", "5b", "veil report-only + discovery (every response)", "1 KB",
      "report_only_discovery"),
@@ -204,7 +212,7 @@ def veil_scenarios(factory: VeilScenarioFactory | None, skipped: str | None = No
     rows = []
     for key, label, title, body, variant in _VEIL_ROWS:
         why = _why_skipped(factory, skipped)
-        if why is None and variant == "enforce_small_ship" and not os.environ.get("VEIL_BENCH_PG_URL"):
+        if why is None and variant.startswith("enforce_small_ship") and not os.environ.get("VEIL_BENCH_PG_URL"):
             why = "set VEIL_BENCH_PG_URL=postgresql://...?schema=NAME to ship the decision log there"
         rows.append(Scenario(key, label, title, body, _veil(factory, variant) if factory else None, why))
     return rows

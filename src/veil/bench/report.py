@@ -28,6 +28,7 @@ RATIOS: dict[str, tuple[str, str]] = {
     "discovery_vs_report_only": ("veil_report_only_discovery", "veil_report_only"),
     "enforce_small_fsync_always_vs_passthrough": ("veil_enforce_small_fsync", "passthrough"),
     "enforce_small_shipped_vs_not": ("veil_enforce_small_ship", "veil_enforce_small"),
+    "enforce_small_sidecar_shipped_vs_not": ("veil_enforce_small_ship_sidecar", "veil_enforce_small"),
     "enforce_small_vs_starlette_passthrough": ("veil_enforce_small", "passthrough_starlette"),
     "passthrough_vs_direct": ("passthrough", "upstream_direct"),
     "starlette_vs_plain_passthrough": ("passthrough_starlette", "passthrough"),

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
 from veil.bench import VeilCase, VeilSetup
+from veil.bench.servers import free_port
 from veil.config import load_config
 from veil.consent.sqlite import SqliteConsentStore
 from veil.consent.store import Action, ConsentEvent, SubjectHasher
@@ -53,7 +55,9 @@ def factory(case: VeilCase) -> VeilSetup:
         "audit": {"path": str(d / "audit" / "decisions.log"),
                   **({"fsync": "always"} if case.variant == "enforce_small_fsync" else {}),
                   **({"ship": {"url": _ship_url(), "replica": "bench"}} if case.variant == "enforce_small_ship"
-                     else {})},
+                     else {}),
+                  **({"ship": {"url": _ship_url(), "replica": "bench-sidecar", "shipper": "sidecar"}}
+                     if case.variant == "enforce_small_ship_sidecar" else {})},
         "keys": keys,
         # every response examined (the worst case: production would sample)
         **({"discovery": {"sample": 1.0, "state": str(d / "discovery.json")}}
@@ -69,13 +73,18 @@ def factory(case: VeilCase) -> VeilSetup:
         _seed(db, hasher, given, shape.consent_key, withdrawn)
         return VeilSetup(path, shape.path, shape.headers)
     _seed(db, hasher, [case.profile_id])
-    return VeilSetup(path, f"/customers/{case.profile_id}", HEADERS)
+    sidecars: tuple[tuple[str, tuple[str, ...], str], ...] = ()
+    if case.variant == "enforce_small_ship_sidecar":  # `veil audit ship` beside veil, as in a pod
+        port = free_port()
+        argv = (sys.executable, "-m", "veil", "audit", "ship", "--config", str(path), "--metrics", f"127.0.0.1:{port}")
+        sidecars = (("veil-audit-ship", argv, f"http://127.0.0.1:{port}/metrics"),)
+    return VeilSetup(path, f"/customers/{case.profile_id}", HEADERS, sidecars=sidecars)
 
 
 def _ship_url() -> str:
     url = os.environ.get("VEIL_BENCH_PG_URL")
     if not url:
-        raise VeilError("set VEIL_BENCH_PG_URL=postgresql://...?schema=NAME to ship the log (row 3s)",
+        raise VeilError("set VEIL_BENCH_PG_URL=postgresql://...?schema=NAME to ship the log (rows 3s and 3c)",
                         code="bench_usage")
     return url
 
