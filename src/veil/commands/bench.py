@@ -5,11 +5,12 @@ uvloop, veil.bench.plain), 2s/2b Starlette pass-throughs (aiohttp, httpx client)
 information; 3 veil enforcing a 1 KB profile (3b with `audit.fsync: always`, 3s shipping its decision
 log to the PostgreSQL at VEIL_BENCH_PG_URL, 3c the same with a `veil audit ship` sidecar doing the
 shipping); 5 report-only (5b with discovery examining every response); and per shape of the corpus
-(veil.bench.shapes, seeded: `--seed`, `--items`, `--shapes`) 4x veil enforcing the shape's list with per-item consent and 6x the plain parse-only reference on the
-same body. Ratios per shape and the worst of them (`enforce_list_worst_vs_parse_only`); CPU per kept,
-dropped and transformed field per shape, measured in-process on the real flow. The veil rows need
-`veil serve` and a veil scenario factory (`--veil-factory MODULE:CALLABLE`, see veil.bench.VeilCase);
-without them they are skipped with a note. Exit 0 when every row that ran succeeded, 1 otherwise.
+(veil.bench.shapes, seeded: `--seed`, `--items`, `--shapes`) 4x veil enforcing the shape's list with
+per-item consent and 6x the plain parse-only reference on the same body. Ratios per shape and the worst
+of them (`enforce_list_worst_vs_parse_only`); CPU per kept, dropped and transformed field per shape,
+measured in-process on the real flow. The veil rows need `veil serve` and a veil scenario factory
+(`--veil-factory MODULE:CALLABLE`, see veil.bench.VeilCase); without them they are skipped with a note.
+Exit 0 when every row that ran succeeded, 1 otherwise.
 """
 
 from __future__ import annotations
