@@ -104,3 +104,6 @@ PARTITION_CHAINS = """SELECT DISTINCT ON (chain_no) chain_no, seq, line, count(*
 GENESES = "SELECT chain_no, genesis FROM {s}.audit_chains WHERE chain_no = ANY($1::bigint[])"
 ADD_MARKER = "INSERT INTO {s}.audit_pruned (chain_no, through_seq, marker) VALUES ($1, $2, $3)"
 DROP_PARTITION = "DROP TABLE {s}.{name}"
+# Taken before a partition's chain tails are read for the prune markers: no record is shipped into it
+# between the markers and the drop (a shipper waiting on the lock retries its batch after the drop).
+LOCK_PARTITION = "LOCK TABLE {s}.{name} IN ACCESS EXCLUSIVE MODE"

@@ -354,6 +354,7 @@ class AuditStore:
                 await conn.execute("SET LOCAL lock_timeout = '10s'")
                 if await conn.fetchval("SELECT to_regclass($1)", f"{self._s}.{name}") is None:
                     return markers  # another replica dropped it
+                await conn.execute(self._sql(q.LOCK_PARTITION, name=name))
                 tails = await conn.fetch(self._sql(q.PARTITION_CHAINS, name=name))
                 geneses = {r["chain_no"]: r["genesis"] for r in
                            await conn.fetch(self._sql(q.GENESES), [t["chain_no"] for t in tails])}
