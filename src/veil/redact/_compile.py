@@ -523,13 +523,13 @@ class _FilterGen:
                 assert cs.rule is not None and cs.rule.transform is not None
                 tr = self.bind(cs.rule.transform, f"{cs.rule.transform.name}_{k}")
                 tk = self.bind(Event(Fate.TRANSFORMED, ct, cs.rule.rule_id), f"transformed_{k}")
-                ek = self.bind(Event(Fate.TYPE_ERROR, ct, cs.rule.rule_id), f"type_error_{k}")
                 is_fixed, result = cs.rule.transform.fixed()
                 if is_fixed:  # the result does not depend on the value: written without reading it
                     ntk = self.counter(tk)
                     emit(f"{inner}{out}[{key}] = {self.bind(result, f'{cs.rule.transform.name}_{k}_result')}")
                     emit(f"{inner}{ntk} += 1")
                     continue
+                ek = self.bind(Event(Fate.TYPE_ERROR, ct, cs.rule.rule_id), f"type_error_{k}")
                 arg = f"{src}[{key}]"
                 if lazy:
                     emit(f"{inner}r = {arg}")
