@@ -153,7 +153,7 @@ def load_shapes(seed: int, items: int) -> list[Any]:
 class Harness:
     """A Runtime and ProxyApp for one shape, answering with its body."""
 
-    def __init__(self, shape: Any, directory: Path, cache_ttl: float) -> None:
+    def __init__(self, shape: Any, directory: Path, cache_ttl: float, lazy_min: int | None = 16 * 1024) -> None:
         self.shape = shape
         (directory / "policy").mkdir(parents=True, exist_ok=True)
         for name, text in shape.policy_files.items():
@@ -168,7 +168,7 @@ class Harness:
             upstreams=(Upstream("bench", "http://upstream.invalid"),),
             policy_paths=(str(directory / "policy"),), policy_watch=False,
             consent_url=f"sqlite:///{directory / 'consent.db'}", consent_cache_ttl=cache_ttl,
-            audit_path=str(directory / "audit" / "decisions.log"), keys=keys,
+            audit_path=str(directory / "audit" / "decisions.log"), keys=keys, lazy_json_min_bytes=lazy_min,
         )
         body = shape.body
         self.transport = MemoryTransport(self._answer(body))
@@ -293,7 +293,7 @@ async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="h16b-shapes-") as tmp:
         rows = []
         for n, shape in enumerate(shapes):
-            h = Harness(shape, Path(tmp) / f"s{n}", args.cache_ttl)
+            h = Harness(shape, Path(tmp) / f"s{n}", args.cache_ttl, args.lazy_min or None)
             await h.start()
             try:
                 if args.profile:
@@ -320,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--shape", action="append", help="only these shapes (by name)")
     ap.add_argument("--cache-ttl", type=float, default=30.0, help="consent cache TTL (veil bench uses 30)")
+    ap.add_argument("--lazy-min", type=int, default=16 * 1024,
+                    help="limits.lazy_json_min_bytes (0: never read lazily); VEIL_NATIVE=0 turns the native loop off")
     ap.add_argument("--profile", action="store_true", help="cProfile veil's requests instead of timing")
     ap.add_argument("--small", action="store_true", help="the 1 KB profile path instead of the list shapes")
     ap.add_argument("--profile-n", type=int, default=30)

@@ -14,9 +14,11 @@ import pytest
 
 from veil.cli import main
 from veil.redact import Action, FieldRule, compile_plan
+from veil.redact._compile import _cplan
 from veil.redact.paths import parse_path
 from veil.redact.transforms import Transform
 
+NATIVE_BUILT = _cplan is not None
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 
@@ -32,7 +34,7 @@ def test_a_traceback_through_generated_code_shows_its_source() -> None:
     plan = compile_plan([
         FieldRule(parse_path("id"), Action.KEEP, rule_id=0),
         FieldRule(parse_path("profile.email"), Action.TRANSFORM, Exploding(), rule_id=1),
-    ], name="GET /things/{id} for p")
+    ], name="GET /things/{id} for p", native=False)
     with pytest.raises(ValueError) as err:
         plan.apply({"id": 1, "profile": {"email": "a@example.com"}})
     frames = [f for f in traceback.extract_tb(err.value.__traceback__) if f.filename.startswith("<veil plan")]
@@ -44,6 +46,21 @@ def test_a_traceback_through_generated_code_shows_its_source() -> None:
     names = [f for f, _ in plan.sources]
     assert names == ["<veil plan GET /things/{id} for p #1: $>"]
     assert "def filter_obj(d0, ev):" in plan.describe()
+
+
+@pytest.mark.skipif(not NATIVE_BUILT, reason="veil.redact._cplan is not built here")
+def test_the_native_loop_is_listed_by_its_python_rendering() -> None:
+    """Where the compiled loop runs a filtered object, the listing still shows the same plan in Python,
+    says so, and an error raised inside a transform still reaches the caller with its own frame."""
+    plan = compile_plan([
+        FieldRule(parse_path("id"), Action.KEEP, rule_id=0),
+        FieldRule(parse_path("profile.email"), Action.TRANSFORM, Exploding(), rule_id=1),
+    ], name="GET /things/{id} for p", native=True)
+    with pytest.raises(ValueError) as err:
+        plan.apply({"id": 1, "profile": {"email": "a@example.com"}})
+    assert traceback.extract_tb(err.value.__traceback__)[-1].name == "__call__"
+    (_name, source), = plan.sources
+    assert "run by the native loop (veil.redact._cplan)" in source and "def filter_obj(d0, ev):" in source
 
 
 def test_explain_show_plan(capsys: pytest.CaptureFixture[str]) -> None:

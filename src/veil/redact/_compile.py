@@ -22,6 +22,7 @@ from enum import IntEnum
 from typing import Any, NamedTuple
 
 from veil.redact import lazy as lz
+from veil.redact import native
 from veil.redact.paths import AnyKey, Deep, Each, FieldPath, Key
 from veil.redact.transforms import Transform, TransformTypeError
 
@@ -44,7 +45,7 @@ class Event(NamedTuple):
     rule_id: int = -1
 
 
-GONE: Any = object()  # a closure's "this node is removed" result
+GONE: Any = native.GONE  # a closure's "this node is removed" result
 # counted in `ev` by a lazy plan that made a container plain whole (kept whole, or handed to an eager
 # closure): the output may then be nested deeper than the plan's own structure (see lazy_depth)
 class _Materialized:
@@ -52,6 +53,10 @@ class _Materialized:
 
 
 MATERIALIZED: Any = _Materialized()
+
+
+_cplan: Any = native.cplan
+NATIVE = native.ENABLED  # plans use the native loop by default (veil.redact.native)
 MAX_CLOSURES = 20_000  # closures built per plan; beyond this, lazily built ones are not cached
 
 Fn = Callable[[Any, dict[Any, Any]], Any]
@@ -225,17 +230,18 @@ class Builder:
     see veil.redact.lazy): filtered objects are read in place, whatever they keep or transform is
     materialized, and any other object is materialized whole and handed to the eager closure."""
 
-    def __init__(self, auto: Automaton, lazy: bool = False, name: str = "plan") -> None:
+    def __init__(self, auto: Automaton, lazy: bool = False, name: str = "plan", native: bool = False) -> None:
         self.auto = auto
         self.count = 0
         self.lazy = lazy
         self.name = name
+        self.native = native  # filtered objects of an eager builder run in veil.redact._cplan
         self.sources: list[tuple[str, str]] = []  # (file name, source) of the code generated so far
         self._eager: Builder | None = None
 
     def eager(self) -> Builder:
         if self._eager is None:
-            self._eager = Builder(self.auto, name=self.name)
+            self._eager = Builder(self.auto, name=self.name, native=self.native)
             self._eager.sources = self.sources  # one listing for the plan
         return self._eager
 
@@ -421,8 +427,47 @@ def filters(st: State) -> bool:
     return st.kind == VISIT and st.obj_ok and st.child(OTHER).kind in (REMOVED, DROPPED)
 
 
+class StepKind(IntEnum):
+    """What a filtered object does with one key it names (the numbering is _cplan.c's)."""
+
+    KEEP = 0  # copied as it is
+    FIXED = 1  # a transform whose result does not depend on the value: written without reading it
+    TRANSFORM = 2  # the transform's result; null and a type-error event when it refuses the value
+    OBJECT = 3  # a filtered object, inlined (`nd` for a value that is not an object)
+    ARRAY = 4  # an array of filtered objects, inlined (`nd` for a non-array, `nde` for a non-object item)
+    SCRUB = 5  # kept, but a container may hide a dropped category: `fn` walks it, scalars pass
+    CALL = 6  # any other state: `fn` decides (GONE: removed)
+
+
+@dataclass(slots=True)
+class Step:
+    key: str
+    kind: StepKind
+    transform: Transform | None = None
+    result: Any = None  # FIXED: the transform's result
+    tk: Event | None = None  # FIXED, TRANSFORM: the transformed event
+    ek: Event | None = None  # TRANSFORM: the type-error event
+    child: ObjSteps | None = None  # OBJECT, ARRAY: the inlined filtered object (an ARRAY's elements)
+    nd: Fn | None = None
+    nde: Fn | None = None
+    fn: Fn | None = None  # SCRUB, CALL
+
+
+@dataclass(slots=True)
+class ObjSteps:
+    """One filtered object: its named keys that may leave, in the plan's order, and the shape its key
+    sets are counted against when something was removed. The one decision the generated Python and
+    the native loop (_cplan) both render."""
+
+    tmpl: Tmpl
+    steps: list[Step]
+    shape: Shape
+
+
 class _FilterGen:
-    """Generates straight-line Python for a filtered object, inlining filtered children.
+    """A filtered object's handler: its steps (`steps`), rendered as straight-line Python with filtered
+    children inlined, or, where veil.redact._cplan is built and the builder is eager, as a native
+    Filter that runs the same steps (the Python source is still generated: it is the listing).
 
     For `keep id, name.first; hash email` the object handler reads (names shortened):
 
@@ -474,12 +519,17 @@ class _FilterGen:
     def function(self, st: State, t: Tmpl, stack: frozenset[State], nondict: Fn) -> Fn:
         b = self.b
         where = _tmpl_text(t)
+        obj = self.steps(st, t, stack, 0)
+        native = b.native and not b.lazy and _cplan is not None
         nd = self.bind(nondict, "not_an_object")
+        if native:
+            self.lines.append(f"# {b.name}: objects at {where}: run by the native loop (veil.redact._cplan);"
+                              " this is the same plan in Python")
         self.lines += [f"# {b.name}: objects at {where}{' (read lazily)' if b.lazy else ''}",
                        "def filter_obj(d0, ev):", "    if not isinstance(d0, DICT):"]
         self.lines.append(f"        return {nd}(d0, ev)")
         head = len(self.lines)
-        self.body(st, t, stack, 0, "    ")
+        self.render(obj, 0, "    ")
         if self.counters:  # events counted in locals (a transform per field per item), added to `ev` once
             self.lines.insert(head, "    " + " = ".join(self.counters) + " = 0")
             for n, key in self.counters.items():
@@ -493,43 +543,79 @@ class _FilterGen:
         code = compile(source, filename, "exec")
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         b.sources.append((filename, source))
+        if native:
+            return _native(obj, nondict)
         exec(code, self.ns)
         fn: Fn = self.ns["filter_obj"]
         return fn
 
-    def body(self, st: State, t: Tmpl, stack: frozenset[State], depth: int, ind: str) -> None:
-        src, out = f"d{depth}" if depth == 0 else f"v{depth}", f"o{depth}"
-        emit = self.lines.append
-        emit(f"{ind}{out} = {{}}")
+    def steps(self, st: State, t: Tmpl, stack: frozenset[State], depth: int) -> ObjSteps:
+        """What the filtered object at `st` does with each key it names (closures it calls are built)."""
+        out: list[Step] = []
         allowed: set[str] = set()
         gone: dict[str, Event] = {}
         for k in st.named:
-            cs, ct, key = st.child(k), (*t, k), repr(k)
+            cs, ct = st.child(k), (*t, k)
             if cs.kind in (REMOVED, DROPPED):
-                slot = self.b.slot(cs, ct, stack)
-                gone[k] = slot
+                gone[k] = self.b.slot(cs, ct, stack)
                 continue
             allowed.add(k)
+            if cs.kind == WHOLE:
+                out.append(Step(k, StepKind.KEEP))
+            elif cs.kind == TRANSFORMED:
+                assert cs.rule is not None and cs.rule.transform is not None
+                tr, rid = cs.rule.transform, cs.rule.rule_id
+                is_fixed, result = tr.fixed()
+                tk = Event(Fate.TRANSFORMED, ct, rid)
+                if is_fixed:
+                    out.append(Step(k, StepKind.FIXED, tr, result, tk))
+                else:
+                    out.append(Step(k, StepKind.TRANSFORM, tr, None, tk, Event(Fate.TYPE_ERROR, ct, rid)))
+            elif filters(cs) and cs not in stack and depth < self.MAX_INLINE_DEPTH:
+                self.b.count += 1
+                sub = stack | {cs}
+                nd = self.b.nondict(cs, ct, sub)
+                out.append(Step(k, StepKind.OBJECT, child=self.steps(cs, ct, sub, depth + 1), nd=nd))
+            elif self._inlines_array(cs, stack, depth):  # an array of filtered objects: one loop, no calls
+                es = cs.elem()
+                self.b.count += 2
+                sub = stack | {cs, es}
+                nd = self.b.nondict(cs, ct, sub)
+                nde = self.b.nondict(es, (*ct, 0), sub)
+                out.append(Step(k, StepKind.ARRAY, child=self.steps(es, (*ct, 0), sub, depth + 1), nd=nd, nde=nde))
+            elif _scrubs(cs):  # a kept field that may hide a dropped category: scalars need no call
+                out.append(Step(k, StepKind.SCRUB, fn=self.b.slot(cs, ct, stack)))
+            else:
+                out.append(Step(k, StepKind.CALL, fn=self.b.slot(cs, ct, stack)))
+        return ObjSteps(t, out, Shape(t, frozenset(allowed), gone, st.child(OTHER)))
+
+    def render(self, obj: ObjSteps, depth: int, ind: str) -> None:
+        """`obj` as Python lines: `d0`/`vN` in, `oN` out."""
+        src, out = f"d{depth}" if depth == 0 else f"v{depth}", f"o{depth}"
+        emit = self.lines.append
+        emit(f"{ind}{out} = {{}}")
+        lazy = self.b.lazy  # a lazy node read here is materialized: kept and transformed values are plain
+        for s in obj.steps:
+            k = s.key
+            key = repr(k)
             emit(f"{ind}if {key} in {src}:")
             inner = ind + "    "
-            lazy = self.b.lazy  # a lazy node read here is materialized: kept and transformed values are plain
-            if cs.kind == WHOLE:
+            if s.kind is StepKind.KEEP:
                 if lazy:
                     emit(f"{inner}r = {src}[{key}]")
                     emit(f"{inner}{out}[{key}] = r if type(r) in SCALARS else KEPT(r, ev)")
                 else:
                     emit(f"{inner}{out}[{key}] = {src}[{key}]")
-            elif cs.kind == TRANSFORMED:
-                assert cs.rule is not None and cs.rule.transform is not None
-                tr = self.bind(cs.rule.transform, f"{cs.rule.transform.name}_{k}")
-                tk = self.bind(Event(Fate.TRANSFORMED, ct, cs.rule.rule_id), f"transformed_{k}")
-                is_fixed, result = cs.rule.transform.fixed()
-                if is_fixed:  # the result does not depend on the value: written without reading it
-                    ntk = self.counter(tk)
-                    emit(f"{inner}{out}[{key}] = {self.bind(result, f'{cs.rule.transform.name}_{k}_result')}")
-                    emit(f"{inner}{ntk} += 1")
-                    continue
-                ek = self.bind(Event(Fate.TYPE_ERROR, ct, cs.rule.rule_id), f"type_error_{k}")
+            elif s.kind is StepKind.FIXED:
+                assert s.transform is not None
+                ntk = self.counter(self.bind(s.tk, f"transformed_{k}"))
+                emit(f"{inner}{out}[{key}] = {self.bind(s.result, f'{s.transform.name}_{k}_result')}")
+                emit(f"{inner}{ntk} += 1")
+            elif s.kind is StepKind.TRANSFORM:
+                assert s.transform is not None
+                tr = self.bind(s.transform, f"{s.transform.name}_{k}")
+                tk = self.bind(s.tk, f"transformed_{k}")
+                ek = self.bind(s.ek, f"type_error_{k}")
                 arg = f"{src}[{key}]"
                 if lazy:
                     emit(f"{inner}r = {arg}")
@@ -541,32 +627,29 @@ class _FilterGen:
                 emit(f"{inner}except TransformTypeError:")
                 emit(f"{inner}    {out}[{key}] = None")
                 emit(f"{inner}    {nek} += 1")
-            elif filters(cs) and cs not in stack and depth < self.MAX_INLINE_DEPTH:
-                self.b.count += 1
-                sub = stack | {cs}
-                nd = self.bind(self.b.nondict(cs, ct, sub), f"{k}_not_an_object")
+            elif s.kind is StepKind.OBJECT:
+                assert s.child is not None
+                nd = self.bind(s.nd, f"{k}_not_an_object")
                 v, o = f"v{depth + 1}", f"o{depth + 1}"
                 emit(f"{inner}{v} = {src}[{key}]")
                 emit(f"{inner}if isinstance({v}, DICT):")
-                self.body(cs, ct, sub, depth + 1, inner + "    ")
+                self.render(s.child, depth + 1, inner + "    ")
                 emit(f"{inner}    {out}[{key}] = {o}")
                 emit(f"{inner}else:")
                 emit(f"{inner}    r = {nd}({v}, ev)")
                 emit(f"{inner}    if r is not GONE:")
                 emit(f"{inner}        {out}[{key}] = r")
-            elif self._inlines_array(cs, stack, depth):  # an array of filtered objects: one loop, no calls
-                es = cs.elem()
-                self.b.count += 2
-                sub = stack | {cs, es}
-                nd = self.bind(self.b.nondict(cs, ct, sub), f"{k}_not_an_array")
-                nde = self.bind(self.b.nondict(es, (*ct, 0), sub), f"{k}_item_not_an_object")
+            elif s.kind is StepKind.ARRAY:
+                assert s.child is not None
+                nd = self.bind(s.nd, f"{k}_not_an_array")
+                nde = self.bind(s.nde, f"{k}_item_not_an_object")
                 w, a, v, o = f"w{depth + 1}", f"a{depth + 1}", f"v{depth + 1}", f"o{depth + 1}"
                 emit(f"{inner}{w} = {src}[{key}]")
                 emit(f"{inner}if isinstance({w}, LIST):")
                 emit(f"{inner}    {a} = []")
                 emit(f"{inner}    for {v} in {w}:")
                 emit(f"{inner}        if isinstance({v}, DICT):")
-                self.body(es, (*ct, 0), sub, depth + 1, inner + "            ")
+                self.render(s.child, depth + 1, inner + "            ")
                 emit(f"{inner}            {a}.append({o})")
                 emit(f"{inner}        else:")
                 emit(f"{inner}            r = {nde}({v}, ev)")
@@ -577,16 +660,16 @@ class _FilterGen:
                 emit(f"{inner}    r = {nd}({w}, ev)")
                 emit(f"{inner}    if r is not GONE:")
                 emit(f"{inner}        {out}[{key}] = r")
-            elif _scrubs(cs):  # a kept field that may hide a dropped category: scalars need no call
-                fn = self.bind(self.b.slot(cs, ct, stack), f"scrub_{k}")
+            elif s.kind is StepKind.SCRUB:
+                fn = self.bind(s.fn, f"scrub_{k}")
                 emit(f"{inner}r = {src}[{key}]")
                 emit(f"{inner}{out}[{key}] = r if type(r) in SCALARS else {fn}(r, ev)")
             else:
-                fn = self.bind(self.b.slot(cs, ct, stack), f"visit_{k}")
+                fn = self.bind(s.fn, f"visit_{k}")
                 emit(f"{inner}r = {fn}({src}[{key}], ev)")
                 emit(f"{inner}if r is not GONE:")
                 emit(f"{inner}    {out}[{key}] = r")
-        shape = self.bind(Shape(t, frozenset(allowed), gone, st.child(OTHER)), f"keys_at_{_tmpl_text(t)}")
+        shape = self.bind(obj.shape, f"keys_at_{_tmpl_text(obj.tmpl)}")
         emit(f"{ind}if len({out}) != len({src}):")
         emit(f"{ind}    sg = ev.get({shape})")
         emit(f"{ind}    if sg is None:")
@@ -601,6 +684,41 @@ class _FilterGen:
             return False
         es = st.elem()
         return filters(es) and es not in stack
+
+
+def _native(obj: ObjSteps, nondict: Fn) -> Fn:
+    """`obj` as a native Filter (veil.redact._cplan): counters numbered in the order the Python
+    rendering numbers its locals (depth first, in step order), so `ev` is filled in the same order."""
+    assert _cplan is not None
+    counters: list[Event] = []
+
+    def slot(e: Event | None) -> int:
+        assert e is not None
+        counters.append(e)
+        return len(counters) - 1
+
+    def make(o: ObjSteps, top: bool) -> Any:
+        entries: list[tuple[str, int, Any, Any, Any, int, int]] = []
+        for s in o.steps:
+            c1 = c2 = -1
+            a: Any = None
+            if s.kind is StepKind.FIXED:
+                a, c1 = s.result, slot(s.tk)
+            elif s.kind is StepKind.TRANSFORM:
+                a = s.transform
+                c1, c2 = slot(s.tk), slot(s.ek)
+            elif s.kind in (StepKind.OBJECT, StepKind.ARRAY):
+                assert s.child is not None
+                a = make(s.child, False)
+            elif s.kind in (StepKind.SCRUB, StepKind.CALL):
+                a = s.fn
+            entries.append((s.key, int(s.kind), a, s.nd, s.nde, c1, c2))
+        return _cplan.Filter(entries, o.shape, nondict, tuple(counters) if top else None)
+
+    f = make(obj, True)
+    f.check()
+    fn: Fn = f
+    return fn
 
 
 def _tmpl_text(t: Tmpl) -> str:

@@ -114,14 +114,16 @@ class RuleError(VeilError):
     code = "redact_rule_invalid"
 
 
-def compile_plan(rules: Sequence[FieldRule], guards: Sequence[Guard] = (), name: str = "plan") -> FieldPlan:
-    return FieldPlan(rules, guards, name)
+def compile_plan(rules: Sequence[FieldRule], guards: Sequence[Guard] = (), name: str = "plan",
+                 native: bool | None = None) -> FieldPlan:
+    return FieldPlan(rules, guards, name, native)
 
 
 class FieldPlan:
     """Compile once, apply many. `apply` may mutate its input; `explain` never does."""
 
-    def __init__(self, rules: Sequence[FieldRule], guards: Sequence[Guard] = (), name: str = "plan") -> None:
+    def __init__(self, rules: Sequence[FieldRule], guards: Sequence[Guard] = (), name: str = "plan",
+                 native: bool | None = None) -> None:
         for rule in rules:
             if (rule.action is Action.TRANSFORM) != (rule.transform is not None):
                 raise RuleError(f"rule {rule.rule_id}: a transform rule needs a transform, others none")
@@ -144,7 +146,10 @@ class FieldPlan:
         ]
         self._specs = specs
         self.name = name
-        self._builder = c.Builder(c.Automaton(specs), name=name)
+        # native: filtered objects of the eager apply run in the compiled loop (veil.redact._cplan) where
+        # it is built; None: the default (c.NATIVE). False: the generated Python only.
+        self.native = c.NATIVE if native is None else native and c._cplan is not None
+        self._builder = c.Builder(c.Automaton(specs), name=name, native=self.native)
         self._root: c.Slot = self._builder.slot(self._builder.auto.root, ())
         self._keys: dict[c.Event, tuple[int, Any]] = {}
         self._reports: dict[tuple[Any, ...], Report] = {}

@@ -25,6 +25,7 @@ import orjson
 from veil.errors import Unenforceable
 from veil.reasons import Reason
 from veil.redact import lazy as lazy_json
+from veil.redact import native
 from veil.redact.lazy import NotLazy
 
 T = TypeVar("T")
@@ -121,7 +122,8 @@ def check_depth(doc: Any, limit: int, body: bytes | None = None, added: int = 0,
         return
     if body is not None and len(body) <= _COUNT_BELOW and body.count(b"[") + body.count(b"{") + added <= limit:
         return
-    if not _depth_ok(doc, limit):
+    ok = native.cplan.depth_ok(doc, limit) if native.ENABLED and limit <= native.DEPTH_LIMIT else _depth_ok(doc, limit)
+    if not ok:
         raise Unenforceable(Reason.BODY_INVALID, f"the document is nested deeper than {limit}")
 
 

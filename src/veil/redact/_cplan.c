@@ -1,0 +1,468 @@
+/* veil.redact._cplan: the filtered-object loop of a field plan, compiled.
+ *
+ * A `Filter` is built once per filtered-object template by veil.redact._compile from the same steps
+ * the Python code generator writes out (`ObjSteps`): the generated Python function and this loop are
+ * two renderings of one decision, and tests/redact/test_native.py compares them on random plans and
+ * documents. This module decides nothing: every key, kind, transform, event and fallback closure is
+ * handed to it by the compiler.
+ *
+ * Semantics, per named key of a filtered object `src` that holds it (keys in the plan's order):
+ *   KEEP       out[k] = src[k]
+ *   FIXED      out[k] = the transform's fixed result; count c1
+ *   TRANSFORM  out[k] = transform(src[k]) and count c1; on TransformTypeError out[k] = None, count c2
+ *   OBJECT     a dict: out[k] = child filter applied to it; else r = nd(v, ev), kept unless GONE
+ *   ARRAY      a list: out[k] = [child filter (dicts) or nde(x, ev) (others, dropped when GONE)];
+ *              else r = nd(v, ev), kept unless GONE
+ *   SCRUB      a scalar (exact str, int, float, bool, None) is kept; else out[k] = fn(v, ev)
+ *   CALL       r = fn(v, ev), kept unless GONE
+ * Then, when `out` has fewer keys than `src`, the key tuple of `src` is counted in ev[shape][keys].
+ * Counters (transforms) are kept in a C array per call of the top filter and added to `ev` when it
+ * returns, in counter order; on an exception nothing is added (as in the generated Python).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+
+enum { K_KEEP = 0, K_FIXED = 1, K_TRANSFORM = 2, K_OBJECT = 3, K_ARRAY = 4, K_SCRUB = 5, K_CALL = 6 };
+
+typedef struct {
+    PyObject *key; /* exact str, interned */
+    int kind;
+    PyObject *a;   /* FIXED: result; TRANSFORM: transform; OBJECT/ARRAY: child Filter; SCRUB/CALL: fn */
+    PyObject *nd;  /* OBJECT: not-an-object fn; ARRAY: not-an-array fn */
+    PyObject *nde; /* ARRAY: element-not-an-object fn */
+    Py_ssize_t c1, c2;
+} Entry;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    Py_ssize_t n;
+    Entry *entries;
+    PyObject *shape;    /* the ev key the key sets of this template are counted under */
+    PyObject *nondict;  /* the top call's fallback for a value that is not a dict */
+    PyObject *counters; /* tuple of the events counted per slot (the top filter's), or None */
+    Py_ssize_t ncounters;
+} FilterObject;
+
+static PyObject *GONE = NULL;       /* veil.redact._compile.GONE */
+static PyObject *TYPE_ERROR = NULL; /* veil.redact.transforms.TransformTypeError */
+static PyTypeObject FilterType;
+
+static inline int is_scalar(PyObject *v) {
+    return PyUnicode_CheckExact(v) || PyLong_CheckExact(v) || PyFloat_CheckExact(v) || PyBool_Check(v) ||
+           v == Py_None;
+}
+
+static inline PyObject *call2(PyObject *fn, PyObject *v, PyObject *ev) {
+    PyObject *args[2] = {v, ev};
+    return PyObject_Vectorcall(fn, args, 2, NULL);
+}
+
+static int count_shape(PyObject *shape, PyObject *src, PyObject *ev) {
+    PyObject *sg = PyDict_GetItemWithError(ev, shape);
+    if (sg == NULL) {
+        if (PyErr_Occurred()) return -1;
+        sg = PyDict_New();
+        if (sg == NULL) return -1;
+        int rc = PyDict_SetItem(ev, shape, sg);
+        Py_DECREF(sg); /* ev holds it */
+        if (rc < 0) return -1;
+    }
+    Py_ssize_t n = PyDict_GET_SIZE(src), pos = 0, i = 0;
+    PyObject *sk = PyTuple_New(n), *k, *v;
+    if (sk == NULL) return -1;
+    while (i < n && PyDict_Next(src, &pos, &k, &v)) {
+        PyTuple_SET_ITEM(sk, i, Py_NewRef(k));
+        i++;
+    }
+    PyObject *old = PyDict_GetItemWithError(sg, sk), *now;
+    if (old == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(sk);
+            return -1;
+        }
+        now = PyLong_FromLong(1);
+    } else {
+        PyObject *one = PyLong_FromLong(1);
+        now = one ? PyNumber_Add(old, one) : NULL;
+        Py_XDECREF(one);
+    }
+    int rc = now ? PyDict_SetItem(sg, sk, now) : -1;
+    Py_XDECREF(now);
+    Py_DECREF(sk);
+    return rc;
+}
+
+static PyObject *apply_obj(FilterObject *f, PyObject *src, PyObject *ev, Py_ssize_t *cnt);
+
+static PyObject *apply_arr(Entry *e, PyObject *w, PyObject *ev, Py_ssize_t *cnt) {
+    PyObject *a = PyList_New(0);
+    if (a == NULL) return NULL;
+    FilterObject *child = (FilterObject *)e->a;
+    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(w); j++) {
+        PyObject *x = Py_NewRef(PyList_GET_ITEM(w, j));
+        PyObject *r = PyDict_Check(x) ? apply_obj(child, x, ev, cnt) : call2(e->nde, x, ev);
+        Py_DECREF(x);
+        if (r == NULL) {
+            Py_DECREF(a);
+            return NULL;
+        }
+        if (r != GONE && PyList_Append(a, r) < 0) {
+            Py_DECREF(r);
+            Py_DECREF(a);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    return a;
+}
+
+static PyObject *apply_obj(FilterObject *f, PyObject *src, PyObject *ev, Py_ssize_t *cnt) {
+    if (Py_EnterRecursiveCall(" in a field plan")) return NULL;
+    PyObject *out = PyDict_New();
+    if (out == NULL) goto fail;
+    for (Py_ssize_t i = 0; i < f->n; i++) {
+        Entry *e = &f->entries[i];
+        PyObject *v = PyDict_GetItemWithError(src, e->key), *r;
+        if (v == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            continue;
+        }
+        Py_INCREF(v); /* a callback may change src */
+        switch (e->kind) {
+        case K_KEEP:
+            r = Py_NewRef(v);
+            break;
+        case K_FIXED:
+            r = Py_NewRef(e->a);
+            cnt[e->c1]++;
+            break;
+        case K_TRANSFORM:
+            r = PyObject_CallOneArg(e->a, v);
+            if (r != NULL) {
+                cnt[e->c1]++;
+            } else if (PyErr_ExceptionMatches(TYPE_ERROR)) {
+                PyErr_Clear();
+                r = Py_NewRef(Py_None);
+                cnt[e->c2]++;
+            }
+            break;
+        case K_OBJECT:
+            r = PyDict_Check(v) ? apply_obj((FilterObject *)e->a, v, ev, cnt) : call2(e->nd, v, ev);
+            break;
+        case K_ARRAY:
+            r = PyList_Check(v) ? apply_arr(e, v, ev, cnt) : call2(e->nd, v, ev);
+            break;
+        case K_SCRUB:
+            r = is_scalar(v) ? Py_NewRef(v) : call2(e->a, v, ev);
+            break;
+        default: /* K_CALL */
+            r = call2(e->a, v, ev);
+        }
+        Py_DECREF(v);
+        if (r == NULL) goto fail;
+        if (r != GONE && PyDict_SetItem(out, e->key, r) < 0) {
+            Py_DECREF(r);
+            goto fail;
+        }
+        Py_DECREF(r);
+    }
+    if (PyDict_GET_SIZE(out) != PyDict_GET_SIZE(src) && count_shape(f->shape, src, ev) < 0) goto fail;
+    Py_LeaveRecursiveCall();
+    return out;
+fail:
+    Py_XDECREF(out);
+    Py_LeaveRecursiveCall();
+    return NULL;
+}
+
+#define SMALL 32
+
+static PyObject *filter_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    FilterObject *f = (FilterObject *)self;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 2 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "a filter takes (value, ev)");
+        return NULL;
+    }
+    PyObject *v = args[0], *ev = args[1];
+    if (!PyDict_Check(ev)) {
+        PyErr_SetString(PyExc_TypeError, "ev must be a dict");
+        return NULL;
+    }
+    if (!PyDict_Check(v)) return call2(f->nondict, v, ev);
+    if (f->counters == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "an inner filter is not called on its own");
+        return NULL;
+    }
+    Py_ssize_t small[SMALL] = {0}, *cnt = small;
+    if (f->ncounters > SMALL) {
+        cnt = PyMem_Calloc((size_t)f->ncounters, sizeof(Py_ssize_t));
+        if (cnt == NULL) return PyErr_NoMemory();
+    }
+    PyObject *out = apply_obj(f, v, ev, cnt);
+    for (Py_ssize_t i = 0; out != NULL && i < f->ncounters; i++) {
+        if (!cnt[i]) continue;
+        PyObject *key = PyTuple_GET_ITEM(f->counters, i);
+        PyObject *old = PyDict_GetItemWithError(ev, key), *n = PyLong_FromSsize_t(cnt[i]), *now = NULL;
+        if (n != NULL && old == NULL && !PyErr_Occurred()) {
+            now = Py_NewRef(n);
+        } else if (n != NULL && old != NULL) {
+            now = PyNumber_Add(old, n);
+        }
+        Py_XDECREF(n);
+        if (now == NULL || PyDict_SetItem(ev, key, now) < 0) Py_CLEAR(out);
+        Py_XDECREF(now);
+    }
+    if (cnt != small) PyMem_Free(cnt);
+    return out;
+}
+
+static void clear_entries(FilterObject *f) {
+    Entry *es = f->entries;
+    Py_ssize_t n = f->n;
+    f->entries = NULL;
+    f->n = 0;
+    for (Py_ssize_t i = 0; es != NULL && i < n; i++) {
+        Py_XDECREF(es[i].key);
+        Py_XDECREF(es[i].a);
+        Py_XDECREF(es[i].nd);
+        Py_XDECREF(es[i].nde);
+    }
+    PyMem_Free(es);
+}
+
+static int filter_clear(PyObject *self) {
+    FilterObject *f = (FilterObject *)self;
+    clear_entries(f);
+    Py_CLEAR(f->shape);
+    Py_CLEAR(f->nondict);
+    Py_CLEAR(f->counters);
+    return 0;
+}
+
+static int filter_traverse(PyObject *self, visitproc visit, void *arg) {
+    FilterObject *f = (FilterObject *)self;
+    for (Py_ssize_t i = 0; i < f->n; i++) {
+        Py_VISIT(f->entries[i].a);
+        Py_VISIT(f->entries[i].nd);
+        Py_VISIT(f->entries[i].nde);
+    }
+    Py_VISIT(f->shape);
+    Py_VISIT(f->nondict);
+    Py_VISIT(f->counters);
+    return 0;
+}
+
+static void filter_dealloc(PyObject *self) {
+    PyObject_GC_UnTrack(self);
+    filter_clear(self);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static int bad(const char *what) {
+    PyErr_SetString(PyExc_TypeError, what);
+    return -1;
+}
+
+/* Filter(entries, shape, nondict, counters): entries a sequence of (key, kind, a, nd, nde, c1, c2);
+ * counters the tuple of events of the top filter (None for an inner one, whose slots index the top's). */
+static int filter_init(PyObject *self, PyObject *args, PyObject *kwds) {
+    FilterObject *f = (FilterObject *)self;
+    PyObject *entries, *shape, *nondict, *counters;
+    static char *names[] = {"entries", "shape", "nondict", "counters", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO:Filter", names, &entries, &shape, &nondict, &counters))
+        return -1;
+    if (f->entries != NULL || f->shape != NULL) return bad("a Filter is initialized once");
+    if (!PyCallable_Check(nondict)) return bad("nondict must be callable");
+    if (counters != Py_None && !PyTuple_Check(counters)) return bad("counters must be a tuple or None");
+    PyObject *seq = PySequence_Fast(entries, "entries must be a sequence");
+    if (seq == NULL) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    f->entries = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Entry));
+    if (f->entries == NULL) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Entry *e = &f->entries[i];
+        PyObject *key, *a, *nd, *nde;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "UiOOOnn:entry", &key, &e->kind, &a, &nd, &nde,
+                              &e->c1, &e->c2))
+            goto fail;
+        f->n = i + 1;
+        e->key = Py_NewRef(key);
+        e->a = Py_NewRef(a);
+        e->nd = Py_NewRef(nd);
+        e->nde = Py_NewRef(nde);
+        if (!PyUnicode_CheckExact(key)) {
+            bad("a key must be a str");
+            goto fail;
+        }
+        PyUnicode_InternInPlace(&e->key);
+        int counts = e->kind == K_FIXED || e->kind == K_TRANSFORM;
+        if (e->kind < K_KEEP || e->kind > K_CALL) {
+            bad("unknown entry kind");
+            goto fail;
+        }
+        if ((e->kind == K_OBJECT || e->kind == K_ARRAY) && !PyObject_TypeCheck(a, &FilterType)) {
+            bad("an object or array entry needs a child Filter");
+            goto fail;
+        }
+        if ((e->kind == K_OBJECT || e->kind == K_ARRAY) && !PyCallable_Check(nd)) {
+            bad("an object or array entry needs a fallback");
+            goto fail;
+        }
+        if (e->kind == K_ARRAY && !PyCallable_Check(nde)) {
+            bad("an array entry needs an element fallback");
+            goto fail;
+        }
+        if ((e->kind == K_TRANSFORM || e->kind == K_SCRUB || e->kind == K_CALL) && !PyCallable_Check(a)) {
+            bad("a transform, scrub or call entry needs a callable");
+            goto fail;
+        }
+        if (counts && (e->c1 < 0 || (e->kind == K_TRANSFORM && e->c2 < 0))) {
+            bad("a counting entry needs counter slots");
+            goto fail;
+        }
+    }
+    Py_DECREF(seq);
+    f->shape = Py_NewRef(shape);
+    f->nondict = Py_NewRef(nondict);
+    f->counters = Py_NewRef(counters);
+    f->ncounters = counters == Py_None ? 0 : PyTuple_GET_SIZE(counters);
+    f->vectorcall = filter_vectorcall;
+    return 0;
+fail:
+    Py_DECREF(seq);
+    clear_entries(f);
+    return -1;
+}
+
+/* Slots an entry counts into must exist in its top filter: checked once, when the top is made. */
+static int check_slots(FilterObject *f, Py_ssize_t ncounters, int depth) {
+    if (depth > 64) return bad("filters nested too deep");
+    for (Py_ssize_t i = 0; i < f->n; i++) {
+        Entry *e = &f->entries[i];
+        if (e->kind == K_FIXED && e->c1 >= ncounters) return bad("a counter slot is out of range");
+        if (e->kind == K_TRANSFORM && (e->c1 >= ncounters || e->c2 >= ncounters))
+            return bad("a counter slot is out of range");
+        if ((e->kind == K_OBJECT || e->kind == K_ARRAY) && check_slots((FilterObject *)e->a, ncounters, depth + 1) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *filter_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *self = type->tp_alloc(type, 0);
+    if (self != NULL) ((FilterObject *)self)->vectorcall = NULL;
+    return self;
+}
+
+static PyObject *filter_call(PyObject *self, PyObject *args, PyObject *kwds) {
+    FilterObject *f = (FilterObject *)self;
+    if (f->vectorcall == NULL) {
+        PyErr_SetString(PyExc_TypeError, "the filter is not initialized");
+        return NULL;
+    }
+    return PyVectorcall_Call(self, args, kwds);
+}
+
+static PyObject *filter_check(PyObject *self, PyObject *unused) {
+    FilterObject *f = (FilterObject *)self;
+    if (f->vectorcall == NULL) return PyErr_Format(PyExc_TypeError, "the filter is not initialized");
+    if (check_slots(f, f->ncounters, 0) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef filter_methods[] = {
+    {"check", filter_check, METH_NOARGS, "Raise TypeError when an inner counter slot is out of this filter's range."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FilterType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "veil.redact._cplan.Filter",
+    .tp_basicsize = sizeof(FilterObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "The filtered-object loop of one field-plan template (see veil.redact._compile).",
+    .tp_new = filter_new,
+    .tp_init = filter_init,
+    .tp_dealloc = filter_dealloc,
+    .tp_traverse = filter_traverse,
+    .tp_clear = filter_clear,
+    .tp_call = filter_call,
+    .tp_vectorcall_offset = offsetof(FilterObject, vectorcall),
+    .tp_methods = filter_methods,
+};
+
+static PyObject *configure(PyObject *module, PyObject *args) {
+    PyObject *gone, *type_error;
+    if (!PyArg_ParseTuple(args, "OO:configure", &gone, &type_error)) return NULL;
+    if (!PyExceptionClass_Check(type_error)) return PyErr_Format(PyExc_TypeError, "type_error must be an exception");
+    Py_XSETREF(GONE, Py_NewRef(gone));
+    Py_XSETREF(TYPE_ERROR, Py_NewRef(type_error));
+    Py_RETURN_NONE;
+}
+
+/* Whether no container in `node` is nested deeper than `remaining` levels (veil.redact.reading's depth
+ * check, the same walk: exact dicts and lists are containers, anything else is a leaf). */
+static int depth_ok(PyObject *node, Py_ssize_t remaining) {
+    PyTypeObject *t = Py_TYPE(node);
+    if (t == &PyDict_Type) {
+        if (remaining <= 0) return 0;
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(node, &pos, &k, &v)) {
+            PyTypeObject *tv = Py_TYPE(v);
+            if ((tv == &PyDict_Type || tv == &PyList_Type) && !depth_ok(v, remaining - 1)) return 0;
+        }
+        return 1;
+    }
+    if (t == &PyList_Type) {
+        if (remaining <= 0) return 0;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(node); i++) {
+            PyObject *v = PyList_GET_ITEM(node, i);
+            PyTypeObject *tv = Py_TYPE(v);
+            if ((tv == &PyDict_Type || tv == &PyList_Type) && !depth_ok(v, remaining - 1)) return 0;
+        }
+    }
+    return 1;
+}
+
+#define MAX_DEPTH_LIMIT 4096
+
+static PyObject *depth_ok_py(PyObject *module, PyObject *args) {
+    PyObject *node;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "On:depth_ok", &node, &limit)) return NULL;
+    if (limit > MAX_DEPTH_LIMIT) return PyErr_Format(PyExc_ValueError, "a depth limit above %d", MAX_DEPTH_LIMIT);
+    /* the walk recurses at most `limit` levels (a deeper node stops it): bounded, and no callback runs */
+    return PyBool_FromLong(depth_ok(node, limit));
+}
+
+static PyMethodDef module_methods[] = {
+    {"depth_ok", depth_ok_py, METH_VARARGS, "depth_ok(node, limit): no container nested deeper than limit."},
+    {"configure", configure, METH_VARARGS, "configure(GONE, TransformTypeError): the compiler's sentinels."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_cplan", "The filtered-object loop of veil's field plans, compiled.", -1, module_methods,
+};
+
+PyMODINIT_FUNC PyInit__cplan(void) {
+    if (PyType_Ready(&FilterType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "Filter", (PyObject *)&FilterType) < 0 ||
+        PyModule_AddIntConstant(m, "KEEP", K_KEEP) < 0 || PyModule_AddIntConstant(m, "FIXED", K_FIXED) < 0 ||
+        PyModule_AddIntConstant(m, "TRANSFORM", K_TRANSFORM) < 0 || PyModule_AddIntConstant(m, "OBJECT", K_OBJECT) < 0 ||
+        PyModule_AddIntConstant(m, "ARRAY", K_ARRAY) < 0 || PyModule_AddIntConstant(m, "SCRUB", K_SCRUB) < 0 ||
+        PyModule_AddIntConstant(m, "CALL", K_CALL) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

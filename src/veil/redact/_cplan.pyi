@@ -1,0 +1,19 @@
+from typing import Any
+
+KEEP: int
+FIXED: int
+TRANSFORM: int
+OBJECT: int
+ARRAY: int
+SCRUB: int
+CALL: int
+
+class Filter:
+    def __init__(self, entries: list[tuple[str, int, Any, Any, Any, int, int]], shape: Any, nondict: Any,
+                 counters: tuple[Any, ...] | None) -> None: ...
+    def __call__(self, value: Any, ev: dict[Any, Any], /) -> Any: ...
+    def check(self) -> None: ...
+
+def configure(gone: Any, type_error: type[BaseException], /) -> None: ...
+
+def depth_ok(node: Any, limit: int, /) -> bool: ...

@@ -1,0 +1,142 @@
+"""The native filtered-object loop (veil.redact._cplan) against the generated Python it stands in for:
+the same output, byte for byte once serialized, and the same report, on random plans and documents.
+Under CI the extension must be built: a silent fallback would make every list route slow."""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.redact.test_properties import ANY, documents, guard_lists, listed, rule_sets
+from veil.redact import Action, FieldRule, Guard, compile_plan
+from veil.redact import _compile as c
+from veil.redact.engine import Report
+from veil.redact.paths import parse_path
+from veil.redact.transforms import Transform
+
+needs_native = pytest.mark.skipif(c._cplan is None, reason="veil.redact._cplan is not built here")
+
+
+def test_the_extension_is_built_under_ci() -> None:
+    if os.environ.get("CI") != "true":
+        pytest.skip("only CI must have it: a checkout without a C compiler runs the generated Python")
+    assert c._cplan is not None, "pip did not build veil.redact._cplan (see hatch_build.py)"
+    assert c.NATIVE
+
+
+def _same(a: tuple[Any, Report], b: tuple[Any, Report]) -> None:
+    (out_a, rep_a), (out_b, rep_b) = a, b
+    assert orjson.dumps(out_a) == orjson.dumps(out_b)  # key order too: the bytes that leave
+    assert rep_a == rep_b
+    assert rep_a.transformed_at == rep_b.transformed_at
+    for name in ("removed", "dropped", "transformed", "type_errors"):
+        assert list(getattr(rep_a, name)) == list(getattr(rep_b, name)), name
+
+
+@needs_native
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.tuples(documents, rule_sets(ANY)), listed(), listed()), guard_lists)
+def test_native_and_generated_python_agree(case: tuple[Any, list[FieldRule]], guards: list[Guard]) -> None:
+    doc, rules = case
+    native = compile_plan(rules, guards, native=True)
+    python = compile_plan(rules, guards, native=False)
+    assert native.native and not python.native
+    for _ in range(2):  # the second apply reads each plan's shared report for this shape
+        _same(native.apply(copy.deepcopy(doc)), python.apply(copy.deepcopy(doc)))
+
+
+ITEM_RULES = [
+    ("items[*].id", Action.KEEP, None),
+    ("items[*].name.first", Action.KEEP, None),
+    ("items[*].email", Action.TRANSFORM, "hash"),
+    ("items[*].phone", Action.TRANSFORM, "null"),
+    ("items[*].score", Action.TRANSFORM, "round"),
+    ("items[*].history[*].track", Action.KEEP, None),
+    ("items[*].tags", Action.KEEP, None),
+    ("items[*].secret", Action.DROP, None),
+]
+
+
+def _transform(name: str | None) -> Transform | None:
+    from veil.redact import transforms as tr
+
+    return {"hash": tr.hash(bytes(32)), "null": tr.null(), "round": tr.round_(0), None: None}[name]
+
+
+@needs_native
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.dictionaries(
+    st.sampled_from(["id", "name", "email", "phone", "score", "history", "tags", "secret", "other"]),
+    st.one_of(documents, st.lists(st.dictionaries(st.sampled_from(["track", "at"]), documents, max_size=3),
+                                  max_size=3),
+              st.dictionaries(st.sampled_from(["first", "last"]), documents, max_size=2)),
+    max_size=9), max_size=6))
+def test_a_list_route_plan_agrees_on_random_items(items: list[dict[str, Any]]) -> None:
+    """The shape list routes have: inlined arrays of filtered objects, nested filtered objects, kept
+    containers, fixed and value transforms (type errors included), drops and unnamed keys."""
+    rules = [FieldRule(parse_path(p), a, _transform(t), rule_id=i) for i, (p, a, t) in enumerate(ITEM_RULES)]
+    doc = {"items": items, "next": "x"}
+    _same(compile_plan(rules, native=True).apply(copy.deepcopy(doc)),
+          compile_plan(rules, native=False).apply(copy.deepcopy(doc)))
+
+
+class Boom(Transform):
+    name = "boom"
+
+    def __call__(self, value: Any) -> Any:
+        raise RuntimeError("boom")
+
+
+@needs_native
+def test_an_error_in_a_transform_leaves_no_counts() -> None:
+    rules = [FieldRule(parse_path("a"), Action.TRANSFORM, _transform("null"), rule_id=0),
+             FieldRule(parse_path("b"), Action.TRANSFORM, Boom(), rule_id=1)]
+    plan = compile_plan(rules, native=True)
+    ev: dict[Any, Any] = {}
+    with pytest.raises(RuntimeError):
+        plan._root({"a": 1, "b": 2}, ev)
+    assert ev == {}
+
+
+@needs_native
+def test_a_filter_checks_what_it_is_given() -> None:
+    cp = c._cplan
+    assert cp is not None
+    with pytest.raises(TypeError):
+        cp.Filter([("k", 99, None, None, None, -1, -1)], None, len, ())
+    with pytest.raises(TypeError):
+        cp.Filter([("k", cp.OBJECT, None, len, None, -1, -1)], None, len, ())
+    with pytest.raises(TypeError):
+        cp.Filter([("k", cp.TRANSFORM, len, None, None, -1, -1)], None, len, ())
+    inner = cp.Filter([("k", cp.FIXED, 1, None, None, 5, -1)], None, len, None)
+    top = cp.Filter([("o", cp.OBJECT, inner, len, None, -1, -1)], None, len, ())
+    with pytest.raises(TypeError):
+        top.check()
+    with pytest.raises(TypeError):
+        inner({}, {})  # an inner filter counts into its top's slots
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(documents, st.integers(0, 6))
+def test_the_native_depth_walk_agrees(doc: Any, limit: int) -> None:
+    from veil.redact.reading import _depth_ok
+
+    assert c._cplan.depth_ok(doc, limit) is _depth_ok(doc, limit)
+
+
+@needs_native
+def test_the_native_depth_walk_is_bounded() -> None:
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert c._cplan.depth_ok(deep, 64) is False  # stops at the limit: never 100,000 C frames
+    assert c._cplan.depth_ok({"a": [1, {"b": 2}]}, 3) is True
+    with pytest.raises(ValueError):
+        c._cplan.depth_ok([], 10**6)
