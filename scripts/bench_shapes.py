@@ -42,6 +42,7 @@ from veil.config import Config, KeySpec, Upstream
 from veil.consent.store import Action, ConsentEvent
 from veil.proxy.app import ProxyApp
 from veil.proxy.runtime import Runtime
+from veil.proxy.server import tune_gc
 from veil.proxy.upstream import MemoryTransport, UpstreamRequest, UpstreamResponse
 
 KEY = "bench-shapes-key"
@@ -290,6 +291,7 @@ async def main_async(args: argparse.Namespace) -> None:
     shapes = [profile_shape()] if args.small else load_shapes(args.seed, args.items)
     if args.shape:
         shapes = [s for s in shapes if s.name in args.shape]
+    tune_gc()  # the collector set up as `veil serve` sets it up
     with tempfile.TemporaryDirectory(prefix="h16b-shapes-") as tmp:
         rows = []
         for n, shape in enumerate(shapes):
@@ -304,7 +306,8 @@ async def main_async(args: argparse.Namespace) -> None:
                 rows.append((shape.name, len(shape.body), veil, ref))
                 print(f"{shape.name:<14} {len(shape.body) / 1024:6.0f} KiB  veil {veil:7.0f} µs  "
                       f"orjson loads+dumps {ref:7.0f} µs  CPU ratio {veil / ref:5.2f}  "
-                      f"(least: {veil_min:7.0f} / {ref_min:6.0f} = {veil_min / ref_min:5.2f})", flush=True)
+                      f"(least: {veil_min:7.0f} / {ref_min:6.0f} = {veil_min / ref_min:5.2f})",
+                      flush=True)
             finally:
                 await h.close()
         if len(rows) > 1:

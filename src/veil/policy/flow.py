@@ -403,8 +403,10 @@ async def _evaluate(out: Outcome, req: RequestFacts, consent: ConsentSource, set
         if not body:  # an encoded empty body is empty too
             return
         lazy_min = settings.lazy_json_min_bytes
+        # Lazy reading pays where the generated Python filters; the native loop (veil.redact._cplan)
+        # filters a whole parse faster than lazy reading reads one (docs/deploy.md, "Sizing").
         lazy = (not explain and lazy_min is not None and len(body) >= lazy_min and route.reads_lazily
-                and plan.lazy_ok(route.each))
+                and not plan.native and plan.lazy_ok(route.each))
 
         async def work(doc: Any) -> Reason | None:
             return await _enforce(out, ad, doc, req, consent, settings, now, explain)
