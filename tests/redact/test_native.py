@@ -60,6 +60,9 @@ ITEM_RULES = [
     ("items[*].history[*].track", Action.KEEP, None),
     ("items[*].tags", Action.KEEP, None),
     ("items[*].secret", Action.DROP, None),
+    ("items[*].profile", Action.KEEP, None),  # kept with unnamed keys: changed in place (InPlace)
+    ("items[*].profile.secret", Action.DROP, None),
+    ("items[*].profile.first", Action.TRANSFORM, "hash"),
 ]
 
 
@@ -72,10 +75,10 @@ def _transform(name: str | None) -> Transform | None:
 @needs_native
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.dictionaries(
-    st.sampled_from(["id", "name", "email", "phone", "score", "history", "tags", "secret", "other"]),
+    st.sampled_from(["id", "name", "email", "phone", "score", "history", "tags", "secret", "other", "profile"]),
     st.one_of(documents, st.lists(st.dictionaries(st.sampled_from(["track", "at"]), documents, max_size=3),
                                   max_size=3),
-              st.dictionaries(st.sampled_from(["first", "last"]), documents, max_size=2)),
+              st.dictionaries(st.sampled_from(["first", "last", "secret"]), documents, max_size=3)),
     max_size=9), max_size=6))
 def test_a_list_route_plan_agrees_on_random_items(items: list[dict[str, Any]]) -> None:
     """The shape list routes have: inlined arrays of filtered objects, nested filtered objects, kept
@@ -114,6 +117,10 @@ def test_a_filter_checks_what_it_is_given() -> None:
         cp.Filter([("k", cp.OBJECT, None, len, None, -1, -1)], None, len, ())
     with pytest.raises(TypeError):
         cp.Filter([("k", cp.TRANSFORM, len, None, None, -1, -1)], None, len, ())
+    with pytest.raises(TypeError):
+        cp.InPlace((("k",),), (), len)
+    with pytest.raises(TypeError):
+        cp.InPlace((), (("k", 1),), len)
     inner = cp.Filter([("k", cp.FIXED, 1, None, None, 5, -1)], None, len, None)
     top = cp.Filter([("o", cp.OBJECT, inner, len, None, -1, -1)], None, len, ())
     with pytest.raises(TypeError):

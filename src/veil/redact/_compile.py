@@ -335,6 +335,9 @@ class Builder:
         gone = {k: s for k, s in slots.items() if isinstance(s, tuple)}
         other = st.child(OTHER)
         if other.kind == WHOLE:
+            if self.native and _cplan is not None:  # the same steps, in veil.redact._cplan
+                inplace: Fn = _cplan.InPlace(tuple(gone.items()), fns, nondict)
+                return inplace
             return _inplace_obj(tuple(gone.items()), fns, nondict)
         return self._general_obj(slots, other, t, nondict)
 

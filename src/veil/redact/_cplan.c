@@ -406,6 +406,141 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* InPlace(gone, fns, nondict): an object whose unnamed keys are kept (veil.redact._compile's
+ * _inplace_obj, the same steps): named keys the plan removes are deleted, each counted in ev at once;
+ * then each named key a closure decides is replaced by its result (deleted when GONE). The object is
+ * changed in place and returned. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *gone;    /* tuple of (key, event) */
+    PyObject *fns;     /* tuple of (key, fn) */
+    PyObject *nondict;
+} InPlaceObject;
+
+static PyTypeObject InPlaceType;
+
+static int count_one(PyObject *ev, PyObject *key) {
+    PyObject *old = PyDict_GetItemWithError(ev, key), *now;
+    if (old == NULL) {
+        if (PyErr_Occurred()) return -1;
+        now = PyLong_FromLong(1);
+    } else {
+        PyObject *one = PyLong_FromLong(1);
+        now = one ? PyNumber_Add(old, one) : NULL;
+        Py_XDECREF(one);
+    }
+    int rc = now ? PyDict_SetItem(ev, key, now) : -1;
+    Py_XDECREF(now);
+    return rc;
+}
+
+static PyObject *inplace_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    InPlaceObject *f = (InPlaceObject *)self;
+    if (PyVectorcall_NARGS(nargsf) != 2 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "an in-place handler takes (value, ev)");
+        return NULL;
+    }
+    PyObject *d = args[0], *ev = args[1];
+    if (!PyDict_Check(ev)) {
+        PyErr_SetString(PyExc_TypeError, "ev must be a dict");
+        return NULL;
+    }
+    if (!PyDict_Check(d)) return call2(f->nondict, d, ev);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(f->gone); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(f->gone, i), *k = PyTuple_GET_ITEM(pair, 0);
+        int has = PyDict_Contains(d, k);
+        if (has < 0) return NULL;
+        if (has && (PyDict_DelItem(d, k) < 0 || count_one(ev, PyTuple_GET_ITEM(pair, 1)) < 0)) return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(f->fns); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(f->fns, i), *k = PyTuple_GET_ITEM(pair, 0);
+        PyObject *v = PyDict_GetItemWithError(d, k);
+        if (v == NULL) {
+            if (PyErr_Occurred()) return NULL;
+            continue;
+        }
+        Py_INCREF(v);
+        PyObject *r = call2(PyTuple_GET_ITEM(pair, 1), v, ev);
+        Py_DECREF(v);
+        if (r == NULL) return NULL;
+        int rc = r == GONE ? PyDict_DelItem(d, k) : PyDict_SetItem(d, k, r);
+        Py_DECREF(r);
+        if (rc < 0) return NULL;
+    }
+    return Py_NewRef(d);
+}
+
+static int pairs_ok(PyObject *t, int callable_second) {
+    if (!PyTuple_Check(t)) return bad("gone and fns must be tuples");
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        PyObject *p = PyTuple_GET_ITEM(t, i);
+        if (!PyTuple_Check(p) || PyTuple_GET_SIZE(p) != 2 || !PyUnicode_CheckExact(PyTuple_GET_ITEM(p, 0)))
+            return bad("each entry must be a (str, value) pair");
+        if (callable_second && !PyCallable_Check(PyTuple_GET_ITEM(p, 1))) return bad("a fn must be callable");
+    }
+    return 0;
+}
+
+static int inplace_init(PyObject *self, PyObject *args, PyObject *kwds) {
+    InPlaceObject *f = (InPlaceObject *)self;
+    PyObject *gone, *fns, *nondict;
+    static char *names[] = {"gone", "fns", "nondict", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO:InPlace", names, &gone, &fns, &nondict)) return -1;
+    if (f->gone != NULL) return bad("an InPlace is initialized once");
+    if (pairs_ok(gone, 0) < 0 || pairs_ok(fns, 1) < 0) return -1;
+    if (!PyCallable_Check(nondict)) return bad("nondict must be callable");
+    f->gone = Py_NewRef(gone);
+    f->fns = Py_NewRef(fns);
+    f->nondict = Py_NewRef(nondict);
+    f->vectorcall = inplace_vectorcall;
+    return 0;
+}
+
+static int inplace_clear(PyObject *self) {
+    InPlaceObject *f = (InPlaceObject *)self;
+    Py_CLEAR(f->gone);
+    Py_CLEAR(f->fns);
+    Py_CLEAR(f->nondict);
+    return 0;
+}
+
+static int inplace_traverse(PyObject *self, visitproc visit, void *arg) {
+    InPlaceObject *f = (InPlaceObject *)self;
+    Py_VISIT(f->gone);
+    Py_VISIT(f->fns);
+    Py_VISIT(f->nondict);
+    return 0;
+}
+
+static void inplace_dealloc(PyObject *self) {
+    PyObject_GC_UnTrack(self);
+    inplace_clear(self);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyObject *inplace_call(PyObject *self, PyObject *args, PyObject *kwds) {
+    if (((InPlaceObject *)self)->vectorcall == NULL) {
+        PyErr_SetString(PyExc_TypeError, "the handler is not initialized");
+        return NULL;
+    }
+    return PyVectorcall_Call(self, args, kwds);
+}
+
+static PyTypeObject InPlaceType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "veil.redact._cplan.InPlace",
+    .tp_basicsize = sizeof(InPlaceObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "An object whose unnamed keys a field plan keeps, changed in place (see veil.redact._compile).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = inplace_init,
+    .tp_dealloc = inplace_dealloc,
+    .tp_traverse = inplace_traverse,
+    .tp_clear = inplace_clear,
+    .tp_call = inplace_call,
+    .tp_vectorcall_offset = offsetof(InPlaceObject, vectorcall),
+};
+
 /* Whether no container in `node` is nested deeper than `remaining` levels (veil.redact.reading's depth
  * check, the same walk: exact dicts and lists are containers, anything else is a leaf). */
 static int depth_ok(PyObject *node, Py_ssize_t remaining) {
@@ -453,10 +588,11 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__cplan(void) {
-    if (PyType_Ready(&FilterType) < 0) return NULL;
+    if (PyType_Ready(&FilterType) < 0 || PyType_Ready(&InPlaceType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
     if (PyModule_AddObjectRef(m, "Filter", (PyObject *)&FilterType) < 0 ||
+        PyModule_AddObjectRef(m, "InPlace", (PyObject *)&InPlaceType) < 0 ||
         PyModule_AddIntConstant(m, "KEEP", K_KEEP) < 0 || PyModule_AddIntConstant(m, "FIXED", K_FIXED) < 0 ||
         PyModule_AddIntConstant(m, "TRANSFORM", K_TRANSFORM) < 0 || PyModule_AddIntConstant(m, "OBJECT", K_OBJECT) < 0 ||
         PyModule_AddIntConstant(m, "ARRAY", K_ARRAY) < 0 || PyModule_AddIntConstant(m, "SCRUB", K_SCRUB) < 0 ||
