@@ -147,3 +147,39 @@ def test_the_native_depth_walk_is_bounded() -> None:
     assert c._cplan.depth_ok({"a": [1, {"b": 2}]}, 3) is True
     with pytest.raises(ValueError):
         c._cplan.depth_ok([], 10**6)
+
+
+@needs_native
+def test_the_native_loop_leaks_no_references() -> None:
+    """Every path of the loop (kept, fixed, transformed, type error, nested objects, arrays with
+    non-objects, in place, counted key sets, an exception) run many times: traced memory stays flat."""
+    import gc
+    import tracemalloc
+
+    rules = [FieldRule(parse_path(p), a, _transform(t), rule_id=i) for i, (p, a, t) in enumerate(ITEM_RULES)]
+    rules.append(FieldRule(parse_path("items[*].boom"), Action.TRANSFORM, Boom(), rule_id=len(rules)))
+    plan = compile_plan(rules, native=True)
+    item = {"id": "u1", "name": {"first": "A", "x": 1}, "email": "a@b.c", "phone": "1", "score": "not a number",
+            "history": [{"track": "t", "at": 1}, 3, [1]], "tags": ["a"], "secret": "s", "other": 1,
+            "profile": {"first": "F", "secret": "S", "more": [1, 2]}}
+
+    def run(n: int) -> None:
+        for i in range(n):
+            doc = {"items": [dict(item), dict(item, name="plain", history={"not": "a list"})], "n": i}
+            plan.apply(doc)
+            try:
+                plan.apply({"items": [dict(item, boom=1)]})
+            except RuntimeError:
+                pass
+
+    run(200)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        run(3000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"traced memory grew by {grown} bytes over 3,000 applies"
