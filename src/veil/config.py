@@ -100,7 +100,8 @@ class FlowSettings:
     mode: str = "enforce"  # or report-only
     max_body_bytes: int = 10 * 1024 * 1024  # upstream bodies (decoded)
     max_json_depth: int = 64
-    lazy_json_min_bytes: int | None = 16 * 1024  # bodies this large are read lazily (veil.redact.lazy); None: never
+    # bodies this large are read lazily (veil.redact.lazy) by plans the native loop does not run; None: never
+    lazy_json_min_bytes: int | None = 16 * 1024
     max_request_body_bytes: int = 1024 * 1024  # a request body read for its subject (`subject request_body.…`)
     max_header_bytes: int = 32 * 1024
     tcf_header: str | None = None
