@@ -338,3 +338,16 @@ def test_a_fleet_without_shipping_is_a_note_and_serve_mode_a_warning(tmp_path: P
     assert codes(cfg) == {("audit_unrecorded_allowed", "audit.ship.on_full")}
     cfg["environment"] = "staging"
     assert codes(cfg) == set()
+
+
+def test_the_native_loop_missing_or_off_is_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from veil.redact import native
+
+    cfg = parse_config(clean(tmp_path))
+    monkeypatch.setattr(native, "cplan", None)
+    monkeypatch.setattr(native, "ENABLED", False)
+    (found,) = [f for f in inspect(cfg) if f.code.startswith("native_loop")]
+    assert (found.code, found.severity) == ("native_loop_missing", NOTE) and "C compiler" in found.fix
+    monkeypatch.setattr(native, "cplan", object())
+    (found,) = [f for f in inspect(cfg) if f.code.startswith("native_loop")]
+    assert (found.code, found.key) == ("native_loop_off", "VEIL_NATIVE")
