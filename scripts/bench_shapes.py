@@ -44,6 +44,7 @@ from veil.proxy.app import ProxyApp
 from veil.proxy.runtime import Runtime
 from veil.proxy.server import tune_gc
 from veil.proxy.upstream import MemoryTransport, UpstreamRequest, UpstreamResponse
+from veil.redact.reading import ReadChoice
 
 KEY = "bench-shapes-key"
 KEY_HASH = hashlib.sha256(KEY.encode()).hexdigest()
@@ -243,7 +244,7 @@ async def measure(h: Harness, rounds: int, batch: int) -> tuple[float, float, fl
     status, _, out = await h.request()
     if status != 200:
         raise SystemExit(f"{h.shape.name}: veil answered {status}: {out[:300]!r}")
-    for _ in range(2):  # warm up: plans built, consent cached, code generated
+    for _ in range(2 + 2 * ReadChoice.PROBES):  # warm up: plans built, consent cached, reading chosen
         await h.request()
     veil, ref = [], []
     for _ in range(rounds):
@@ -304,9 +305,12 @@ async def main_async(args: argparse.Namespace) -> None:
                     continue
                 veil, ref, veil_min, ref_min = await measure(h, args.rounds, args.batch)
                 rows.append((shape.name, len(shape.body), veil, ref))
+                ways = [r.plan.reading.state() for route in h.rt.policy.current.routes for r in route.rules.values()
+                        if any(r.plan.reading.state()["cpu_s_per_mib"].values())]
                 print(f"{shape.name:<14} {len(shape.body) / 1024:6.0f} KiB  veil {veil:7.0f} µs  "
                       f"orjson loads+dumps {ref:7.0f} µs  CPU ratio {veil / ref:5.2f}  "
-                      f"(least: {veil_min:7.0f} / {ref_min:6.0f} = {veil_min / ref_min:5.2f})",
+                      f"(least: {veil_min:7.0f} / {ref_min:6.0f} = {veil_min / ref_min:5.2f})"
+                      + "".join(f"  read {'lazily' if w['lazy'] else 'whole'} {w['cpu_s_per_mib']}" for w in ways),
                       flush=True)
             finally:
                 await h.close()

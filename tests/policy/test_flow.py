@@ -115,3 +115,27 @@ def test_the_depth_limit_holds_on_a_lazy_list_whether_or_not_the_walk_is_skipped
         assert out.reason is want, (limit, body)  # type: ignore[attr-defined]
         if want is Reason.OK:  # read lazily; the plan's structure is 5 deep, tags kept whole make it unknown
             assert out.report.depth == (5 if body is flat else None)  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(not __import__("veil.redact.native", fromlist=["x"]).ENABLED, reason="no native loop here")
+def test_a_native_plan_reads_large_bodies_both_ways_then_the_cheaper_with_the_same_answer(tmp_path: Path) -> None:
+    """ReadChoice through the flow: the first bodies alternate between lazy and whole reading, each
+    costed; every answer is the same; then the plan keeps to one way."""
+    from veil.redact.reading import ReadChoice
+
+    (tmp_path / "p.veil").write_text(POLICY)
+    policy = load_policy([tmp_path / "p.veil"])
+    (rule,) = [r for route in policy.routes if route.template == "/list" for r in route.rules.values()]
+    req = Request("GET", "/list", caller="c", purposes=("p",))
+    body = {"items": [{"id": f"u{i}", "tags": ["a", {"b": i}], "h": [{"t": i, "x": "y" * 40}], "drop": "z" * 50}
+                      for i in range(300)]}
+    consent = {f"u{i}": GIVEN for i in range(0, 300, 2)}
+    settings = FlowSettings(lazy_json_min_bytes=1024)
+    answers = set()
+    for _ in range(2 * ReadChoice.PROBES + 3):
+        out, _ = run(policy, req, Response(body=body, has_body=True), consent, settings)
+        assert out.reason is Reason.OK  # type: ignore[attr-defined]
+        answers.add(out.body)  # type: ignore[attr-defined]
+    assert len(answers) == 1
+    state = rule.plan.reading.state()
+    assert all(v is not None and v > 0 for v in state["cpu_s_per_mib"].values())

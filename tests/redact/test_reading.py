@@ -100,3 +100,27 @@ def test_subjects_of_reads_as_subject_of() -> None:
         assert subjects_of(items, p) == want == subjects_of(lazy_items, p)
     assert subjects_of(items, parse_path("id")) == ["a", None, "7", None, None, None, None, None, None, None, None,
                                                      "-3"]
+
+
+def test_read_choice_probes_both_ways_then_takes_the_cheaper_and_rechecks() -> None:
+    from veil.redact.reading import ReadChoice
+
+    rc = ReadChoice()
+    costs = {True: 3.0, False: 1.0}  # parsing whole is cheaper here
+    ways = []
+    for _ in range(2 * ReadChoice.PROBES):
+        way = rc.pick()
+        ways.append(way)
+        rc.record(way, costs[way])
+    assert ways.count(True) == ways.count(False) == ReadChoice.PROBES  # alternating probes
+    assert rc.lazy is False
+    picks = [rc.pick() for _ in range(ReadChoice.EVERY)]
+    assert picks.count(True) == 1  # the other way, once per EVERY bodies
+    # the data changes: lazy becomes the cheaper way; the rechecks and the recorded costs move the choice
+    costs = {True: 0.5, False: 2.0}
+    for _ in range(ReadChoice.EVERY * ReadChoice.PROBES):
+        way = rc.pick()
+        rc.record(way, costs[way])
+    assert rc.lazy is True
+    state = rc.state()
+    assert state["lazy"] is True and set(state["cpu_s_per_mib"]) == {"lazy", "whole"}

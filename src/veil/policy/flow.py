@@ -22,6 +22,7 @@ anyway the flow answers `subject_missing`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -403,14 +404,18 @@ async def _evaluate(out: Outcome, req: RequestFacts, consent: ConsentSource, set
         if not body:  # an encoded empty body is empty too
             return
         lazy_min = settings.lazy_json_min_bytes
-        # Lazy reading pays where the generated Python filters; the native loop (veil.redact._cplan)
-        # filters a whole parse faster than lazy reading reads one (docs/deploy.md, "Sizing").
-        lazy = (not explain and lazy_min is not None and len(body) >= lazy_min and route.reads_lazily
-                and not plan.native and plan.lazy_ok(route.each))
+        may_lazy = (not explain and lazy_min is not None and len(body) >= lazy_min and route.reads_lazily
+                    and plan.lazy_ok(route.each))
+        # Lazily or whole: where the native loop runs the plan, whichever has cost this plan less
+        # (ReadChoice); the generated Python always reads lazily (it is never cheaper whole).
+        choose = may_lazy and plan.native
+        lazy = plan.reading.pick() if choose else may_lazy
+        waited = [0.0]  # CPU of this thread while _enforce awaited consent lookups (other requests' work)
 
         async def work(doc: Any) -> Reason | None:
-            return await _enforce(out, ad, doc, req, consent, settings, now, explain)
+            return await _enforce(out, ad, doc, req, consent, settings, now, explain, waited)
 
+        cpu = time.thread_time()
         why = await read_document(body, hdrs.get("content-type"), lazy, work)
         if why is not None:
             out.block(why)
@@ -421,6 +426,8 @@ async def _evaluate(out: Outcome, req: RequestFacts, consent: ConsentSource, set
                     out.report.depth if out.report is not None else None)
         out.body = orjson.dumps(out.doc)
         out.has_body = True
+        if choose:
+            plan.reading.record(lazy, (time.thread_time() - cpu - waited[0]) / len(body))
     except Refusal as exc:
         out.block(exc.reason, exc.detail)
     except (RecursionError, TypeError, VeilError, orjson.JSONEncodeError):
@@ -428,7 +435,7 @@ async def _evaluate(out: Outcome, req: RequestFacts, consent: ConsentSource, set
 
 
 async def _enforce(out: Outcome, ad: Admitted, doc: Any, req: RequestFacts, consent: ConsentSource,
-                   settings: FlowSettings, now: datetime, explain: bool) -> Reason | None:
+                   settings: FlowSettings, now: datetime, explain: bool, waited: list[float]) -> Reason | None:
     """Body subject, per-item consent, then the field plan; the reason when it refuses. May raise
     NotLazy (veil.redact.reading runs it again on an orjson parse)."""
     route, rule = ad.route, ad.rule
@@ -439,7 +446,9 @@ async def _enforce(out: Outcome, ad: Admitted, doc: Any, req: RequestFacts, cons
         out.subject = subject
         if subject is None:
             return Reason.SUBJECT_UNIDENTIFIED
+        t = time.thread_time()
         why = await judge(ad, subject, req, consent, settings, now, out)
+        waited[0] += time.thread_time() - t
         if why is not None:
             return why
     lazy = is_lazy(doc)
@@ -449,10 +458,13 @@ async def _enforce(out: Outcome, ad: Admitted, doc: Any, req: RequestFacts, cons
             wanted = list(dict.fromkeys(i for i in ids if i is not None))
             states: Mapping[tuple[str, str], ConsentState] = {}
             if rule.consent_keys and wanted:
+                t = time.thread_time()
                 try:
                     states = await consent.current(wanted, rule.consent_keys)
                 except (VeilError, OSError):
                     return Reason.CONSENT_UNAVAILABLE
+                finally:
+                    waited[0] += time.thread_time() - t
             verdicts = consent_reasons(rule, wanted, states, now, gpc=out.gpc, vendor=ad.caller.vendor)
             if explain:
                 out.items = [(i, sid, "subject_missing" if sid is None else (verdicts[sid] or "ok"))

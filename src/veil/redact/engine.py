@@ -27,6 +27,7 @@ from veil.errors import PathError, VeilError
 from veil.redact import _compile as c
 from veil.redact.lazy import NotLazy, has_duplicate_keys, lazy_key, materialize
 from veil.redact.paths import AnyKey, Deep, Each, FieldPath, Key, format_path, positions, step, template
+from veil.redact.reading import ReadChoice
 from veil.redact.transforms import Transform
 
 _MAX_SIGS = 256  # cached key-set classifications per filtered template (one shape is the norm)
@@ -156,6 +157,8 @@ class FieldPlan:
         self._lazy_root: c.Slot | None = None
         self._lazy_depth: int | None = None
         self._lazy_ok: dict[Any, bool] = {}
+        # large bodies: read lazily or parsed whole, whichever costs this plan less (the flow measures)
+        self.reading = ReadChoice()
 
     # ---- apply ---------------------------------------------------------------------------------
 

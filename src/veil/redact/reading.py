@@ -4,6 +4,7 @@ JSON parsing, the depth limit and lazy reading with its fallback.
     decode_content(body, encoding, max_bytes)           → bytes            (gzip, deflate, identity)
     parse_json(content_type, body, lazy=False)          → document         (orjson, or a lazy document)
     await read_document(body, content_type, lazy, work) → work's result    (lazy first, orjson if it must)
+    ReadChoice                                                             (lazy or whole, by measurement)
     check_depth(doc, limit, body, added)                                   (what would leave is not too deep)
 
 A large body that a plan mostly filters is read lazily (veil.redact.lazy: simdjson, only what the plan
@@ -102,6 +103,59 @@ async def read_document(body: bytes, content_type: str | None, lazy: bool,
     return await work(parse_json(content_type, body))
 
 
+class ReadChoice:
+    """Whether a plan reads large bodies lazily or parses them whole, chosen from what each way cost on
+    the bodies it was given: CPU per body byte of the reading, the plan, the depth check and the
+    serialization (what differs between the two ways; awaited consent lookups are not counted).
+
+    Which is cheaper depends on the data, not on the plan alone: lazy reading builds only what the plan
+    keeps but pays per key it reads; a whole parse builds everything, and the native loop filters it
+    cheaply. So a plan tries both: its first `PROBES` bodies each way, alternating, then the way with the
+    lower median, and every `EVERY`-th body the other way once more, so that a change in the upstream's
+    data can move the choice. Costs are kept for the last `PROBES` bodies of each way. Both ways give
+    the same answer (tests/redact/test_lazy.py, tests/redact/test_native.py); only their cost differs."""
+
+    PROBES = 5
+    EVERY = 256
+
+    __slots__ = ("_costs", "_n", "lazy")
+
+    def __init__(self) -> None:
+        self._costs: dict[bool, list[float]] = {True: [], False: []}
+        self._n = 0
+        self.lazy = True  # the way chosen so far
+
+    def pick(self) -> bool:
+        """The way to read the next body (True: lazily)."""
+        self._n += 1
+        short = [way for way in (True, False) if len(self._costs[way]) < self.PROBES]
+        if short:
+            return short[0] if len(short) == 1 else self._n % 2 == 1
+        return (not self.lazy) if self._n % self.EVERY == 0 else self.lazy
+
+    def record(self, lazy: bool, cost_per_byte: float) -> None:
+        """What reading one body `lazy` (or whole) cost, per body byte."""
+        costs = self._costs[lazy]
+        costs.append(cost_per_byte)
+        if len(costs) > self.PROBES:
+            del costs[0]
+        mine, other = self._costs[True], self._costs[False]
+        if len(mine) >= self.PROBES and len(other) >= self.PROBES:
+            self.lazy = _median(mine) <= _median(other)
+
+    def state(self) -> dict[str, Any]:
+        """The choice and the medians it rests on (CPU seconds per MiB of body)."""
+        med = {("lazy" if way else "whole"): round(_median(c) * 2**20, 6) if c else None
+               for way, c in self._costs.items()}
+        return {"lazy": self.lazy, "cpu_s_per_mib": med}
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
 _COUNT_BELOW = 64 * 1024  # a larger body almost never has so few brackets: don't scan it twice for nothing
 
 
@@ -144,4 +198,4 @@ def _depth_ok(node: Any, remaining: int) -> bool:
     return True
 
 
-__all__ = ["check_depth", "decode_content", "is_json_type", "parse_json", "read_document"]
+__all__ = ["ReadChoice", "check_depth", "decode_content", "is_json_type", "parse_json", "read_document"]
