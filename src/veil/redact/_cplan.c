@@ -59,6 +59,22 @@ static inline PyObject *call2(PyObject *fn, PyObject *v, PyObject *ev) {
     return PyObject_Vectorcall(fn, args, 2, NULL);
 }
 
+/* ev[key] = ev.get(key, 0) + 1 */
+static int count_one(PyObject *ev, PyObject *key) {
+    PyObject *old = PyDict_GetItemWithError(ev, key), *now;
+    if (old == NULL) {
+        if (PyErr_Occurred()) return -1;
+        now = PyLong_FromLong(1);
+    } else {
+        PyObject *one = PyLong_FromLong(1);
+        now = one ? PyNumber_Add(old, one) : NULL;
+        Py_XDECREF(one);
+    }
+    int rc = now ? PyDict_SetItem(ev, key, now) : -1;
+    Py_XDECREF(now);
+    return rc;
+}
+
 static int count_shape(PyObject *shape, PyObject *src, PyObject *ev) {
     PyObject *sg = PyDict_GetItemWithError(ev, shape);
     if (sg == NULL) {
@@ -76,20 +92,7 @@ static int count_shape(PyObject *shape, PyObject *src, PyObject *ev) {
         PyTuple_SET_ITEM(sk, i, Py_NewRef(k));
         i++;
     }
-    PyObject *old = PyDict_GetItemWithError(sg, sk), *now;
-    if (old == NULL) {
-        if (PyErr_Occurred()) {
-            Py_DECREF(sk);
-            return -1;
-        }
-        now = PyLong_FromLong(1);
-    } else {
-        PyObject *one = PyLong_FromLong(1);
-        now = one ? PyNumber_Add(old, one) : NULL;
-        Py_XDECREF(one);
-    }
-    int rc = now ? PyDict_SetItem(sg, sk, now) : -1;
-    Py_XDECREF(now);
+    int rc = count_one(sg, sk);
     Py_DECREF(sk);
     return rc;
 }
@@ -419,21 +422,6 @@ typedef struct {
 } InPlaceObject;
 
 static PyTypeObject InPlaceType;
-
-static int count_one(PyObject *ev, PyObject *key) {
-    PyObject *old = PyDict_GetItemWithError(ev, key), *now;
-    if (old == NULL) {
-        if (PyErr_Occurred()) return -1;
-        now = PyLong_FromLong(1);
-    } else {
-        PyObject *one = PyLong_FromLong(1);
-        now = one ? PyNumber_Add(old, one) : NULL;
-        Py_XDECREF(one);
-    }
-    int rc = now ? PyDict_SetItem(ev, key, now) : -1;
-    Py_XDECREF(now);
-    return rc;
-}
 
 static PyObject *inplace_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     InPlaceObject *f = (InPlaceObject *)self;
