@@ -64,44 +64,48 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{'shape':<14} {'reference':>9} {'parse':>7} {'pseudo':>7} {'transf':>7} {'write':>7} {'floor':>7} "
           f"{'veil':>7}  floor/ref veil/ref  (ms of CPU, least of {args.repeats})")
     for name in args.shape or SHAPES:
-        shape = build(name, args.seed, args.items)
-        policy = load_shape_policy(shape)
-        purpose = dict(shape.headers)["Veil-Purpose"]
-        found = policy.match("GET", shape.path.partition("?")[0])
-        assert found is not None
-        rule = found[0].rules[purpose]
-        body = shape.body
-        doc = orjson.loads(body)
-        out = orjson.dumps(ShapeRun(shape).once().doc)
-        kept = [s for s in shape.subjects if s in shape.consented]
-        transforms = {r.rule_id: r.transform for r in rule.plan.rules if r.transform is not None}
-        pairs = [(transforms[f.rule_id], value_at(doc, f.path)) for f in rule.plan.explain(doc)
-                 if f.fate == "transformed"]
-        key = b"k" * 32
-        run = ShapeRun(shape)
-        for _ in range(2 + 2 * ReadChoice.PROBES):  # the plan has chosen how it reads (ReadChoice)
-            run.once()
+        measure(name, args)
 
-        def apply_transforms(pairs: list[tuple[Any, Any]] = pairs) -> None:
-            for t, v in pairs:
-                try:  # noqa: SIM105  (suppress() would add its own cost to the timing)
-                    t(v)
-                except TransformTypeError:
-                    pass
 
-        t = {
-            "reference": least(lambda: orjson.dumps(orjson.loads(body)), args.repeats),
-            "parse": least(lambda: orjson.loads(body), args.repeats),
-            "pseudo": least(lambda: keyed_hashes(key, kept, context=SUBJECT_CONTEXT), args.repeats),
-            "transf": least(apply_transforms, args.repeats),
-            "write": least(lambda: orjson.dumps(orjson.loads(out)), args.repeats)
-            - least(lambda: orjson.loads(out), args.repeats),
-            "veil": least(run.once, args.repeats),
-        }
-        t["floor"] = t["parse"] + t["pseudo"] + t["transf"] + max(t["write"], 0.0)
-        ref = t["reference"]
-        print(f"{name:<14} {ref:9.2f} {t['parse']:7.2f} {t['pseudo']:7.2f} {t['transf']:7.2f} {t['write']:7.2f} "
-              f"{t['floor']:7.2f} {t['veil']:7.2f}  {t['floor'] / ref:9.2f} {t['veil'] / ref:8.2f}", flush=True)
+def measure(name: str, args: argparse.Namespace) -> None:
+    shape = build(name, args.seed, args.items)
+    policy = load_shape_policy(shape)
+    purpose = dict(shape.headers)["Veil-Purpose"]
+    found = policy.match("GET", shape.path.partition("?")[0])
+    assert found is not None
+    rule = found[0].rules[purpose]
+    body = shape.body
+    doc = orjson.loads(body)
+    out = orjson.dumps(ShapeRun(shape).once().doc)
+    kept = [s for s in shape.subjects if s in shape.consented]
+    transforms = {r.rule_id: r.transform for r in rule.plan.rules if r.transform is not None}
+    pairs = [(transforms[f.rule_id], value_at(doc, f.path)) for f in rule.plan.explain(doc)
+             if f.fate == "transformed"]
+    key = b"k" * 32
+    run = ShapeRun(shape)
+    for _ in range(2 + 2 * ReadChoice.PROBES):  # the plan has chosen how it reads (ReadChoice)
+        run.once()
+
+    def apply_transforms() -> None:
+        for t, v in pairs:
+            try:  # noqa: SIM105  (suppress() would add its own cost to the timing)
+                t(v)
+            except TransformTypeError:
+                pass
+
+    t = {
+        "reference": least(lambda: orjson.dumps(orjson.loads(body)), args.repeats),
+        "parse": least(lambda: orjson.loads(body), args.repeats),
+        "pseudo": least(lambda: keyed_hashes(key, kept, context=SUBJECT_CONTEXT), args.repeats),
+        "transf": least(apply_transforms, args.repeats),
+        "write": least(lambda: orjson.dumps(orjson.loads(out)), args.repeats)
+        - least(lambda: orjson.loads(out), args.repeats),
+        "veil": least(run.once, args.repeats),
+    }
+    t["floor"] = t["parse"] + t["pseudo"] + t["transf"] + max(t["write"], 0.0)
+    ref = t["reference"]
+    print(f"{name:<14} {ref:9.2f} {t['parse']:7.2f} {t['pseudo']:7.2f} {t['transf']:7.2f} {t['write']:7.2f} "
+          f"{t['floor']:7.2f} {t['veil']:7.2f}  {t['floor'] / ref:9.2f} {t['veil'] / ref:8.2f}", flush=True)
 
 
 if __name__ == "__main__":
