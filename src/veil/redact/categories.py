@@ -18,6 +18,7 @@ category disclose nothing that can be named (they are not listed).
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -52,6 +53,8 @@ class CategoryIndex:
         self._templates: dict[str, str | None] = {}
         # walks specialized to a plan's output (see Walker), per plan and template; they die with the plan
         self._walks: weakref.WeakKeyDictionary[Any, dict[Loc, Walk | None]] = weakref.WeakKeyDictionary()
+        # walkers kept with a plan, per lasting set of transformed locations (see `walker`)
+        self._walkers: weakref.WeakKeyDictionary[Any, dict[int | None, Walker]] = weakref.WeakKeyDictionary()
 
     def __bool__(self) -> bool:
         return bool(self._by_key or self._wild)
@@ -101,13 +104,36 @@ class CategoryIndex:
     # ---- what a document discloses ------------------------------------------------------------------
 
     def disclosed(self, doc: Any, transformed: Mapping[Loc, str | None] | None = None, at: Loc = (),
-                  out: dict[str, set[str]] | None = None, plan: Outlined | None = None) -> dict[str, set[str]]:
+                  out: dict[str, set[str]] | None = None, plan: Outlined | None = None, *,
+                  lasting: bool = False) -> dict[str, set[str]]:
         """{category: forms} for the document (or the subtree at template `at`) as it leaves veil.
-        `plan`: the field plan `doc` is the output of (see Walker), or None."""
+        `plan`: the field plan `doc` is the output of (see Walker), or None. `lasting`: see `walker`."""
         out = {} if out is None else out
         if self:
-            merge(out, Walker(self, transformed, plan).pairs(doc, at))
+            merge(out, self.walker(transformed, plan, lasting=lasting).pairs(doc, at))
         return out
+
+    def walker(self, transformed: Mapping[Loc, str | None] | None = None, plan: Outlined | None = None, *,
+               lasting: bool = False) -> Walker:
+        """A Walker for `plan`'s output with these transformed locations. With `lasting` (`transformed`
+        lives as long as the plan and is never changed: a shared report's, Report.shared) or with no
+        transformed location, the walker is kept with the plan and reused, so what it classified
+        (each template's keys, its specialized walks) is classified once per plan, not per response."""
+        if plan is None or (transformed and not lasting):
+            return Walker(self, transformed, plan)
+        key = id(transformed) if transformed else None
+        try:
+            per = self._walkers.get(plan)
+            if per is None:
+                per = self._walkers[plan] = {}
+        except TypeError:  # not weakly referenceable: nothing kept
+            return Walker(self, transformed, plan)
+        w = per.get(key)
+        if w is None or (transformed and w.tr is not transformed):  # (an id reused by another mapping)
+            w = Walker(self, transformed, plan, room=_KIDS_MAX)
+            if len(per) < _MAX_WALKERS or key in per:
+                per[key] = w
+        return w
 
     def walk_for(self, plan: Outlined, at: Loc) -> Walk | None:
         """The walk of a subtree at template `at` of `plan`'s output, specialized to what the plan lets
@@ -146,14 +172,15 @@ class Walker:
     walk (a transformed location holds the transform's output, or null where the transform refused
     the value, so its form is the plan's), and hands anything the plan does not bound to it."""
 
-    __slots__ = ("_at", "index", "kids", "plan", "tr")
+    __slots__ = ("_at", "index", "kids", "plan", "room", "tr")
 
     def __init__(self, index: CategoryIndex, transformed: Mapping[Loc, str | None] | None = None,
-                 plan: Outlined | None = None) -> None:
+                 plan: Outlined | None = None, room: int = sys.maxsize) -> None:
         self.index = index
         self.tr = transformed or {}
         self.kids: dict[Loc, dict[Any, tuple[Loc, str | None, Any]]] = {}
         self.plan = plan
+        self.room = room  # (template, key) classifications it may still keep (a kept walker is bounded)
         self._at: dict[Loc, tuple[str | None, Walk | None]] = {}
 
     def pairs(self, doc: Any, at: Loc = ()) -> Pairs:
@@ -224,12 +251,17 @@ class Walker:
             return
         kids = self.kids.get(tmpl)
         if kids is None:
-            kids = self.kids[tmpl] = {}
+            kids = {}
+            if self.room > 0:
+                self.kids[tmpl] = kids
         scalars = _SCALARS
         for k, v in items:
             info = kids.get(k)
             if info is None:
-                info = kids[k] = self._classify(tmpl, cat, k)
+                info = self._classify(tmpl, cat, k)
+                if self.room > 0:
+                    kids[k] = info
+                    self.room -= 1
             ct, ccat, form = info
             if form is not _NOT:  # a transformed value: its form, once, unless it left as null
                 if v is not None and ccat is not None and form is not None:
@@ -245,11 +277,12 @@ class Bits:
     """What a specialized walk found, as bits of an int: one per category in clear (str) and per
     (category, form) pair, numbered as first met (a handful: categories and forms are few)."""
 
-    __slots__ = ("items", "of")
+    __slots__ = ("_decoded", "items", "of")
 
     def __init__(self) -> None:
         self.of: dict[str | tuple[str, str], int] = {}
         self.items: list[str | tuple[str, str]] = []
+        self._decoded: dict[int, Pairs] = {}  # what `decode` made of a set of bits (bounded)
 
     def bit(self, c: str | tuple[str, str]) -> int:
         b = self.of.get(c)
@@ -259,6 +292,15 @@ class Bits:
         return b
 
     def decode(self, m: int) -> Pairs:
+        hit = self._decoded.get(m)
+        if hit is not None:
+            return hit
+        pairs = self._decode(m)
+        if len(self._decoded) < _MEMO_MAX:
+            self._decoded[m] = pairs
+        return pairs
+
+    def _decode(self, m: int) -> Pairs:
         clear: set[str] = set()
         other: set[tuple[str, str]] = set()
         i = 0
@@ -278,6 +320,8 @@ _NONE: Pairs = (frozenset(), frozenset())
 WalkFn = Callable[[Any, Walker], int]
 Walk = tuple[WalkFn, Bits]  # a specialized walk and how to read what it returns
 _MAX_WALKS = 64  # specialized walks per plan (one per list template is the norm)
+_MAX_WALKERS = 256  # walkers kept per plan (one per shared report: Report.shared, at most 256 per plan)
+_KIDS_MAX = 4096  # (template, key) classifications a kept walker keeps
 
 
 class _WalkGen:
