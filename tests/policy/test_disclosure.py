@@ -140,3 +140,22 @@ def test_a_list_response_reports_each_subject_its_own_item(tmp_path: Path) -> No
     assert out.disclosed == {"contact": {"clear"}, "health": {"clear"}, "paging": {"clear"}}
     assert out.disclosed_by_subject == {"u1": {"contact": {"clear"}, "paging": {"clear"}},
                                         "u2": {"health": {"clear"}, "paging": {"clear"}}}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policies(), st.lists(st.dictionaries(st.sampled_from(KEYS), docs, min_size=1, max_size=6), min_size=2,
+                            max_size=6))
+def test_responses_of_one_policy_in_turn_each_report_what_they_contained(text: str, bodies: list[dict[str, Any]]
+                                                                        ) -> None:
+    """What one response's disclosure walk classified is kept with the plan (CategoryIndex.walker) and
+    reused by the next responses of the same policy: each still reports exactly what it contained."""
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "p.veil"
+        f.write_text(text)
+        policy = load_policy([f])
+        for body in [*bodies, *bodies]:
+            out = asyncio.run(evaluate_async(policy, Request("GET", "/things/t-1", caller="c", purposes=("p",)),
+                                             {}, Response(body=body, has_body=True), NOW))
+            if not out.released:
+                continue
+            assert out.disclosed == oracle(policy, orjson.loads(orjson.dumps(body)), orjson.loads(out.body))

@@ -39,7 +39,7 @@ from veil.policy.compile import CompiledPolicy, CompiledRoute, CompiledRule
 from veil.policy.decision import Admitted, Blocked, admit, consent_reason, consent_reasons, no_content, status_reason
 from veil.policy.normalize import normalize_path
 from veil.reasons import Reason
-from veil.redact.categories import CategoryIndex, Outlined, Pairs, Walker, merge
+from veil.redact.categories import CategoryIndex, Outlined, Pairs, merge
 from veil.redact.engine import FieldFate, Report
 from veil.redact.items import keep_items, list_items, subject_at
 from veil.redact.lazy import is_lazy
@@ -482,30 +482,31 @@ def _disclose(policy: CompiledPolicy, out: Outcome) -> None:
     index = policy.category_index
     report = out.report
     transformed = report.transformed_at if report is not None else {}
+    lasting = report is None or report.shared  # a shared report's locations live as long as the plan
     ad = out.admitted
     assert ad is not None
     each = ad.route.each
     plan = ad.rule.plan  # out.doc is its output: the walk is specialized to it
     if each is None or not out.subjects:
-        out.disclosed = index.disclosed(out.doc, transformed, plan=plan)
+        out.disclosed = index.disclosed(out.doc, transformed, plan=plan, lasting=lasting)
         return
     out.disclosed, out.disclosed_by_subject = _disclosed_items(index, out.doc, each[0], out.subjects, transformed,
-                                                               plan)
+                                                               plan, lasting)
 
 
 def _disclosed_items(index: CategoryIndex, doc: Any, list_path: Any, subjects: list[str],
-                     transformed: Mapping[tuple[str | int, ...], str | None], plan: Outlined | None = None
-                     ) -> tuple[dict[str, set[str]], dict[str, dict[str, set[str]]] | None]:
+                     transformed: Mapping[tuple[str | int, ...], str | None], plan: Outlined | None = None,
+                     lasting: bool = False) -> tuple[dict[str, set[str]], dict[str, dict[str, set[str]]] | None]:
     """(the whole response's disclosure, each subject's where they differ): a subject of a list
     response saw the envelope disclosed, and its own item(s). `plan`: the field plan whose output
-    `doc` is (None for a body passed on unchanged)."""
+    `doc` is (None for a body passed on unchanged). `lasting`: see CategoryIndex.walker."""
     from veil.redact.items import find_list
     from veil.redact.paths import Key
 
     items = find_list(doc, list_path)
     if items is None or len(items) != len(subjects):
-        return index.disclosed(doc, transformed, plan=plan), None
-    walker = Walker(index, transformed, plan)
+        return index.disclosed(doc, transformed, plan=plan, lasting=lasting), None
+    walker = index.walker(transformed, plan, lasting=lasting)
     saved = list(items)
     items.clear()  # the envelope alone (the list read as empty)
     try:

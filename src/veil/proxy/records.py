@@ -8,6 +8,7 @@ keys) are logged as `<unnamed>`: the log holds paths and pseudonyms, never value
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -53,8 +54,18 @@ def fields_of(report: Any) -> dict[str, list[str]]:
     }
 
 
+_second: tuple[int, str] = (-1, "")  # (a second since the epoch, its datetime.isoformat() up to the seconds)
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
+    """`datetime.now(UTC).isoformat()` (microseconds, `+00:00`; no fraction when it is 0): the date
+    and time of day are formatted once per second, the microseconds per call (a record's time)."""
+    global _second
+    sec, us = divmod(time.time_ns() // 1000, 1_000_000)  # the clock datetime.now reads, floored as it is
+    cached = _second
+    if cached[0] != sec:
+        cached = _second = (sec, datetime.fromtimestamp(sec, UTC).isoformat()[:19])  # swapped whole
+    return f"{cached[1]}.{us:06d}+00:00" if us else f"{cached[1]}+00:00"
 
 
 class Recorder:

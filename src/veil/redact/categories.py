@@ -18,6 +18,7 @@ category disclose nothing that can be named (they are not listed).
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -50,8 +51,11 @@ class CategoryIndex:
                     self._wild.append((order, name, deep))
         self._memo: dict[Loc, str | None] = {}
         self._templates: dict[str, str | None] = {}
+        self.bits = Bits()  # what every walk of this index finds, as bits (see Bits)
         # walks specialized to a plan's output (see Walker), per plan and template; they die with the plan
         self._walks: weakref.WeakKeyDictionary[Any, dict[Loc, Walk | None]] = weakref.WeakKeyDictionary()
+        # walkers kept with a plan, per lasting set of transformed locations (see `walker`)
+        self._walkers: weakref.WeakKeyDictionary[Any, dict[int | None, Walker]] = weakref.WeakKeyDictionary()
 
     def __bool__(self) -> bool:
         return bool(self._by_key or self._wild)
@@ -101,13 +105,36 @@ class CategoryIndex:
     # ---- what a document discloses ------------------------------------------------------------------
 
     def disclosed(self, doc: Any, transformed: Mapping[Loc, str | None] | None = None, at: Loc = (),
-                  out: dict[str, set[str]] | None = None, plan: Outlined | None = None) -> dict[str, set[str]]:
+                  out: dict[str, set[str]] | None = None, plan: Outlined | None = None, *,
+                  lasting: bool = False) -> dict[str, set[str]]:
         """{category: forms} for the document (or the subtree at template `at`) as it leaves veil.
-        `plan`: the field plan `doc` is the output of (see Walker), or None."""
+        `plan`: the field plan `doc` is the output of (see Walker), or None. `lasting`: see `walker`."""
         out = {} if out is None else out
         if self:
-            merge(out, Walker(self, transformed, plan).pairs(doc, at))
+            merge(out, self.walker(transformed, plan, lasting=lasting).pairs(doc, at))
         return out
+
+    def walker(self, transformed: Mapping[Loc, str | None] | None = None, plan: Outlined | None = None, *,
+               lasting: bool = False) -> Walker:
+        """A Walker for `plan`'s output with these transformed locations. With `lasting` (`transformed`
+        lives as long as the plan and is never changed: a shared report's, Report.shared) or with no
+        transformed location, the walker is kept with the plan and reused, so what it classified
+        (each template's keys, its specialized walks) is classified once per plan, not per response."""
+        if plan is None or (transformed and not lasting):
+            return Walker(self, transformed, plan)
+        key = id(transformed) if transformed else None
+        try:
+            per = self._walkers.get(plan)
+            if per is None:
+                per = self._walkers[plan] = {}
+        except TypeError:  # not weakly referenceable: nothing kept
+            return Walker(self, transformed, plan)
+        w = per.get(key)
+        if w is None or (transformed and w.tr is not transformed):  # (an id reused by another mapping)
+            w = Walker(self, transformed, plan, room=_KIDS_MAX)
+            if len(per) < _MAX_WALKERS or key in per:
+                per[key] = w
+        return w
 
     def walk_for(self, plan: Outlined, at: Loc) -> Walk | None:
         """The walk of a subtree at template `at` of `plan`'s output, specialized to what the plan lets
@@ -146,14 +173,15 @@ class Walker:
     walk (a transformed location holds the transform's output, or null where the transform refused
     the value, so its form is the plan's), and hands anything the plan does not bound to it."""
 
-    __slots__ = ("_at", "index", "kids", "plan", "tr")
+    __slots__ = ("_at", "index", "kids", "plan", "room", "tr")
 
     def __init__(self, index: CategoryIndex, transformed: Mapping[Loc, str | None] | None = None,
-                 plan: Outlined | None = None) -> None:
+                 plan: Outlined | None = None, room: int = sys.maxsize) -> None:
         self.index = index
         self.tr = transformed or {}
-        self.kids: dict[Loc, dict[Any, tuple[Loc, str | None, Any]]] = {}
+        self.kids: dict[Loc, dict[Any, tuple[Loc, str | None, Any, int]]] = {}
         self.plan = plan
+        self.room = room  # (template, key) classifications it may still keep (a kept walker is bounded)
         self._at: dict[Loc, tuple[str | None, Walk | None]] = {}
 
     def pairs(self, doc: Any, at: Loc = ()) -> Pairs:
@@ -161,31 +189,18 @@ class Walker:
         if not self.index:
             return _NONE
         cat, walk = self._resolve(at)
-        if walk is not None:
-            fn, bits = walk
-            return bits.decode(fn(doc, self))
-        clear: set[str] = set()
-        other: set[tuple[str, str]] = set()
-        self._walk(doc, at, cat, clear, other)
-        return frozenset(clear), frozenset(other)
+        return self.index.bits.decode(walk[0](doc, self) if walk is not None else self._walk(doc, at, cat))
 
     def pairs_each(self, docs: Sequence[Any], at: Loc) -> list[Pairs]:
         """`pairs` of each of `docs` (the items of a list, all at template `at`)."""
         if not self.index:
             return [_NONE] * len(docs)
-        _, walk = self._resolve(at)
+        cat, walk = self._resolve(at)
+        decode = self.index.bits.decode
         if walk is None:
-            return [self.pairs(d, at) for d in docs]
-        fn, bits = walk
-        seen: dict[int, Pairs] = {}
-        out: list[Pairs] = []
-        for d in docs:
-            m = fn(d, self)
-            found = seen.get(m)
-            if found is None:
-                found = seen[m] = bits.decode(m)
-            out.append(found)
-        return out
+            return [decode(self._walk(d, at, cat)) for d in docs]
+        fn = walk[0]
+        return [decode(fn(d, self)) for d in docs]
 
     def _resolve(self, at: Loc) -> tuple[str | None, Walk | None]:
         hit = self._at.get(at)
@@ -194,62 +209,86 @@ class Walker:
                                   self.index.walk_for(self.plan, at) if self.plan is not None else None)
         return hit
 
-    def _bits(self, node: Any, tmpl: Loc, cat: str | None, bits: Bits) -> int:
-        """The plain walk of a subtree a specialized walk does not bound, as `bits`."""
-        clear: set[str] = set()
-        other: set[tuple[str, str]] = set()
-        self._walk(node, tmpl, cat, clear, other)
-        m = 0
-        for c in clear:
-            m |= bits.bit(c)
-        for pair in other:
-            m |= bits.bit(pair)
-        return m
-
-    def _classify(self, tmpl: Loc, cat: str | None, k: Any) -> tuple[Loc, str | None, Any]:
+    def _classify(self, tmpl: Loc, cat: str | None, k: Any) -> tuple[Loc, str | None, Any, int]:
+        """(template, category, form or _NOT, the bit a value there sets: its category in clear, or
+        (category, form) when transformed; 0 for none)."""
         ct = (*tmpl, k)
-        return ct, self.index.naming(ct) or cat, self.tr.get(ct, _NOT) if self.tr else _NOT
+        ccat = self.index.naming(ct) or cat
+        form: Any = self.tr.get(ct, _NOT) if self.tr else _NOT
+        bits = self.index.bits
+        if ccat is None or form is None:
+            bit = 0
+        elif form is _NOT:
+            bit = bits.bit(ccat)
+        else:
+            bit = bits.bit((ccat, str(form)))
+        return ct, ccat, form, bit
 
-    def _walk(self, node: Any, tmpl: Loc, cat: str | None, clear: set[str], other: set[tuple[str, str]]) -> None:
+    def _walk(self, node: Any, tmpl: Loc, cat: str | None) -> int:
+        """The plain walk: what `node` at template `tmpl`, in category `cat`, discloses, as bits
+        (CategoryIndex.bits). Specialized walks hand it what the plan does not bound."""
         t = type(node)
         if t is dict:
-            items: Any = node.items()
-        elif t is list:
+            kids = self._kids(tmpl)
+            m = 0
+            for k, v in node.items():
+                info = kids.get(k)
+                if info is None:
+                    info = self._kid(kids, tmpl, cat, k)
+                ct, ccat, form, bit = info
+                if form is not _NOT:  # a transformed value: its form, once, unless it left as null
+                    if v is not None:
+                        m |= bit
+                elif type(v) in _SCALARS:
+                    m |= bit
+                elif v is not None:
+                    m |= self._walk(v, ct, ccat)
+            return m
+        if t is list:
             if not node:
-                return
-            items = ((0, v) for v in node)
-        else:
-            if node is not None and cat is not None:
-                clear.add(cat)
-            return
+                return 0
+            kids = self._kids(tmpl)
+            ct, ccat, form, bit = kids.get(0) or self._kid(kids, tmpl, cat, 0)  # every element's
+            m = 0
+            for v in node:
+                if form is not _NOT:
+                    if v is not None:
+                        m |= bit
+                elif type(v) in _SCALARS:
+                    m |= bit
+                elif v is not None:
+                    m |= self._walk(v, ct, ccat)
+            return m
+        return self.index.bits.bit(cat) if node is not None and cat is not None else 0
+
+    def _kids(self, tmpl: Loc) -> dict[Any, tuple[Loc, str | None, Any, int]]:
         kids = self.kids.get(tmpl)
         if kids is None:
-            kids = self.kids[tmpl] = {}
-        scalars = _SCALARS
-        for k, v in items:
-            info = kids.get(k)
-            if info is None:
-                info = kids[k] = self._classify(tmpl, cat, k)
-            ct, ccat, form = info
-            if form is not _NOT:  # a transformed value: its form, once, unless it left as null
-                if v is not None and ccat is not None and form is not None:
-                    other.add((ccat, form))
-            elif type(v) in scalars:
-                if ccat is not None:
-                    clear.add(ccat)
-            elif v is not None:
-                self._walk(v, ct, ccat, clear, other)
+            kids = {}
+            if self.room > 0:
+                self.kids[tmpl] = kids
+        return kids
+
+    def _kid(self, kids: dict[Any, tuple[Loc, str | None, Any, int]], tmpl: Loc, cat: str | None, k: Any
+             ) -> tuple[Loc, str | None, Any, int]:
+        info = self._classify(tmpl, cat, k)
+        if self.room > 0:
+            kids[k] = info
+            self.room -= 1
+        return info
 
 
 class Bits:
-    """What a specialized walk found, as bits of an int: one per category in clear (str) and per
-    (category, form) pair, numbered as first met (a handful: categories and forms are few)."""
+    """What a walk found, as bits of an int: one per category in clear (str) and per (category, form)
+    pair, numbered as first met (one numbering per CategoryIndex; a handful: categories and forms are
+    few). `decode` gives the pairs of a set of bits (kept: sets of bits that occur are few too)."""
 
-    __slots__ = ("items", "of")
+    __slots__ = ("_decoded", "items", "of")
 
     def __init__(self) -> None:
         self.of: dict[str | tuple[str, str], int] = {}
         self.items: list[str | tuple[str, str]] = []
+        self._decoded: dict[int, Pairs] = {}  # what `decode` made of a set of bits (bounded)
 
     def bit(self, c: str | tuple[str, str]) -> int:
         b = self.of.get(c)
@@ -259,6 +298,15 @@ class Bits:
         return b
 
     def decode(self, m: int) -> Pairs:
+        hit = self._decoded.get(m)
+        if hit is not None:
+            return hit
+        pairs = self._decode(m)
+        if len(self._decoded) < _MEMO_MAX:
+            self._decoded[m] = pairs
+        return pairs
+
+    def _decode(self, m: int) -> Pairs:
         clear: set[str] = set()
         other: set[tuple[str, str]] = set()
         i = 0
@@ -278,6 +326,8 @@ _NONE: Pairs = (frozenset(), frozenset())
 WalkFn = Callable[[Any, Walker], int]
 Walk = tuple[WalkFn, Bits]  # a specialized walk and how to read what it returns
 _MAX_WALKS = 64  # specialized walks per plan (one per list template is the norm)
+_MAX_WALKERS = 256  # walkers kept per plan (one per shared report: Report.shared, at most 256 per plan)
+_KIDS_MAX = 4096  # (template, key) classifications a kept walker keeps
 
 
 class _WalkGen:
@@ -293,7 +343,7 @@ class _WalkGen:
                 if 'id' in v0:
                     v1 = v0['id']
                     if type(v1) in SCALARS: m |= 1
-                    elif v1 is not None: m |= W._bits(v1, <items[*].id>, 'identity', <bits>)
+                    elif v1 is not None: m |= W._walk(v1, <items[*].id>, 'identity')
                 if 'tags' in v0:
                     v1 = v0['tags']
                     t1 = type(v1)
@@ -315,7 +365,7 @@ class _WalkGen:
         self.ns: dict[str, Any] = {"SCALARS": _SCALARS}
         self.lines: list[str] = []
         self.n = 0
-        self.bits = Bits()
+        self.bits = index.bits
 
     def bind(self, value: Any) -> str:
         self.n += 1
@@ -338,7 +388,7 @@ class _WalkGen:
     def plain(self, var: str, tmpl: Loc, cat: str | None, ind: str) -> None:
         """The plain walk's reading of a value (not transformed) at `tmpl`."""
         emit = self.lines.append
-        walk = f"m |= W._bits({var}, {self.bind(tmpl)}, {self.bind(cat)}, {self.bind(self.bits)})"
+        walk = f"m |= W._walk({var}, {self.bind(tmpl)}, {self.bind(cat)})"
         if cat is not None:
             emit(f"{ind}if type({var}) in SCALARS:")
             emit(f"{ind}    m |= {self.bits.bit(cat)}")
@@ -389,18 +439,18 @@ def merge(out: dict[str, set[str]], pairs: Pairs) -> dict[str, set[str]]:
     """Add what `pairs` discloses to {category: forms}."""
     clear, other = pairs
     for c in clear:
-        _add(out, c, CLEAR)
+        forms = out.get(c)
+        if forms is None:
+            out[c] = {CLEAR}
+        else:
+            forms.add(CLEAR)
     for c, form in other:
-        _add(out, c, form)
+        forms = out.get(c)
+        if forms is None:
+            out[c] = {form}
+        else:
+            forms.add(form)
     return out
-
-
-def _add(out: dict[str, set[str]], cat: str, form: str) -> None:
-    forms = out.get(cat)
-    if forms is None:
-        out[cat] = {form}
-    else:
-        forms.add(form)
 
 
 def as_record(disclosed: Mapping[str, set[str]]) -> dict[str, list[str]]:
