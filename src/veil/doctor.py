@@ -250,7 +250,7 @@ def _native(c: Config) -> Iterator[Finding]:
         yield Finding("native_loop_missing", "(installation)",
                       "veil.redact._cplan, the field plan's per-item loop in C, was not built when veil was "
                       "installed (no C compiler or no Python headers): the same plans run as generated Python, "
-                      "about 1.5-2x the CPU on large list responses",
+                      "up to about 1.6x the CPU on large list responses",
                       "install a C compiler and Python's headers (Debian: gcc python3-dev), then reinstall veil",
                       NOTE)
     elif not native.ENABLED:
