@@ -48,9 +48,11 @@ def test_two_workers_share_ports_metrics_and_verify(workers_veil: Veil) -> None:
     deadline = time.monotonic() + 30.0
     while True:  # a worker registers for process_* once it runs: on a loaded machine one may still start
         first = v.metrics()
-        started = {s.labels.get("worker") for f in text_string_to_metric_families(first) for s in f.samples
-                   if s.name == "process_cpu_seconds_total"}
-        if started >= {"w0", "w1", "supervisor"} or time.monotonic() > deadline:
+        samples = [s for f in text_string_to_metric_families(first) for s in f.samples]
+        started = {s.labels.get("worker") for s in samples if s.name == "process_cpu_seconds_total"}
+        # and each worker has installed its policy (the gauge is set once the policy is in place)
+        loaded = any(s.name == "veil_policy_last_reload_successful" and s.value == 1 for s in samples)
+        if (started >= {"w0", "w1", "supervisor"} and loaded) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     fresh = {(s.name, tuple(sorted(s.labels.items()))): s.value
