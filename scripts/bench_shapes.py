@@ -38,13 +38,19 @@ from typing import Any
 
 import orjson
 
-from veil.config import Config, KeySpec, Upstream
-from veil.consent.store import Action, ConsentEvent
-from veil.proxy.app import ProxyApp
-from veil.proxy.runtime import Runtime
-from veil.proxy.server import tune_gc
-from veil.proxy.upstream import MemoryTransport, UpstreamRequest, UpstreamResponse
-from veil.redact.reading import ReadChoice
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.conformance import asgi_call  # noqa: E402  (the suite's one ASGI call)
+
+from veil.config import Config, KeySpec, Upstream  # noqa: E402
+from veil.consent.store import Action, ConsentEvent  # noqa: E402
+from veil.proxy.app import ProxyApp  # noqa: E402
+from veil.proxy.runtime import Runtime  # noqa: E402
+from veil.proxy.server import tune_gc  # noqa: E402
+from veil.proxy.upstream import MemoryTransport, UpstreamRequest, UpstreamResponse  # noqa: E402
+from veil.redact.reading import ReadChoice  # noqa: E402
 
 KEY = "bench-shapes-key"
 KEY_HASH = hashlib.sha256(KEY.encode()).hexdigest()
@@ -176,14 +182,7 @@ class Harness:
         self.transport = MemoryTransport(self._answer(body))
         self.rt = Runtime(self.config, transports={"bench": self.transport})
         self.app: ProxyApp | None = None
-        raw_path, _, query = shape.path.partition("?")
-        self.scope: dict[str, Any] = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-            "scheme": "http", "path": raw_path, "raw_path": raw_path.encode(), "query_string": query.encode(),
-            "headers": [(b"host", b"veil.test"),
-                        *[(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in shape.headers]],
-            "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8080),
-        }
+        self.headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in shape.headers]
 
     @staticmethod
     def _answer(body: bytes) -> Callable[[UpstreamRequest], UpstreamResponse]:
@@ -213,24 +212,9 @@ class Harness:
 
     async def request(self) -> tuple[int, dict[str, str], bytes]:
         assert self.app is not None
-        messages: list[dict[str, Any]] = []
-        done = False
-
-        async def receive() -> dict[str, Any]:
-            nonlocal done
-            if done:
-                return {"type": "http.disconnect"}
-            done = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(msg: dict[str, Any]) -> None:
-            messages.append(msg)
-
-        await self.app(self.scope, receive, send)
+        answer = await asgi_call(self.app, "GET", self.shape.path, self.headers, b"")
         self.transport.requests.clear()
-        start = messages[0]
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in start["headers"]}
-        return start["status"], headers, b"".join(m.get("body", b"") for m in messages[1:])
+        return answer
 
 
 def ref_round_trip(body: bytes) -> bytes:

@@ -13,12 +13,11 @@ from typing import Any, ClassVar
 import pytest
 
 from veil.cli import main
-from veil.redact import Action, FieldRule, compile_plan
-from veil.redact._compile import _cplan
+from veil.redact import Action, FieldRule, compile_plan, native
 from veil.redact.paths import parse_path
 from veil.redact.transforms import Transform
 
-NATIVE_BUILT = _cplan is not None
+NATIVE_BUILT = native.cplan is not None
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 

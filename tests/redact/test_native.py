@@ -15,20 +15,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.redact.test_properties import ANY, documents, guard_lists, listed, rule_sets
-from veil.redact import Action, FieldRule, Guard, compile_plan
+from veil.redact import Action, FieldRule, Guard, compile_plan, native
 from veil.redact import _compile as c
 from veil.redact.engine import Report
 from veil.redact.paths import parse_path
 from veil.redact.transforms import Transform
 
-needs_native = pytest.mark.skipif(c._cplan is None, reason="veil.redact._cplan is not built here")
+needs_native = pytest.mark.skipif(native.cplan is None, reason="veil.redact._cplan is not built here")
 
 
 def test_the_extension_is_built_under_ci() -> None:
     if os.environ.get("CI") != "true":
         pytest.skip("only CI must have it: a checkout without a C compiler runs the generated Python")
-    assert c._cplan is not None, "pip did not build veil.redact._cplan (see hatch_build.py)"
-    assert c.NATIVE
+    assert native.cplan is not None, "pip did not build veil.redact._cplan (see hatch_build.py)"
+    assert native.ENABLED
 
 
 def _same(a: tuple[Any, Report], b: tuple[Any, Report]) -> None:
@@ -110,8 +110,10 @@ def test_an_error_in_a_transform_leaves_no_counts() -> None:
 
 @needs_native
 def test_a_filter_checks_what_it_is_given() -> None:
-    cp = c._cplan
+    cp = native.cplan
     assert cp is not None
+    # the step kinds the compiler hands over are numbered as the C loop reads them
+    assert {k.name: int(k) for k in c.StepKind} == {k.name: getattr(cp, k.name) for k in c.StepKind}
     with pytest.raises(TypeError):
         cp.Filter([("k", 99, None, None, None, -1, -1)], None, len, ())
     with pytest.raises(TypeError):
@@ -123,9 +125,8 @@ def test_a_filter_checks_what_it_is_given() -> None:
     with pytest.raises(TypeError):
         cp.InPlace((), (("k", 1),), len)
     inner = cp.Filter([("k", cp.FIXED, 1, None, None, 5, -1)], None, len, None)
-    top = cp.Filter([("o", cp.OBJECT, inner, len, None, -1, -1)], None, len, ())
-    with pytest.raises(TypeError):
-        top.check()
+    with pytest.raises(TypeError):  # a slot the top filter does not have
+        cp.Filter([("o", cp.OBJECT, inner, len, None, -1, -1)], None, len, ())
     with pytest.raises(TypeError):
         inner({}, {})  # an inner filter counts into its top's slots
 
@@ -136,7 +137,7 @@ def test_a_filter_checks_what_it_is_given() -> None:
 def test_the_native_depth_walk_agrees(doc: Any, limit: int) -> None:
     from veil.redact.reading import _depth_ok
 
-    assert c._cplan.depth_ok(doc, limit) is _depth_ok(doc, limit)
+    assert native.cplan.depth_ok(doc, limit) is _depth_ok(doc, limit)
 
 
 @needs_native
@@ -144,10 +145,10 @@ def test_the_native_depth_walk_is_bounded() -> None:
     deep: Any = []
     for _ in range(100_000):
         deep = [deep]
-    assert c._cplan.depth_ok(deep, 64) is False  # stops at the limit: never 100,000 C frames
-    assert c._cplan.depth_ok({"a": [1, {"b": 2}]}, 3) is True
+    assert native.cplan.depth_ok(deep, 64) is False  # stops at the limit: never 100,000 C frames
+    assert native.cplan.depth_ok({"a": [1, {"b": 2}]}, 3) is True
     with pytest.raises(ValueError):
-        c._cplan.depth_ok([], 10**6)
+        native.cplan.depth_ok([], 10**6)
 
 
 @needs_native

@@ -53,10 +53,6 @@ class _Materialized:
 
 
 MATERIALIZED: Any = _Materialized()
-
-
-_cplan: Any = native.cplan
-NATIVE = native.ENABLED  # plans use the native loop by default (veil.redact.native)
 MAX_CLOSURES = 20_000  # closures built per plan; beyond this, lazily built ones are not cached
 
 Fn = Callable[[Any, dict[Any, Any]], Any]
@@ -230,18 +226,19 @@ class Builder:
     see veil.redact.lazy): filtered objects are read in place, whatever they keep or transform is
     materialized, and any other object is materialized whole and handed to the eager closure."""
 
-    def __init__(self, auto: Automaton, lazy: bool = False, name: str = "plan", native: bool = False) -> None:
+    def __init__(self, auto: Automaton, lazy: bool = False, name: str = "plan", use_native: bool = False) -> None:
         self.auto = auto
         self.count = 0
         self.lazy = lazy
         self.name = name
-        self.native = native  # filtered objects of an eager builder run in veil.redact._cplan
+        # filtered and in-place objects of an eager builder run in veil.redact._cplan (where it is built)
+        self.native = use_native and not lazy and native.cplan is not None
         self.sources: list[tuple[str, str]] = []  # (file name, source) of the code generated so far
         self._eager: Builder | None = None
 
     def eager(self) -> Builder:
         if self._eager is None:
-            self._eager = Builder(self.auto, name=self.name, native=self.native)
+            self._eager = Builder(self.auto, name=self.name, use_native=self.native)
             self._eager.sources = self.sources  # one listing for the plan
         return self._eager
 
@@ -335,8 +332,8 @@ class Builder:
         gone = {k: s for k, s in slots.items() if isinstance(s, tuple)}
         other = st.child(OTHER)
         if other.kind == WHOLE:
-            if self.native and _cplan is not None:  # the same steps, in veil.redact._cplan
-                inplace: Fn = _cplan.InPlace(tuple(gone.items()), fns, nondict)
+            if self.native:  # the same steps, in veil.redact._cplan
+                inplace: Fn = native.cplan.InPlace(tuple(gone.items()), fns, nondict)
                 return inplace
             return _inplace_obj(tuple(gone.items()), fns, nondict)
         return self._general_obj(slots, other, t, nondict)
@@ -523,9 +520,8 @@ class _FilterGen:
         b = self.b
         where = _tmpl_text(t)
         obj = self.steps(st, t, stack, 0)
-        native = b.native and not b.lazy and _cplan is not None
         nd = self.bind(nondict, "not_an_object")
-        if native:
+        if b.native:
             self.lines.append(f"# {b.name}: objects at {where}: run by the native loop (veil.redact._cplan);"
                               " this is the same plan in Python")
         self.lines += [f"# {b.name}: objects at {where}{' (read lazily)' if b.lazy else ''}",
@@ -541,13 +537,13 @@ class _FilterGen:
         self.lines.append("    return o0")
         source = "\n".join(self.lines) + "\n"
         filename = f"<veil plan {b.name}{' (lazy)' if b.lazy else ''} #{len(b.sources) + 1}: {where}>"
+        b.sources.append((filename, source))  # `veil explain --show-plan` prints it
+        if b.native:  # the listing only: the native Filter runs the same steps
+            return _as_native(obj, nondict)
         # generated from rule structure only; a real file name, its source kept, so a traceback or a
-        # profiler points at a readable line (`veil explain --show-plan` prints it)
+        # profiler points at a readable line
         code = compile(source, filename, "exec")
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        b.sources.append((filename, source))
-        if native:
-            return _native(obj, nondict)
         exec(code, self.ns)
         fn: Fn = self.ns["filter_obj"]
         return fn
@@ -689,10 +685,9 @@ class _FilterGen:
         return filters(es) and es not in stack
 
 
-def _native(obj: ObjSteps, nondict: Fn) -> Fn:
+def _as_native(obj: ObjSteps, nondict: Fn) -> Fn:
     """`obj` as a native Filter (veil.redact._cplan): counters numbered in the order the Python
     rendering numbers its locals (depth first, in step order), so `ev` is filled in the same order."""
-    assert _cplan is not None
     counters: list[Event] = []
 
     def slot(e: Event | None) -> int:
@@ -716,11 +711,10 @@ def _native(obj: ObjSteps, nondict: Fn) -> Fn:
             elif s.kind in (StepKind.SCRUB, StepKind.CALL):
                 a = s.fn
             entries.append((s.key, int(s.kind), a, s.nd, s.nde, c1, c2))
-        return _cplan.Filter(entries, o.shape, nondict, tuple(counters) if top else None)
+        # the top filter checks that every slot its children count into is one of its counters
+        return native.cplan.Filter(entries, o.shape, nondict, tuple(counters) if top else None)
 
-    f = make(obj, True)
-    f.check()
-    fn: Fn = f
+    fn: Fn = make(obj, True)
     return fn
 
 

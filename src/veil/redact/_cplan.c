@@ -34,6 +34,12 @@ typedef struct {
     Py_ssize_t c1, c2;
 } Entry;
 
+/* What Filter and InPlace share: called as fn(value, ev), through vectorcall once initialized. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+} HandlerObject;
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -59,17 +65,14 @@ static inline PyObject *call2(PyObject *fn, PyObject *v, PyObject *ev) {
     return PyObject_Vectorcall(fn, args, 2, NULL);
 }
 
-/* ev[key] = ev.get(key, 0) + 1 */
-static int count_one(PyObject *ev, PyObject *key) {
-    PyObject *old = PyDict_GetItemWithError(ev, key), *now;
-    if (old == NULL) {
-        if (PyErr_Occurred()) return -1;
-        now = PyLong_FromLong(1);
-    } else {
-        PyObject *one = PyLong_FromLong(1);
-        now = one ? PyNumber_Add(old, one) : NULL;
-        Py_XDECREF(one);
-    }
+/* ev[key] = ev.get(key, 0) + n */
+static int count_add(PyObject *ev, PyObject *key, Py_ssize_t n) {
+    PyObject *old = PyDict_GetItemWithError(ev, key);
+    if (old == NULL && PyErr_Occurred()) return -1;
+    PyObject *by = PyLong_FromSsize_t(n);
+    if (by == NULL) return -1;
+    PyObject *now = old == NULL ? Py_NewRef(by) : PyNumber_Add(old, by);
+    Py_DECREF(by);
     int rc = now ? PyDict_SetItem(ev, key, now) : -1;
     Py_XDECREF(now);
     return rc;
@@ -92,7 +95,7 @@ static int count_shape(PyObject *shape, PyObject *src, PyObject *ev) {
         PyTuple_SET_ITEM(sk, i, Py_NewRef(k));
         i++;
     }
-    int rc = count_one(sg, sk);
+    int rc = count_add(sg, sk, 1);
     Py_DECREF(sk);
     return rc;
 }
@@ -180,20 +183,34 @@ fail:
     return NULL;
 }
 
+/* A handler is called as fn(value, ev) with ev a dict. */
+static int handler_args(size_t nargsf, PyObject *kwnames, PyObject *const *args) {
+    if (PyVectorcall_NARGS(nargsf) != 2 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "a field-plan handler takes (value, ev)");
+        return -1;
+    }
+    if (!PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "ev must be a dict");
+        return -1;
+    }
+    return 0;
+}
+
+/* tp_call of both types: a handler whose __init__ failed or never ran refuses to be called. */
+static PyObject *handler_call(PyObject *self, PyObject *args, PyObject *kwds) {
+    if (((HandlerObject *)self)->vectorcall == NULL) {
+        PyErr_SetString(PyExc_TypeError, "the handler is not initialized");
+        return NULL;
+    }
+    return PyVectorcall_Call(self, args, kwds);
+}
+
 #define SMALL 32
 
 static PyObject *filter_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     FilterObject *f = (FilterObject *)self;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs != 2 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "a filter takes (value, ev)");
-        return NULL;
-    }
+    if (handler_args(nargsf, kwnames, args) < 0) return NULL;
     PyObject *v = args[0], *ev = args[1];
-    if (!PyDict_Check(ev)) {
-        PyErr_SetString(PyExc_TypeError, "ev must be a dict");
-        return NULL;
-    }
     if (!PyDict_Check(v)) return call2(f->nondict, v, ev);
     if (f->counters == Py_None) {
         PyErr_SetString(PyExc_TypeError, "an inner filter is not called on its own");
@@ -206,17 +223,7 @@ static PyObject *filter_vectorcall(PyObject *self, PyObject *const *args, size_t
     }
     PyObject *out = apply_obj(f, v, ev, cnt);
     for (Py_ssize_t i = 0; out != NULL && i < f->ncounters; i++) {
-        if (!cnt[i]) continue;
-        PyObject *key = PyTuple_GET_ITEM(f->counters, i);
-        PyObject *old = PyDict_GetItemWithError(ev, key), *n = PyLong_FromSsize_t(cnt[i]), *now = NULL;
-        if (n != NULL && old == NULL && !PyErr_Occurred()) {
-            now = Py_NewRef(n);
-        } else if (n != NULL && old != NULL) {
-            now = PyNumber_Add(old, n);
-        }
-        Py_XDECREF(n);
-        if (now == NULL || PyDict_SetItem(ev, key, now) < 0) Py_CLEAR(out);
-        Py_XDECREF(now);
+        if (cnt[i] && count_add(ev, PyTuple_GET_ITEM(f->counters, i), cnt[i]) < 0) Py_CLEAR(out);
     }
     if (cnt != small) PyMem_Free(cnt);
     return out;
@@ -269,6 +276,20 @@ static int bad(const char *what) {
     return -1;
 }
 
+/* Slots an entry counts into must exist in its top filter: checked when the top is made (its children are made first). */
+static int check_slots(FilterObject *f, Py_ssize_t ncounters, int depth) {
+    if (depth > 64) return bad("filters nested too deep");
+    for (Py_ssize_t i = 0; i < f->n; i++) {
+        Entry *e = &f->entries[i];
+        if (e->kind == K_FIXED && e->c1 >= ncounters) return bad("a counter slot is out of range");
+        if (e->kind == K_TRANSFORM && (e->c1 >= ncounters || e->c2 >= ncounters))
+            return bad("a counter slot is out of range");
+        if ((e->kind == K_OBJECT || e->kind == K_ARRAY) && check_slots((FilterObject *)e->a, ncounters, depth + 1) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Filter(entries, shape, nondict, counters): entries a sequence of (key, kind, a, nd, nde, c1, c2);
  * counters the tuple of events of the top filter (None for an inner one, whose slots index the top's). */
 static int filter_init(PyObject *self, PyObject *args, PyObject *kwds) {
@@ -277,6 +298,7 @@ static int filter_init(PyObject *self, PyObject *args, PyObject *kwds) {
     static char *names[] = {"entries", "shape", "nondict", "counters", NULL};
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO:Filter", names, &entries, &shape, &nondict, &counters))
         return -1;
+    if (GONE == NULL) return bad("configure() first (veil.redact.native does)");
     if (f->entries != NULL || f->shape != NULL) return bad("a Filter is initialized once");
     if (!PyCallable_Check(nondict)) return bad("nondict must be callable");
     if (counters != Py_None && !PyTuple_Check(counters)) return bad("counters must be a tuple or None");
@@ -332,10 +354,14 @@ static int filter_init(PyObject *self, PyObject *args, PyObject *kwds) {
         }
     }
     Py_DECREF(seq);
+    f->ncounters = counters == Py_None ? 0 : PyTuple_GET_SIZE(counters);
+    if (counters != Py_None && check_slots(f, f->ncounters, 0) < 0) {
+        clear_entries(f);
+        return -1;
+    }
     f->shape = Py_NewRef(shape);
     f->nondict = Py_NewRef(nondict);
     f->counters = Py_NewRef(counters);
-    f->ncounters = counters == Py_None ? 0 : PyTuple_GET_SIZE(counters);
     f->vectorcall = filter_vectorcall;
     return 0;
 fail:
@@ -344,60 +370,18 @@ fail:
     return -1;
 }
 
-/* Slots an entry counts into must exist in its top filter: checked once, when the top is made. */
-static int check_slots(FilterObject *f, Py_ssize_t ncounters, int depth) {
-    if (depth > 64) return bad("filters nested too deep");
-    for (Py_ssize_t i = 0; i < f->n; i++) {
-        Entry *e = &f->entries[i];
-        if (e->kind == K_FIXED && e->c1 >= ncounters) return bad("a counter slot is out of range");
-        if (e->kind == K_TRANSFORM && (e->c1 >= ncounters || e->c2 >= ncounters))
-            return bad("a counter slot is out of range");
-        if ((e->kind == K_OBJECT || e->kind == K_ARRAY) && check_slots((FilterObject *)e->a, ncounters, depth + 1) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-static PyObject *filter_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    PyObject *self = type->tp_alloc(type, 0);
-    if (self != NULL) ((FilterObject *)self)->vectorcall = NULL;
-    return self;
-}
-
-static PyObject *filter_call(PyObject *self, PyObject *args, PyObject *kwds) {
-    FilterObject *f = (FilterObject *)self;
-    if (f->vectorcall == NULL) {
-        PyErr_SetString(PyExc_TypeError, "the filter is not initialized");
-        return NULL;
-    }
-    return PyVectorcall_Call(self, args, kwds);
-}
-
-static PyObject *filter_check(PyObject *self, PyObject *unused) {
-    FilterObject *f = (FilterObject *)self;
-    if (f->vectorcall == NULL) return PyErr_Format(PyExc_TypeError, "the filter is not initialized");
-    if (check_slots(f, f->ncounters, 0) < 0) return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyMethodDef filter_methods[] = {
-    {"check", filter_check, METH_NOARGS, "Raise TypeError when an inner counter slot is out of this filter's range."},
-    {NULL, NULL, 0, NULL},
-};
-
 static PyTypeObject FilterType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "veil.redact._cplan.Filter",
     .tp_basicsize = sizeof(FilterObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = "The filtered-object loop of one field-plan template (see veil.redact._compile).",
-    .tp_new = filter_new,
+    .tp_new = PyType_GenericNew,
     .tp_init = filter_init,
     .tp_dealloc = filter_dealloc,
     .tp_traverse = filter_traverse,
     .tp_clear = filter_clear,
-    .tp_call = filter_call,
+    .tp_call = handler_call,
     .tp_vectorcall_offset = offsetof(FilterObject, vectorcall),
-    .tp_methods = filter_methods,
 };
 
 static PyObject *configure(PyObject *module, PyObject *args) {
@@ -425,21 +409,14 @@ static PyTypeObject InPlaceType;
 
 static PyObject *inplace_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     InPlaceObject *f = (InPlaceObject *)self;
-    if (PyVectorcall_NARGS(nargsf) != 2 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "an in-place handler takes (value, ev)");
-        return NULL;
-    }
+    if (handler_args(nargsf, kwnames, args) < 0) return NULL;
     PyObject *d = args[0], *ev = args[1];
-    if (!PyDict_Check(ev)) {
-        PyErr_SetString(PyExc_TypeError, "ev must be a dict");
-        return NULL;
-    }
     if (!PyDict_Check(d)) return call2(f->nondict, d, ev);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(f->gone); i++) {
         PyObject *pair = PyTuple_GET_ITEM(f->gone, i), *k = PyTuple_GET_ITEM(pair, 0);
         int has = PyDict_Contains(d, k);
         if (has < 0) return NULL;
-        if (has && (PyDict_DelItem(d, k) < 0 || count_one(ev, PyTuple_GET_ITEM(pair, 1)) < 0)) return NULL;
+        if (has && (PyDict_DelItem(d, k) < 0 || count_add(ev, PyTuple_GET_ITEM(pair, 1), 1) < 0)) return NULL;
     }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(f->fns); i++) {
         PyObject *pair = PyTuple_GET_ITEM(f->fns, i), *k = PyTuple_GET_ITEM(pair, 0);
@@ -475,6 +452,7 @@ static int inplace_init(PyObject *self, PyObject *args, PyObject *kwds) {
     PyObject *gone, *fns, *nondict;
     static char *names[] = {"gone", "fns", "nondict", NULL};
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO:InPlace", names, &gone, &fns, &nondict)) return -1;
+    if (GONE == NULL) return bad("configure() first (veil.redact.native does)");
     if (f->gone != NULL) return bad("an InPlace is initialized once");
     if (pairs_ok(gone, 0) < 0 || pairs_ok(fns, 1) < 0) return -1;
     if (!PyCallable_Check(nondict)) return bad("nondict must be callable");
@@ -507,14 +485,6 @@ static void inplace_dealloc(PyObject *self) {
     Py_TYPE(self)->tp_free(self);
 }
 
-static PyObject *inplace_call(PyObject *self, PyObject *args, PyObject *kwds) {
-    if (((InPlaceObject *)self)->vectorcall == NULL) {
-        PyErr_SetString(PyExc_TypeError, "the handler is not initialized");
-        return NULL;
-    }
-    return PyVectorcall_Call(self, args, kwds);
-}
-
 static PyTypeObject InPlaceType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "veil.redact._cplan.InPlace",
     .tp_basicsize = sizeof(InPlaceObject),
@@ -525,7 +495,7 @@ static PyTypeObject InPlaceType = {
     .tp_dealloc = inplace_dealloc,
     .tp_traverse = inplace_traverse,
     .tp_clear = inplace_clear,
-    .tp_call = inplace_call,
+    .tp_call = handler_call,
     .tp_vectorcall_offset = offsetof(InPlaceObject, vectorcall),
 };
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from veil.errors import PathError, VeilError
 from veil.redact import _compile as c
+from veil.redact import native as native_default
 from veil.redact.lazy import NotLazy, has_duplicate_keys, lazy_key, materialize
 from veil.redact.paths import AnyKey, Deep, Each, FieldPath, Key, format_path, positions, step, template
 from veil.redact.reading import ReadChoice
@@ -148,9 +149,10 @@ class FieldPlan:
         self._specs = specs
         self.name = name
         # native: filtered objects of the eager apply run in the compiled loop (veil.redact._cplan) where
-        # it is built; None: the default (c.NATIVE). False: the generated Python only.
-        self.native = c.NATIVE if native is None else native and c._cplan is not None
-        self._builder = c.Builder(c.Automaton(specs), name=name, native=self.native)
+        # it is built; None: the default (veil.redact.native.ENABLED). False: the generated Python only.
+        self._builder = c.Builder(c.Automaton(specs), name=name,
+                                  use_native=native_default.ENABLED if native is None else native)
+        self.native = self._builder.native
         self._root: c.Slot = self._builder.slot(self._builder.auto.root, ())
         self._keys: dict[c.Event, tuple[int, Any]] = {}
         self._reports: dict[tuple[Any, ...], Report] = {}
