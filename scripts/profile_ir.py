@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -107,7 +108,6 @@ async def main(n: int, after: Any = None) -> None:
         await rt.store.record([ConsentEvent(prof["id"], "personalization", Action.GIVEN,
                                             now - timedelta(days=1), notice_version=3)])
         app = ProxyApp(rt)
-        import os
         for a in filter(None, os.environ.get("ABLATE", "").split(",")):
             ablate(a, rt, app)
         path = f"/customers/{prof['id']}"
@@ -143,7 +143,6 @@ async def main(n: int, after: Any = None) -> None:
                 if st != 200:
                     print(out[:400], file=sys.stderr)
             await asyncio.sleep(0)
-        import os
         prof = None
         if os.environ.get("PROF"):
             import cProfile
