@@ -1,10 +1,11 @@
 """Build hook (hatchling): compiles veil.redact._cplan, the field plan's filtered-object loop, from
-this repository's own C source (src/veil/redact/_cplan.c) with setuptools' build_ext.
+this repository's own C sources (src/veil/redact/_cplan.c, _cxform.c; the latter links OpenSSL's
+libcrypto for SHA-256) with setuptools' build_ext.
 
-Where no C compiler or no Python headers are found, the wheel is built without it and veil runs the
-generated Python instead (same results, slower on large list responses); a warning says so. Set
-VEIL_REQUIRE_NATIVE=1 to make that an error. An editable install (`pip install -e .`) builds the
-module in place, next to its source.
+Where no C compiler, no Python headers or no OpenSSL headers (libssl-dev) are found, the wheel is built
+without it and veil runs the generated Python instead (same results, slower on large list responses); a
+warning says so. Set VEIL_REQUIRE_NATIVE=1 to make that an error. An editable install (`pip install -e .`)
+builds the module in place, next to its source.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 MODULE = "veil.redact._cplan"
-SOURCE = "src/veil/redact/_cplan.c"
+SOURCES = ["src/veil/redact/_cplan.c", "src/veil/redact/_cxform.c"]  # _cxform.c: transforms (OpenSSL SHA-256)
 
 
 class NativeBuildHook(BuildHookInterface):  # type: ignore[type-arg]
@@ -44,7 +45,8 @@ class NativeBuildHook(BuildHookInterface):  # type: ignore[type-arg]
 def _compile(root: Path, inplace: bool) -> Path:
     from setuptools import Distribution, Extension
 
-    ext = Extension(MODULE, [SOURCE], extra_compile_args=["-O2"] if os.name != "nt" else [])
+    ext = Extension(MODULE, SOURCES, depends=["src/veil/redact/_cxform.h"], libraries=["crypto"],
+                    extra_compile_args=["-O2"] if os.name != "nt" else [])
     dist = Distribution({"name": "veil-native", "ext_modules": [ext], "package_dir": {"": "src"}})
     cmd = dist.get_command_obj("build_ext")
     cwd = os.getcwd()

@@ -7,8 +7,10 @@ Per shape, the least CPU of `--repeats` interleaved runs of each of:
 
     reference    orjson.loads + orjson.dumps of the body (what bench rows 6x do to it)
     parse        orjson.loads of the body
-    pseudonyms   the keyed hash of each kept item's subject, which the decision record holds (keys.keyed_hashes)
-    transforms   each transform the policy asks for, on each value it applies to (found by the plan's explain)
+    pseudonyms   the keyed hash of each kept item's subject, which the decision record holds (as veil computes
+                 them: in C where veil.redact._cplan is built and on, else keys.keyed_hashes)
+    transforms   each transform the policy asks for, on each value it applies to (found by the plan's explain),
+                 as veil computes them (veil.redact.native.fast where the module is built and on)
     write        orjson.dumps of the enforced document
     floor        parse + pseudonyms + transforms + write: no per-item consent, no filtering, no report
     veil         the whole request in process (veil.bench.inproc: the real flow, upstream and consent in memory)
@@ -28,10 +30,11 @@ from typing import Any
 
 import orjson
 
-from veil.audit.report import SUBJECT_CONTEXT
+from veil.audit.report import pseudonym_list
 from veil.bench.inproc import ShapeRun, load_shape_policy
 from veil.bench.shapes import SHAPES, build
-from veil.keys import keyed_hashes
+from veil.keys import KeyRing
+from veil.redact import native
 from veil.redact.reading import ReadChoice
 from veil.redact.transforms import TransformTypeError
 
@@ -79,9 +82,10 @@ def measure(name: str, args: argparse.Namespace) -> None:
     out = orjson.dumps(ShapeRun(shape).once().doc)
     kept = [s for s in shape.subjects if s in shape.consented]
     transforms = {r.rule_id: r.transform for r in rule.plan.rules if r.transform is not None}
-    pairs = [(transforms[f.rule_id], value_at(doc, f.path)) for f in rule.plan.explain(doc)
+    fast = {rid: native.fast(t) if native.ENABLED else t for rid, t in transforms.items()}
+    pairs = [(fast[f.rule_id], value_at(doc, f.path)) for f in rule.plan.explain(doc)
              if f.fate == "transformed"]
-    key = b"k" * 32
+    ring = KeyRing("k", {"k": b"k" * 32})
     run = ShapeRun(shape)
     for _ in range(2 + 2 * ReadChoice.PROBES):  # the plan has chosen how it reads (ReadChoice)
         run.once()
@@ -96,7 +100,7 @@ def measure(name: str, args: argparse.Namespace) -> None:
     t = {
         "reference": least(lambda: orjson.dumps(orjson.loads(body)), args.repeats),
         "parse": least(lambda: orjson.loads(body), args.repeats),
-        "pseudo": least(lambda: keyed_hashes(key, kept, context=SUBJECT_CONTEXT), args.repeats),
+        "pseudo": least(lambda: pseudonym_list(ring, kept), args.repeats),
         "transf": least(apply_transforms, args.repeats),
         "write": least(lambda: orjson.dumps(orjson.loads(out)), args.repeats)
         - least(lambda: orjson.loads(out), args.repeats),

@@ -231,16 +231,22 @@ class Builder:
         self.count = 0
         self.lazy = lazy
         self.name = name
-        # filtered and in-place objects of an eager builder run in veil.redact._cplan (where it is built)
-        self.native = use_native and not lazy and native.cplan is not None
+        # filtered and in-place objects of an eager builder run in veil.redact._cplan (where it is built),
+        # and so do the common values of every builder's transforms (native.fast)
+        self.use_native = use_native and native.cplan is not None
+        self.native = self.use_native and not lazy
         self.sources: list[tuple[str, str]] = []  # (file name, source) of the code generated so far
         self._eager: Builder | None = None
 
     def eager(self) -> Builder:
         if self._eager is None:
-            self._eager = Builder(self.auto, name=self.name, use_native=self.native)
+            self._eager = Builder(self.auto, name=self.name, use_native=self.use_native)
             self._eager.sources = self.sources  # one listing for the plan
         return self._eager
+
+    def xf(self, tr: Transform) -> Callable[[Any], Any]:
+        """The callable that computes `tr` in this builder's code."""
+        return native.fast(tr) if self.use_native else tr
 
     def slot(self, st: State, t: Tmpl, stack: frozenset[State] = frozenset()) -> Slot:
         kind = st.kind
@@ -253,7 +259,7 @@ class Builder:
             return Event(Fate.DROPPED, t, st.rule.rule_id)
         if kind == TRANSFORMED:
             assert st.rule is not None and st.rule.transform is not None
-            return _transform_fn(st.rule.transform, t, st.rule.rule_id, self.lazy)
+            return _transform_fn(self.xf(st.rule.transform), t, st.rule.rule_id, self.lazy)
         if st in stack:
             return self._deferred(st, t)
         return self._visit(st, t, stack | {st})
@@ -539,7 +545,7 @@ class _FilterGen:
         filename = f"<veil plan {b.name}{' (lazy)' if b.lazy else ''} #{len(b.sources) + 1}: {where}>"
         b.sources.append((filename, source))  # `veil explain --show-plan` prints it
         if b.native:  # the listing only: the native Filter runs the same steps
-            return _as_native(obj, nondict)
+            return _as_native(obj, nondict, b.xf)
         # generated from rule structure only; a real file name, its source kept, so a traceback or a
         # profiler points at a readable line
         code = compile(source, filename, "exec")
@@ -612,7 +618,7 @@ class _FilterGen:
                 emit(f"{inner}{ntk} += 1")
             elif s.kind is StepKind.TRANSFORM:
                 assert s.transform is not None
-                tr = self.bind(s.transform, f"{s.transform.name}_{k}")
+                tr = self.bind(self.b.xf(s.transform), f"{s.transform.name}_{k}")
                 tk = self.bind(s.tk, f"transformed_{k}")
                 ek = self.bind(s.ek, f"type_error_{k}")
                 arg = f"{src}[{key}]"
@@ -685,7 +691,7 @@ class _FilterGen:
         return filters(es) and es not in stack
 
 
-def _as_native(obj: ObjSteps, nondict: Fn) -> Fn:
+def _as_native(obj: ObjSteps, nondict: Fn, xf: Callable[[Transform], Callable[[Any], Any]]) -> Fn:
     """`obj` as a native Filter (veil.redact._cplan): counters numbered in the order the Python
     rendering numbers its locals (depth first, in step order), so `ev` is filled in the same order."""
     counters: list[Event] = []
@@ -703,7 +709,8 @@ def _as_native(obj: ObjSteps, nondict: Fn) -> Fn:
             if s.kind is StepKind.FIXED:
                 a, c1 = s.result, slot(s.tk)
             elif s.kind is StepKind.TRANSFORM:
-                a = s.transform
+                assert s.transform is not None
+                a = xf(s.transform)
                 c1, c2 = slot(s.tk), slot(s.ek)
             elif s.kind in (StepKind.OBJECT, StepKind.ARRAY):
                 assert s.child is not None
@@ -789,7 +796,7 @@ def lazy_depth(st: State, seen: frozenset[State] = frozenset()) -> int | None:
     return 1 + deepest
 
 
-def _transform_fn(tr: Transform, t: Tmpl, rule_id: int, lazy: bool = False) -> Fn:
+def _transform_fn(tr: Callable[[Any], Any], t: Tmpl, rule_id: int, lazy: bool = False) -> Fn:
     tkey = Event(Fate.TRANSFORMED, t, rule_id)
     ekey = Event(Fate.TYPE_ERROR, t, rule_id)
 

@@ -23,6 +23,8 @@
 #include <Python.h>
 #include <stddef.h>
 
+#include "_cxform.h"
+
 enum { K_KEEP = 0, K_FIXED = 1, K_TRANSFORM = 2, K_OBJECT = 3, K_ARRAY = 4, K_SCRUB = 5, K_CALL = 6 };
 
 typedef struct {
@@ -145,7 +147,7 @@ static PyObject *apply_obj(FilterObject *f, PyObject *src, PyObject *ev, Py_ssiz
             cnt[e->c1]++;
             break;
         case K_TRANSFORM:
-            r = PyObject_CallOneArg(e->a, v);
+            r = Py_IS_TYPE(e->a, &XformType) ? xform_apply(e->a, v) : PyObject_CallOneArg(e->a, v);
             if (r != NULL) {
                 cnt[e->c1]++;
             } else if (PyErr_ExceptionMatches(TYPE_ERROR)) {
@@ -537,6 +539,8 @@ static PyObject *depth_ok_py(PyObject *module, PyObject *args) {
 
 static PyMethodDef module_methods[] = {
     {"depth_ok", depth_ok_py, METH_VARARGS, "depth_ok(node, limit): no container nested deeper than limit."},
+    {"keyed_hexes", keyed_hexes, METH_VARARGS,
+     "keyed_hexes(key, context, values, n): veil.keys.keyed_hashes of ASCII strings (None for others)."},
     {"configure", configure, METH_VARARGS, "configure(GONE, TransformTypeError): the compiler's sentinels."},
     {NULL, NULL, 0, NULL},
 };
@@ -546,11 +550,12 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__cplan(void) {
-    if (PyType_Ready(&FilterType) < 0 || PyType_Ready(&InPlaceType) < 0) return NULL;
+    if (PyType_Ready(&FilterType) < 0 || PyType_Ready(&InPlaceType) < 0 || PyType_Ready(&XformType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
     if (PyModule_AddObjectRef(m, "Filter", (PyObject *)&FilterType) < 0 ||
         PyModule_AddObjectRef(m, "InPlace", (PyObject *)&InPlaceType) < 0 ||
+        PyModule_AddObjectRef(m, "Xform", (PyObject *)&XformType) < 0 ||
         PyModule_AddIntConstant(m, "KEEP", K_KEEP) < 0 || PyModule_AddIntConstant(m, "FIXED", K_FIXED) < 0 ||
         PyModule_AddIntConstant(m, "TRANSFORM", K_TRANSFORM) < 0 || PyModule_AddIntConstant(m, "OBJECT", K_OBJECT) < 0 ||
         PyModule_AddIntConstant(m, "ARRAY", K_ARRAY) < 0 || PyModule_AddIntConstant(m, "SCRUB", K_SCRUB) < 0 ||

@@ -215,7 +215,7 @@ class FieldPlan:
         Only for plans with `lazy_ok()`."""
         root = self._lazy_root
         if root is None:
-            lazy = c.Builder(self._builder.auto, lazy=True, name=self.name)
+            lazy = c.Builder(self._builder.auto, lazy=True, name=self.name, use_native=self._builder.use_native)
             lazy.sources = self._builder.sources
             self._lazy_depth = c.lazy_depth(self._builder.auto.root)
             root = self._lazy_root = lazy.slot(self._builder.auto.root, ())

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from veil.redact.transforms import TransformTypeError
+from veil.redact import transforms as tf
+from veil.redact.transforms import Transform, TransformTypeError
 
 GONE: Any = object()  # a field-plan closure's "this node is removed" result (veil.redact._compile)
 
@@ -26,3 +27,47 @@ def _load() -> Any:
 cplan: Any = _load()  # the module, also when VEIL_NATIVE=0 (tests compare both)
 ENABLED = cplan is not None and os.environ.get("VEIL_NATIVE", "1") != "0"
 DEPTH_LIMIT = 4096  # _cplan.depth_ok's largest limit (its walk recurses that deep at most)
+
+
+_ARG_MAX = 0x7FFFFFFF  # _cxform.c's largest argument; a transform with a larger one stays in Python
+
+
+def fast(t: Transform) -> Any:
+    """`t` with its common values computed in C (_cplan.Xform; every other value, and every refusal,
+    still goes to `t`), or `t` itself where the module is not built or `t` has no compiled form.
+    tests/redact/test_native_transforms.py compares the two on random values and arguments."""
+    if cplan is None:
+        return t
+    made = _xform_args(t)
+    return t if made is None else cplan.Xform(t, *made)
+
+
+def _xform_args(t: Transform) -> tuple[int, int, int, str, bytes] | None:
+    def small(*ns: int) -> bool:
+        return all(type(n) is int and 0 <= n <= _ARG_MAX for n in ns)
+
+    if type(t) is tf.Mask and small(t.first, t.last) and t.char.isascii():
+        return 1, t.first, t.last, t.char, b""
+    if type(t) is tf.Hash and t.prefix.isascii():
+        return 2, 0, 0, t.prefix, t.key
+    if type(t) is tf.Prefix and small(t.n):
+        return 3, t.n, 0, "", b""
+    if type(t) is tf.Bucket and type(t.width) is int and small(t.width) and t.width > 0:
+        return 4, t.width, 0, "", b""
+    if type(t) is tf.Date:
+        return 5, 1 if t.granularity == "year" else 0, 0, "", b""
+    if type(t) is tf.Round and small(t.decimals) and t.decimals <= 15:
+        return 6, t.decimals, 0, "", b""
+    if type(t) is tf.Ip and small(t.v4_prefix) and t.v4_prefix <= 32:
+        return 7, t.v4_prefix, 0, "", b""
+    return None  # null and replace are written without a call (Transform.fixed)
+
+
+def keyed_hashes(key: bytes, values: list[str], context: str) -> list[str] | None:
+    """veil.keys.keyed_hashes computed in C (the first 32 hex digits of HMAC-SHA256 under `key` of
+    context, NUL, value), or None where the module is not built or off, or a value is not an ASCII
+    str: the caller then runs veil.keys.keyed_hashes."""
+    if not ENABLED:
+        return None
+    out: list[str] | None = cplan.keyed_hexes(key, context.encode(), values, 32)
+    return out
