@@ -15,7 +15,10 @@
  *              else r = nd(v, ev), kept unless GONE
  *   SCRUB      a scalar (exact str, int, float, bool, None) is kept; else out[k] = fn(v, ev)
  *   CALL       r = fn(v, ev), kept unless GONE
- * Then, when `out` has fewer keys than `src`, the key tuple of `src` is counted in ev[shape][keys].
+ * Then, when `out` has fewer keys than `src`, the key tuple of `src` is counted in ev[shape][keys]. A key
+ * set equal to the one this template counted last is not built again: its count waits in the call's
+ * pending slot for the template and is added when the key set changes or the top call returns (a key set
+ * is always inserted when first met, so ev's order is the generated Python's).
  * Counters (transforms) are kept in a C array per call of the top filter and added to `ev` when it
  * returns, in counter order; on an exception nothing is added (as in the generated Python).
  */
@@ -51,7 +54,23 @@ typedef struct {
     PyObject *nondict;  /* the top call's fallback for a value that is not a dict */
     PyObject *counters; /* tuple of the events counted per slot (the top filter's), or None */
     Py_ssize_t ncounters;
+    Py_ssize_t idx;     /* this template's pending slot in a call of its top filter */
+    Py_ssize_t nfilters; /* top: how many templates its tree holds (pending slots per call) */
 } FilterObject;
+
+/* A key set counted more than once in a row: added to ev[shape] (sg) when it changes or at the end. */
+typedef struct {
+    PyObject *sg;  /* ev[shape], strong */
+    PyObject *sig; /* the key tuple, strong */
+    Py_ssize_t n;  /* counted since it was last added */
+} Pending;
+
+/* What one call of a top filter carries down its tree. */
+typedef struct {
+    Py_ssize_t *cnt;
+    Pending *pend;
+    Py_ssize_t npend;
+} Run;
 
 static PyObject *GONE = NULL;       /* veil.redact._compile.GONE */
 static PyObject *TYPE_ERROR = NULL; /* veil.redact.transforms.TransformTypeError */
@@ -80,7 +99,47 @@ static int count_add(PyObject *ev, PyObject *key, Py_ssize_t n) {
     return rc;
 }
 
-static int count_shape(PyObject *shape, PyObject *src, PyObject *ev) {
+/* Whether dict `src` has the keys of tuple `sig`, in that order. */
+static int same_keys(PyObject *src, PyObject *sig) {
+    Py_ssize_t n = PyTuple_GET_SIZE(sig), pos = 0, i = 0;
+    PyObject *k, *v;
+    if (PyDict_GET_SIZE(src) != n) return 0;
+    while (PyDict_Next(src, &pos, &k, &v)) {
+        PyObject *s = PyTuple_GET_ITEM(sig, i++);
+        if (k != s) {
+            int eq = PyObject_RichCompareBool(k, s, Py_EQ);
+            if (eq <= 0) return eq;
+        }
+    }
+    return 1;
+}
+
+static int flush_pending(Pending *p) {
+    int rc = p->n ? count_add(p->sg, p->sig, p->n) : 0;
+    p->n = 0;
+    return rc;
+}
+
+static void drop_pending(Run *run) {
+    for (Py_ssize_t i = 0; i < run->npend; i++) {
+        Py_CLEAR(run->pend[i].sg);
+        Py_CLEAR(run->pend[i].sig);
+        run->pend[i].n = 0;
+    }
+}
+
+static int count_shape(FilterObject *f, PyObject *src, PyObject *ev, Run *run) {
+    PyObject *shape = f->shape;
+    Pending *p = f->idx < run->npend ? &run->pend[f->idx] : NULL;
+    if (p != NULL && p->sig != NULL) { /* p->sg is ev[shape] of this call's ev: the same ev all the way down */
+        int same = same_keys(src, p->sig);
+        if (same < 0) return -1;
+        if (same) {
+            p->n++;
+            return 0;
+        }
+    }
+    if (p != NULL && flush_pending(p) < 0) return -1;
     PyObject *sg = PyDict_GetItemWithError(ev, shape);
     if (sg == NULL) {
         if (PyErr_Occurred()) return -1;
@@ -97,20 +156,24 @@ static int count_shape(PyObject *shape, PyObject *src, PyObject *ev) {
         PyTuple_SET_ITEM(sk, i, Py_NewRef(k));
         i++;
     }
-    int rc = count_add(sg, sk, 1);
+    int rc = count_add(sg, sk, 1); /* inserted when first met, as the generated Python does */
+    if (rc == 0 && p != NULL) {
+        Py_XSETREF(p->sg, Py_NewRef(sg));
+        Py_XSETREF(p->sig, Py_NewRef(sk));
+    }
     Py_DECREF(sk);
     return rc;
 }
 
-static PyObject *apply_obj(FilterObject *f, PyObject *src, PyObject *ev, Py_ssize_t *cnt);
+static PyObject *apply_obj(FilterObject *f, PyObject *src, PyObject *ev, Run *run);
 
-static PyObject *apply_arr(Entry *e, PyObject *w, PyObject *ev, Py_ssize_t *cnt) {
+static PyObject *apply_arr(Entry *e, PyObject *w, PyObject *ev, Run *run) {
     PyObject *a = PyList_New(0);
     if (a == NULL) return NULL;
     FilterObject *child = (FilterObject *)e->a;
     for (Py_ssize_t j = 0; j < PyList_GET_SIZE(w); j++) {
         PyObject *x = Py_NewRef(PyList_GET_ITEM(w, j));
-        PyObject *r = PyDict_Check(x) ? apply_obj(child, x, ev, cnt) : call2(e->nde, x, ev);
+        PyObject *r = PyDict_Check(x) ? apply_obj(child, x, ev, run) : call2(e->nde, x, ev);
         Py_DECREF(x);
         if (r == NULL) {
             Py_DECREF(a);
@@ -126,7 +189,8 @@ static PyObject *apply_arr(Entry *e, PyObject *w, PyObject *ev, Py_ssize_t *cnt)
     return a;
 }
 
-static PyObject *apply_obj(FilterObject *f, PyObject *src, PyObject *ev, Py_ssize_t *cnt) {
+static PyObject *apply_obj(FilterObject *f, PyObject *src, PyObject *ev, Run *run) {
+    Py_ssize_t *cnt = run->cnt;
     if (Py_EnterRecursiveCall(" in a field plan")) return NULL;
     PyObject *out = PyDict_New();
     if (out == NULL) goto fail;
@@ -157,10 +221,10 @@ static PyObject *apply_obj(FilterObject *f, PyObject *src, PyObject *ev, Py_ssiz
             }
             break;
         case K_OBJECT:
-            r = PyDict_Check(v) ? apply_obj((FilterObject *)e->a, v, ev, cnt) : call2(e->nd, v, ev);
+            r = PyDict_Check(v) ? apply_obj((FilterObject *)e->a, v, ev, run) : call2(e->nd, v, ev);
             break;
         case K_ARRAY:
-            r = PyList_Check(v) ? apply_arr(e, v, ev, cnt) : call2(e->nd, v, ev);
+            r = PyList_Check(v) ? apply_arr(e, v, ev, run) : call2(e->nd, v, ev);
             break;
         case K_SCRUB:
             r = is_scalar(v) ? Py_NewRef(v) : call2(e->a, v, ev);
@@ -176,7 +240,7 @@ static PyObject *apply_obj(FilterObject *f, PyObject *src, PyObject *ev, Py_ssiz
         }
         Py_DECREF(r);
     }
-    if (PyDict_GET_SIZE(out) != PyDict_GET_SIZE(src) && count_shape(f->shape, src, ev) < 0) goto fail;
+    if (PyDict_GET_SIZE(out) != PyDict_GET_SIZE(src) && count_shape(f, src, ev, run) < 0) goto fail;
     Py_LeaveRecursiveCall();
     return out;
 fail:
@@ -219,15 +283,30 @@ static PyObject *filter_vectorcall(PyObject *self, PyObject *const *args, size_t
         return NULL;
     }
     Py_ssize_t small[SMALL] = {0}, *cnt = small;
+    Pending spend[SMALL] = {{0}}, *pend = spend;
     if (f->ncounters > SMALL) {
         cnt = PyMem_Calloc((size_t)f->ncounters, sizeof(Py_ssize_t));
         if (cnt == NULL) return PyErr_NoMemory();
     }
-    PyObject *out = apply_obj(f, v, ev, cnt);
+    if (f->nfilters > SMALL) {
+        pend = PyMem_Calloc((size_t)f->nfilters, sizeof(Pending));
+        if (pend == NULL) {
+            if (cnt != small) PyMem_Free(cnt);
+            return PyErr_NoMemory();
+        }
+    }
+    Run run = {cnt, pend, f->nfilters};
+    PyObject *out = apply_obj(f, v, ev, &run);
+    /* pending key sets first (their keys are in ev[shape] already), then the counters, in order */
+    for (Py_ssize_t i = 0; out != NULL && i < run.npend; i++) {
+        if (pend[i].sig != NULL && flush_pending(&pend[i]) < 0) Py_CLEAR(out);
+    }
     for (Py_ssize_t i = 0; out != NULL && i < f->ncounters; i++) {
         if (cnt[i] && count_add(ev, PyTuple_GET_ITEM(f->counters, i), cnt[i]) < 0) Py_CLEAR(out);
     }
+    drop_pending(&run);
     if (cnt != small) PyMem_Free(cnt);
+    if (pend != spend) PyMem_Free(pend);
     return out;
 }
 
@@ -279,14 +358,15 @@ static int bad(const char *what) {
 }
 
 /* Slots an entry counts into must exist in its top filter: checked when the top is made (its children are made first). */
-static int check_slots(FilterObject *f, Py_ssize_t ncounters, int depth) {
+static int check_slots(FilterObject *f, Py_ssize_t ncounters, int depth, Py_ssize_t *nfilters) {
     if (depth > 64) return bad("filters nested too deep");
+    f->idx = (*nfilters)++;
     for (Py_ssize_t i = 0; i < f->n; i++) {
         Entry *e = &f->entries[i];
         if (e->kind == K_FIXED && e->c1 >= ncounters) return bad("a counter slot is out of range");
         if (e->kind == K_TRANSFORM && (e->c1 >= ncounters || e->c2 >= ncounters))
             return bad("a counter slot is out of range");
-        if ((e->kind == K_OBJECT || e->kind == K_ARRAY) && check_slots((FilterObject *)e->a, ncounters, depth + 1) < 0)
+        if ((e->kind == K_OBJECT || e->kind == K_ARRAY) && check_slots((FilterObject *)e->a, ncounters, depth + 1, nfilters) < 0)
             return -1;
     }
     return 0;
@@ -357,7 +437,9 @@ static int filter_init(PyObject *self, PyObject *args, PyObject *kwds) {
     }
     Py_DECREF(seq);
     f->ncounters = counters == Py_None ? 0 : PyTuple_GET_SIZE(counters);
-    if (counters != Py_None && check_slots(f, f->ncounters, 0) < 0) {
+    f->idx = PY_SSIZE_T_MAX; /* an inner filter gets its slot from its top (check_slots) */
+    f->nfilters = 0;
+    if (counters != Py_None && check_slots(f, f->ncounters, 0, &f->nfilters) < 0) {
         clear_entries(f);
         return -1;
     }
