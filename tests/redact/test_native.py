@@ -109,6 +109,27 @@ def test_key_sets_counted_in_runs_agree(keysets: list[tuple[str, ...]], inner: l
         _same(fast.apply(copy.deepcopy(doc)), slow.apply(copy.deepcopy(doc)))
 
 
+@needs_native
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.tuples(documents, rule_sets(ANY)), listed(), listed()))
+def test_the_depth_a_native_apply_reports_is_the_outputs(case: tuple[Any, list[FieldRule]]) -> None:
+    """Report.depth of an eager native apply (what lets the flow skip its depth walk): when known, exactly
+    how deep the output is nested; unknown whenever the output holds a container the loop did not build
+    (kept whole, a transform's or a callback's), and never known from the generated Python."""
+    from tests.redact.test_lazy import nesting
+
+    doc, rules = case
+    out, report = compile_plan(rules, native=True).apply(copy.deepcopy(doc))
+    if report.depth is not None:
+        assert nesting(out) == report.depth
+    assert compile_plan(rules, native=False).apply(copy.deepcopy(doc))[1].depth is None
+    kept_whole = [FieldRule(parse_path("items[*].a"), Action.KEEP, None, rule_id=0)]
+    _, rep = compile_plan(kept_whole, native=True).apply({"items": [{"a": {"deep": [1]}}]})
+    assert rep.depth is None
+    _, rep = compile_plan(kept_whole, native=True).apply({"items": [{"a": 1, "b": {"x": 1}}]})
+    assert rep.depth == 3  # {"items": [{"a": 1}]}
+
+
 class Boom(Transform):
     name = "boom"
 

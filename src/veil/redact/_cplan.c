@@ -21,6 +21,11 @@
  * is always inserted when first met, so ev's order is the generated Python's).
  * Counters (transforms) are kept in a C array per call of the top filter and added to `ev` when it
  * returns, in counter order; on an exception nothing is added (as in the generated Python).
+ *
+ * The top filter also sets ev[DEPTH] to how deep its output is nested when that output holds nothing
+ * but the filters' own objects and arrays and scalars (nothing a key kept whole, a transform or a
+ * callback made a container), else to None: veil.redact.engine reports it (Report.depth), and the
+ * depth check then need not walk what the loop has just built.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -70,9 +75,11 @@ typedef struct {
     Py_ssize_t *cnt;
     Pending *pend;
     Py_ssize_t npend;
+    int opaque; /* the output holds a container the loop did not build: its depth is not known here */
 } Run;
 
 static PyObject *GONE = NULL;       /* veil.redact._compile.GONE */
+static PyObject *DEPTH = NULL;      /* veil.redact.native.DEPTH: the ev key of the output depth */
 static PyObject *TYPE_ERROR = NULL; /* veil.redact.transforms.TransformTypeError */
 static PyTypeObject FilterType;
 
@@ -165,15 +172,28 @@ static int count_shape(FilterObject *f, PyObject *src, PyObject *ev, Run *run) {
     return rc;
 }
 
-static PyObject *apply_obj(FilterObject *f, PyObject *src, PyObject *ev, Run *run);
+static PyObject *apply_obj(FilterObject *f, PyObject *src, PyObject *ev, Run *run, Py_ssize_t *depth);
 
-static PyObject *apply_arr(Entry *e, PyObject *w, PyObject *ev, Run *run) {
+/* A result the loop did not build itself: a scalar is depth 0, anything else makes the output opaque. */
+static inline void foreign(PyObject *r, Run *run) {
+    if (r != GONE && !is_scalar(r)) run->opaque = 1;
+}
+
+static PyObject *apply_arr(Entry *e, PyObject *w, PyObject *ev, Run *run, Py_ssize_t *depth) {
     PyObject *a = PyList_New(0);
     if (a == NULL) return NULL;
     FilterObject *child = (FilterObject *)e->a;
+    Py_ssize_t deepest = 0;
     for (Py_ssize_t j = 0; j < PyList_GET_SIZE(w); j++) {
-        PyObject *x = Py_NewRef(PyList_GET_ITEM(w, j));
-        PyObject *r = PyDict_Check(x) ? apply_obj(child, x, ev, run) : call2(e->nde, x, ev);
+        PyObject *x = Py_NewRef(PyList_GET_ITEM(w, j)), *r;
+        if (PyDict_Check(x)) {
+            Py_ssize_t d = 0;
+            r = apply_obj(child, x, ev, run, &d);
+            if (d > deepest) deepest = d;
+        } else {
+            r = call2(e->nde, x, ev);
+            if (r != NULL) foreign(r, run);
+        }
         Py_DECREF(x);
         if (r == NULL) {
             Py_DECREF(a);
@@ -186,11 +206,12 @@ static PyObject *apply_arr(Entry *e, PyObject *w, PyObject *ev, Run *run) {
         }
         Py_DECREF(r);
     }
+    *depth = 1 + deepest;
     return a;
 }
 
-static PyObject *apply_obj(FilterObject *f, PyObject *src, PyObject *ev, Run *run) {
-    Py_ssize_t *cnt = run->cnt;
+static PyObject *apply_obj(FilterObject *f, PyObject *src, PyObject *ev, Run *run, Py_ssize_t *depth) {
+    Py_ssize_t *cnt = run->cnt, deepest = 0, d;
     if (Py_EnterRecursiveCall(" in a field plan")) return NULL;
     PyObject *out = PyDict_New();
     if (out == NULL) goto fail;
@@ -205,6 +226,7 @@ static PyObject *apply_obj(FilterObject *f, PyObject *src, PyObject *ev, Run *ru
         switch (e->kind) {
         case K_KEEP:
             r = Py_NewRef(v);
+            foreign(r, run);
             break;
         case K_FIXED:
             r = Py_NewRef(e->a);
@@ -219,18 +241,26 @@ static PyObject *apply_obj(FilterObject *f, PyObject *src, PyObject *ev, Run *ru
                 r = Py_NewRef(Py_None);
                 cnt[e->c2]++;
             }
+            if (r != NULL) foreign(r, run);
             break;
         case K_OBJECT:
-            r = PyDict_Check(v) ? apply_obj((FilterObject *)e->a, v, ev, run) : call2(e->nd, v, ev);
-            break;
         case K_ARRAY:
-            r = PyList_Check(v) ? apply_arr(e, v, ev, run) : call2(e->nd, v, ev);
+            d = 0;
+            if (e->kind == K_OBJECT ? PyDict_Check(v) : PyList_Check(v)) {
+                r = e->kind == K_OBJECT ? apply_obj((FilterObject *)e->a, v, ev, run, &d) : apply_arr(e, v, ev, run, &d);
+                if (d > deepest) deepest = d;
+            } else {
+                r = call2(e->nd, v, ev);
+                if (r != NULL) foreign(r, run);
+            }
             break;
         case K_SCRUB:
             r = is_scalar(v) ? Py_NewRef(v) : call2(e->a, v, ev);
+            if (r != NULL) foreign(r, run);
             break;
         default: /* K_CALL */
             r = call2(e->a, v, ev);
+            if (r != NULL) foreign(r, run);
         }
         Py_DECREF(v);
         if (r == NULL) goto fail;
@@ -242,6 +272,7 @@ static PyObject *apply_obj(FilterObject *f, PyObject *src, PyObject *ev, Run *ru
     }
     if (PyDict_GET_SIZE(out) != PyDict_GET_SIZE(src) && count_shape(f, src, ev, run) < 0) goto fail;
     Py_LeaveRecursiveCall();
+    *depth = 1 + deepest;
     return out;
 fail:
     Py_XDECREF(out);
@@ -295,14 +326,20 @@ static PyObject *filter_vectorcall(PyObject *self, PyObject *const *args, size_t
             return PyErr_NoMemory();
         }
     }
-    Run run = {cnt, pend, f->nfilters};
-    PyObject *out = apply_obj(f, v, ev, &run);
+    Run run = {cnt, pend, f->nfilters, 0};
+    Py_ssize_t depth = 0;
+    PyObject *out = apply_obj(f, v, ev, &run, &depth);
     /* pending key sets first (their keys are in ev[shape] already), then the counters, in order */
     for (Py_ssize_t i = 0; out != NULL && i < run.npend; i++) {
         if (pend[i].sig != NULL && flush_pending(&pend[i]) < 0) Py_CLEAR(out);
     }
     for (Py_ssize_t i = 0; out != NULL && i < f->ncounters; i++) {
         if (cnt[i] && count_add(ev, PyTuple_GET_ITEM(f->counters, i), cnt[i]) < 0) Py_CLEAR(out);
+    }
+    if (out != NULL) {
+        PyObject *known = run.opaque ? Py_NewRef(Py_None) : PyLong_FromSsize_t(depth);
+        if (known == NULL || PyDict_SetItem(ev, DEPTH, known) < 0) Py_CLEAR(out);
+        Py_XDECREF(known);
     }
     drop_pending(&run);
     if (cnt != small) PyMem_Free(cnt);
@@ -469,11 +506,12 @@ static PyTypeObject FilterType = {
 };
 
 static PyObject *configure(PyObject *module, PyObject *args) {
-    PyObject *gone, *type_error;
-    if (!PyArg_ParseTuple(args, "OO:configure", &gone, &type_error)) return NULL;
+    PyObject *gone, *type_error, *depth;
+    if (!PyArg_ParseTuple(args, "OOO:configure", &gone, &type_error, &depth)) return NULL;
     if (!PyExceptionClass_Check(type_error)) return PyErr_Format(PyExc_TypeError, "type_error must be an exception");
     Py_XSETREF(GONE, Py_NewRef(gone));
     Py_XSETREF(TYPE_ERROR, Py_NewRef(type_error));
+    Py_XSETREF(DEPTH, Py_NewRef(depth));
     Py_RETURN_NONE;
 }
 
@@ -623,7 +661,7 @@ static PyMethodDef module_methods[] = {
     {"depth_ok", depth_ok_py, METH_VARARGS, "depth_ok(node, limit): no container nested deeper than limit."},
     {"keyed_hexes", keyed_hexes, METH_VARARGS,
      "keyed_hexes(key, context, values, n): veil.keys.keyed_hashes of ASCII strings (None for others)."},
-    {"configure", configure, METH_VARARGS, "configure(GONE, TransformTypeError): the compiler's sentinels."},
+    {"configure", configure, METH_VARARGS, "configure(GONE, TransformTypeError, DEPTH): the compiler's sentinels."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -154,6 +154,7 @@ class FieldPlan:
                                   use_native=native_default.ENABLED if native is None else native)
         self.native = self._builder.native
         self._root: c.Slot = self._builder.slot(self._builder.auto.root, ())
+        self._root_native = self.native and type(self._root) is native_default.cplan.Filter
         self._keys: dict[c.Event, tuple[int, Any]] = {}
         self._reports: dict[tuple[Any, ...], Report] = {}
         self._lazy_root: c.Slot | None = None
@@ -167,7 +168,11 @@ class FieldPlan:
     def apply(self, doc: Any) -> tuple[Any, Report]:
         ev: dict[Any, Any] = {}
         suppressed = self._run_guards(doc) if self.guards else 0  # iterative: no recursion limit
-        return _run(self._root, doc, ev, _same), self._report(ev, suppressed)
+        out = _run(self._root, doc, ev, _same)
+        # A native filter leaves how deep its output is nested, where it built all of it (_cplan.c): the
+        # document's depth when that filter is the root (else only a part's, and not reported).
+        depth = ev.pop(native_default.DEPTH, None)
+        return out, self._report(ev, suppressed, depth if self._root_native else None)
 
     def lazy_ok(self, each: tuple[FieldPath, FieldPath] | None = None) -> bool:
         """Whether `apply_lazy` pays off and is exact for this plan: no guards, a root read in place
@@ -221,6 +226,7 @@ class FieldPlan:
             root = self._lazy_root = lazy.slot(self._builder.auto.root, ())
         ev: dict[Any, Any] = {}
         out = _run(root, doc, ev, materialize)
+        ev.pop(native_default.DEPTH, None)  # a part made plain and filtered natively: not the document's
         for key, n in ev.items():
             if isinstance(key, c.Shape) and any(has_duplicate_keys(sig) for sig in n):
                 raise NotLazy("an object has duplicate keys")

@@ -13,6 +13,8 @@ from veil.redact import transforms as tf
 from veil.redact.transforms import Transform, TransformTypeError
 
 GONE: Any = object()  # a field-plan closure's "this node is removed" result (veil.redact._compile)
+# The ev key under which a native top filter leaves its output's depth (None: not known; see _cplan.c)
+DEPTH: Any = type("Depth", (), {"__repr__": lambda self: "DEPTH"})()
 
 
 def _load() -> Any:
@@ -20,7 +22,7 @@ def _load() -> Any:
         from veil.redact import _cplan as mod
     except ImportError:
         return None
-    mod.configure(GONE, TransformTypeError)
+    mod.configure(GONE, TransformTypeError, DEPTH)
     return mod
 
 
