@@ -174,11 +174,12 @@ def consent_reasons(
                                   vendor=vendor) for s in subjects}
     oldest = now - purpose.max_age if purpose.max_age is not None else None
     out: dict[str, Reason | None] = {}
+    get, withdrawn = states.get, Status.WITHDRAWN  # a list response judges a thousand subjects
     for s in subjects:
         why = None
         for key in keys:
-            state = states.get((s, key), MISSING_STATE)
-            if state.status is Status.WITHDRAWN:
+            state = get((s, key), MISSING_STATE)
+            if state.status is withdrawn:
                 why = Reason.CONSENT_WITHDRAWN
                 break
             why = _store_reason(purpose, state, now, oldest)
@@ -191,10 +192,9 @@ def consent_reasons(
 def _store_reason(purpose: CompiledPurpose, state: ConsentState, now: datetime, oldest: datetime | None
                   ) -> Reason | None:
     """`oldest`: now less the purpose's max age (None: no max age)."""
-    if state.status is Status.EXPIRED:
-        return Reason.CONSENT_EXPIRED
-    if state.status is not Status.GIVEN:
-        return Reason.CONSENT_MISSING
+    status = state.status
+    if status is not Status.GIVEN:
+        return Reason.CONSENT_EXPIRED if status is Status.EXPIRED else Reason.CONSENT_MISSING
     if state.expires_at is not None and state.expires_at <= now:
         return Reason.CONSENT_EXPIRED
     if oldest is not None and state.at is not None and state.at < oldest:
