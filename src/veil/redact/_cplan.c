@@ -308,7 +308,11 @@ static PyObject *filter_vectorcall(PyObject *self, PyObject *const *args, size_t
     FilterObject *f = (FilterObject *)self;
     if (handler_args(nargsf, kwnames, args) < 0) return NULL;
     PyObject *v = args[0], *ev = args[1];
-    if (!PyDict_Check(v)) return call2(f->nondict, v, ev);
+    if (!PyDict_Check(v)) { /* the fallback built it (maybe through other filters, which left their depth) */
+        PyObject *r = call2(f->nondict, v, ev);
+        if (r != NULL && f->counters != Py_None && PyDict_SetItem(ev, DEPTH, Py_None) < 0) Py_CLEAR(r);
+        return r;
+    }
     if (f->counters == Py_None) {
         PyErr_SetString(PyExc_TypeError, "an inner filter is not called on its own");
         return NULL;
