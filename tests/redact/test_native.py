@@ -178,6 +178,64 @@ def test_a_filter_checks_what_it_is_given() -> None:
 
 
 @needs_native
+def test_a_child_must_be_made_before_its_parent() -> None:
+    """A child initialized after its top filter counted into slots the top never checked: a write past
+    the top's counter array (found in review under AddressSanitizer)."""
+    cp = native.cplan
+    late = cp.Filter.__new__(cp.Filter)
+    with pytest.raises(TypeError):
+        cp.Filter([("k", cp.OBJECT, late, len, None, -1, -1)], None, len, ())
+    late.__init__([("a", cp.FIXED, 1, None, None, 100_000, -1)], None, len, None)
+    with pytest.raises(TypeError):  # made, it is checked against the top's slots as every child is
+        cp.Filter([("k", cp.OBJECT, late, len, None, -1, -1)], None, len, ())
+
+
+@needs_native
+def test_a_child_in_two_top_filters_counts_under_its_own_shape() -> None:
+    """A top numbers its children's pending key-set slots; a child a second top numbered again shares a
+    slot with another template of the first: each key set must still be counted under its own shape."""
+    cp = native.cplan
+
+    def keep(v: Any, ev: Any) -> Any:
+        return v
+
+    c1 = cp.Filter([("a", cp.KEEP, None, None, None, -1, -1)], "S1", keep, None)
+    c2 = cp.Filter([("a", cp.KEEP, None, None, None, -1, -1)], "S2", keep, None)
+    first = cp.Filter([("c", cp.ARRAY, c1, keep, keep, -1, -1), ("d", cp.ARRAY, c2, keep, keep, -1, -1)], "S0",
+                      keep, ())
+    cp.Filter([("x", cp.OBJECT, c2, keep, None, -1, -1)], "S3", keep, ())  # numbers c2 as its own slot 1
+    ev: dict[Any, Any] = {}
+    first({"c": [{"a": 1, "z": 1}], "d": [{"a": 1, "z": 1}, {"a": 1, "z": 1}]}, ev)
+    assert ev["S1"] == {("a", "z"): 1} and ev["S2"] == {("a", "z"): 2}
+
+
+@needs_native
+def test_a_filter_reentered_from_a_callback_counts_each_key_set_once() -> None:
+    """A callback in the loop calling the same top filter again (a recursive plan's deferred closure):
+    each call has its own pending key sets, and the totals are the generated Python's."""
+    cp = native.cplan
+    top: list[Any] = []
+
+    def keep(v: Any, ev: Any) -> Any:
+        return v
+
+    def again(v: Any, ev: Any) -> Any:
+        return top[0](v, ev) if isinstance(v, dict) else v
+
+    child = cp.Filter([("a", cp.KEEP, None, None, None, -1, -1)], "C", keep, None)
+    top.append(cp.Filter([("id", cp.FIXED, "X", None, None, 0, -1), ("kids", cp.ARRAY, child, keep, keep, -1, -1),
+                          ("sub", cp.CALL, again, None, None, -1, -1)], "T", keep, ("E",)))
+    ab, ac = {"a": 1, "b": 2}, {"a": 1, "c": 3}
+    doc = {"id": 1, "kids": [ab, ab, ab], "x": 0,
+           "sub": {"id": 2, "kids": [ab, ac, ac], "y": 0, "sub": {"id": 3, "kids": [ab]}}}
+    ev: dict[Any, Any] = {}
+    top[0](doc, ev)
+    assert ev["C"] == {("a", "b"): 5, ("a", "c"): 2} and ev["E"] == 3
+    assert ev["T"] == {("id", "kids", "y", "sub"): 1, ("id", "kids", "x", "sub"): 1}
+    assert ev[native.DEPTH] is None  # a callback made part of the output
+
+
+@needs_native
 @settings(max_examples=300, deadline=None)
 @given(documents, st.integers(0, 6))
 def test_the_native_depth_walk_agrees(doc: Any, limit: int) -> None:

@@ -127,6 +127,22 @@ def test_arguments_out_of_range_are_refused(bad: tuple[Any, ...]) -> None:
         native.cplan.Xform(tf.null(), *bad)
 
 
+def test_mask_arguments_at_their_largest() -> None:
+    """first + last of two arguments at the largest the C takes: no overflow, the whole value masked."""
+    big = 0x7FFFFFFF
+    for t in [tf.mask(big, big), tf.mask(big, 0), tf.mask(0, big), tf.mask(big - 1, 1)]:
+        fast = native.fast(t)
+        assert type(fast) is native.cplan.Xform
+        for v in ["", "a", "abcdef", 12345, -1.5]:
+            assert fast(v) == t(v)
+
+
+def test_a_mask_made_without_its_factory_stays_in_python() -> None:
+    """tf.Mask with a char the factory refuses: native.fast keeps the Python transform (no ValueError)."""
+    for t in [tf.Mask(1, 1, "ab"), tf.Mask(0, 0, "")]:
+        assert native.fast(t) is t
+
+
 def test_an_uninitialized_transform_refuses_to_run() -> None:
     with pytest.raises(TypeError):
         native.cplan.Xform.__new__(native.cplan.Xform)("x")

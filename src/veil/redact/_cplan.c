@@ -65,6 +65,7 @@ typedef struct {
 
 /* A key set counted more than once in a row: added to ev[shape] (sg) when it changes or at the end. */
 typedef struct {
+    const FilterObject *owner; /* the template whose key set this is (compared, never dereferenced) */
     PyObject *sg;  /* ev[shape], strong */
     PyObject *sig; /* the key tuple, strong */
     Py_ssize_t n;  /* counted since it was last added */
@@ -132,13 +133,17 @@ static void drop_pending(Run *run) {
         Py_CLEAR(run->pend[i].sg);
         Py_CLEAR(run->pend[i].sig);
         run->pend[i].n = 0;
+        run->pend[i].owner = NULL;
     }
 }
 
 static int count_shape(FilterObject *f, PyObject *src, PyObject *ev, Run *run) {
     PyObject *shape = f->shape;
     Pending *p = f->idx < run->npend ? &run->pend[f->idx] : NULL;
-    if (p != NULL && p->sig != NULL) { /* p->sg is ev[shape] of this call's ev: the same ev all the way down */
+    /* p->sg is ev[shape] of this call's ev: the same ev all the way down. A slot is this template's own
+     * unless one child Filter was made part of two top filters (the last top to check it numbered it):
+     * then a key set pending for another template is added first, never counted under this shape. */
+    if (p != NULL && p->sig != NULL && p->owner == f) {
         int same = same_keys(src, p->sig);
         if (same < 0) return -1;
         if (same) {
@@ -167,6 +172,7 @@ static int count_shape(FilterObject *f, PyObject *src, PyObject *ev, Run *run) {
     if (rc == 0 && p != NULL) {
         Py_XSETREF(p->sg, Py_NewRef(sg));
         Py_XSETREF(p->sig, Py_NewRef(sk));
+        p->owner = f;
     }
     Py_DECREF(sk);
     return rc;
@@ -367,6 +373,7 @@ static void clear_entries(FilterObject *f) {
 
 static int filter_clear(PyObject *self) {
     FilterObject *f = (FilterObject *)self;
+    f->vectorcall = NULL; /* cleared (a cycle being collected): called again, it refuses (handler_call) */
     clear_entries(f);
     Py_CLEAR(f->shape);
     Py_CLEAR(f->nondict);
@@ -457,6 +464,11 @@ static int filter_init(PyObject *self, PyObject *args, PyObject *kwds) {
         }
         if ((e->kind == K_OBJECT || e->kind == K_ARRAY) && !PyObject_TypeCheck(a, &FilterType)) {
             bad("an object or array entry needs a child Filter");
+            goto fail;
+        }
+        /* a child made later would count into slots its top never checked (check_slots) */
+        if ((e->kind == K_OBJECT || e->kind == K_ARRAY) && ((FilterObject *)a)->vectorcall == NULL) {
+            bad("a child Filter must be initialized before its parent");
             goto fail;
         }
         if ((e->kind == K_OBJECT || e->kind == K_ARRAY) && !PyCallable_Check(nd)) {
@@ -591,6 +603,7 @@ static int inplace_init(PyObject *self, PyObject *args, PyObject *kwds) {
 
 static int inplace_clear(PyObject *self) {
     InPlaceObject *f = (InPlaceObject *)self;
+    f->vectorcall = NULL;
     Py_CLEAR(f->gone);
     Py_CLEAR(f->fns);
     Py_CLEAR(f->nondict);

@@ -96,7 +96,7 @@ static PyObject *do_mask(XformObject *x, PyObject *v) {
     }
     char *dst = (char *)PyUnicode_DATA(out);
     const char *src = (const char *)PyUnicode_DATA(text);
-    if (first + last >= n) {
+    if (first >= n || last >= n - first) { /* first + last >= n, without the sum (a 32-bit Py_ssize_t) */
         memset(dst, x->ch, (size_t)n);
     } else {
         memcpy(dst, src, (size_t)first);
@@ -171,6 +171,7 @@ static PyObject *do_hash(XformObject *x, PyObject *v) {
     }
     if (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v)) return fallback(x, v);
     Py_ssize_t n = PyUnicode_GET_LENGTH(v);
+    if ((size_t)n > (PY_SSIZE_T_MAX - 2) / 6) return fallback(x, v); /* 6 * n + 2 would wrap (32-bit) */
     unsigned char small[STACK_TEXT * 6 + 2], *buf = small;
     if (n > STACK_TEXT) {
         buf = PyMem_Malloc((size_t)n * 6 + 2);
@@ -364,6 +365,8 @@ static int xform_init(PyObject *self, PyObject *args, PyObject *kwds) {
 
 static int xform_clear(PyObject *self) {
     XformObject *x = (XformObject *)self;
+    x->kind = 0; /* cleared (a cycle being collected): called again, it refuses instead of reading NULL */
+    x->vectorcall = NULL;
     Py_CLEAR(x->py);
     Py_CLEAR(x->prefix);
     return 0;

@@ -48,7 +48,7 @@ def _xform_args(t: Transform) -> tuple[int, int, int, str, bytes] | None:
     def small(*ns: int) -> bool:
         return all(type(n) is int and 0 <= n <= _ARG_MAX for n in ns)
 
-    if type(t) is tf.Mask and small(t.first, t.last) and t.char.isascii():
+    if type(t) is tf.Mask and small(t.first, t.last) and len(t.char) == 1 and t.char.isascii():
         return 1, t.first, t.last, t.char, b""
     if type(t) is tf.Hash and t.prefix.isascii():
         return 2, 0, 0, t.prefix, t.key
