@@ -248,10 +248,11 @@ def _native(c: Config) -> Iterator[Finding]:
 
     if native.cplan is None:
         yield Finding("native_loop_missing", "(installation)",
-                      "veil.redact._cplan, the field plan's per-item loop in C, was not built when veil was "
-                      "installed (no C compiler or no Python headers): the same plans run as generated Python, "
-                      "up to about 1.6x the CPU on large list responses",
-                      "install a C compiler and Python's headers (Debian: gcc python3-dev), then reinstall veil",
+                      "veil.redact._cplan, the field plan's per-item loop and transforms in C, was not built "
+                      "when veil was installed (no C compiler, or no Python or OpenSSL headers): the same plans "
+                      "run as generated Python, up to about 4x the CPU on large list responses",
+                      "install a C compiler and the headers of Python and OpenSSL (Debian: gcc python3-dev "
+                      "libssl-dev), then reinstall veil",
                       NOTE)
     elif not native.ENABLED:
         yield Finding("native_loop_off", "VEIL_NATIVE", "VEIL_NATIVE=0 turns the native loop off: plans run as "
