@@ -131,9 +131,12 @@ def hmac_sha256(key: bytes, msg: bytes) -> bytes:
     return outer.digest()
 
 
+KEYED_HASH_HEX = 32  # hex digits of a keyed hash (128 bits)
+
+
 def keyed_hash(key: bytes, value: str, *, context: str) -> str:
     """HMAC-SHA256 of value under key, domain-separated by context; 32 hex chars (128 bits)."""
-    return hmac_sha256(key, context.encode() + b"\x00" + value.encode("utf-8", "surrogatepass")).hex()[:32]
+    return hmac_sha256(key, context.encode() + b"\x00" + value.encode("utf-8", "surrogatepass")).hex()[:KEYED_HASH_HEX]
 
 
 def keyed_hashes(key: bytes, values: Iterable[str], *, context: str) -> list[str]:
@@ -148,7 +151,7 @@ def keyed_hashes(key: bytes, values: Iterable[str], *, context: str) -> list[str
         inner.update(v.encode("utf-8", "surrogatepass"))
         outer = outer0.copy()
         outer.update(inner.digest())
-        out.append(outer.hexdigest()[:32])
+        out.append(outer.hexdigest()[:KEYED_HASH_HEX])
     return out
 
 

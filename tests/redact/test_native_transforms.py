@@ -100,14 +100,15 @@ def test_common_values_take_the_compiled_path() -> None:
             raise AssertionError(f"fell back for {value!r}")
 
     refuse = Refuse()
+    cp = native.cplan
     made = {
-        "mask": native.cplan.Xform(refuse, 1, 1, 4, "*", b""),
-        "hash": native.cplan.Xform(refuse, 2, 0, 0, "ps_", bytes(32)),
-        "prefix": native.cplan.Xform(refuse, 3, 3, 0, "", b""),
-        "bucket": native.cplan.Xform(refuse, 4, 1000, 0, "", b""),
-        "month": native.cplan.Xform(refuse, 5, 0, 0, "", b""),
-        "round": native.cplan.Xform(refuse, 6, 1, 0, "", b""),
-        "ip": native.cplan.Xform(refuse, 7, 24, 0, "", b""),
+        "mask": native.cplan.Xform(refuse, cp.X_MASK, 1, 4, "*", b""),
+        "hash": native.cplan.Xform(refuse, cp.X_HASH, 0, tf.Hash.digits, "ps_", bytes(32)),
+        "prefix": native.cplan.Xform(refuse, cp.X_PREFIX, 3, 0, "", b""),
+        "bucket": native.cplan.Xform(refuse, cp.X_BUCKET, 1000, 0, "", b""),
+        "month": native.cplan.Xform(refuse, cp.X_DATE, 0, 0, "", b""),
+        "round": native.cplan.Xform(refuse, cp.X_ROUND, 1, 0, "", b""),
+        "ip": native.cplan.Xform(refuse, cp.X_IP, 24, 0, "", b""),
     }
     assert made["mask"]("+1 555 0100") == tf.mask(1, 4)("+1 555 0100")
     assert made["mask"](12345.5) == tf.mask(1, 4)(12345.5)

@@ -30,6 +30,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "_cxform.h"
 
@@ -324,7 +325,7 @@ static PyObject *filter_vectorcall(PyObject *self, PyObject *const *args, size_t
         return NULL;
     }
     Py_ssize_t small[SMALL] = {0}, *cnt = small;
-    Pending spend[SMALL] = {{0}}, *pend = spend;
+    Pending spend[SMALL], *pend = spend; /* the first nfilters are zeroed below: a 1 KB memset per call otherwise */
     if (f->ncounters > SMALL) {
         cnt = PyMem_Calloc((size_t)f->ncounters, sizeof(Py_ssize_t));
         if (cnt == NULL) return PyErr_NoMemory();
@@ -335,6 +336,8 @@ static PyObject *filter_vectorcall(PyObject *self, PyObject *const *args, size_t
             if (cnt != small) PyMem_Free(cnt);
             return PyErr_NoMemory();
         }
+    } else {
+        memset(spend, 0, (size_t)f->nfilters * sizeof(Pending));
     }
     Run run = {cnt, pend, f->nfilters, 0};
     Py_ssize_t depth = 0;
@@ -696,7 +699,11 @@ PyMODINIT_FUNC PyInit__cplan(void) {
         PyModule_AddIntConstant(m, "KEEP", K_KEEP) < 0 || PyModule_AddIntConstant(m, "FIXED", K_FIXED) < 0 ||
         PyModule_AddIntConstant(m, "TRANSFORM", K_TRANSFORM) < 0 || PyModule_AddIntConstant(m, "OBJECT", K_OBJECT) < 0 ||
         PyModule_AddIntConstant(m, "ARRAY", K_ARRAY) < 0 || PyModule_AddIntConstant(m, "SCRUB", K_SCRUB) < 0 ||
-        PyModule_AddIntConstant(m, "CALL", K_CALL) < 0) {
+        PyModule_AddIntConstant(m, "CALL", K_CALL) < 0 || PyModule_AddIntConstant(m, "X_MASK", X_MASK) < 0 ||
+        PyModule_AddIntConstant(m, "X_HASH", X_HASH) < 0 || PyModule_AddIntConstant(m, "X_PREFIX", X_PREFIX) < 0 ||
+        PyModule_AddIntConstant(m, "X_BUCKET", X_BUCKET) < 0 || PyModule_AddIntConstant(m, "X_DATE", X_DATE) < 0 ||
+        PyModule_AddIntConstant(m, "X_ROUND", X_ROUND) < 0 || PyModule_AddIntConstant(m, "X_IP", X_IP) < 0 ||
+        PyModule_AddIntConstant(m, "ARG_MAX", ARG_MAX) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -26,3 +26,12 @@ class Xform:
     def __call__(self, value: Any, /) -> Any: ...
 
 def keyed_hexes(key: bytes, context: bytes, values: list[Any], n: int, /) -> list[str] | None: ...
+
+X_MASK: int
+X_HASH: int
+X_PREFIX: int
+X_BUCKET: int
+X_DATE: int
+X_ROUND: int
+X_IP: int
+ARG_MAX: int

@@ -22,8 +22,7 @@
 
 #include "_cxform.h"
 
-enum { X_MASK = 1, X_HASH = 2, X_PREFIX = 3, X_BUCKET = 4, X_DATE = 5, X_ROUND = 6, X_IP = 7 };
-#define ARG_MAX 0x7fffffffL /* arguments above this are left to the Python transform (native.fast) */
+/* X_* and ARG_MAX (_cxform.h) are also the module's constants, which veil.redact.native.fast reads */
 
 /* The SHA-256 states after absorbing key ^ ipad and key ^ opad (RFC 2104). */
 typedef struct {
@@ -62,7 +61,8 @@ typedef struct {
     vectorcallfunc vectorcall;
     int kind;
     PyObject *py;     /* the Python transform: the reference, and the path for every other value */
-    long a, b;        /* MASK first, last; PREFIX n; BUCKET width; DATE 1 = year; ROUND decimals; IP v4 prefix */
+    long a, b;        /* MASK first, last; HASH -, hex digits; PREFIX n; BUCKET width; DATE 1 = year;
+                       * ROUND decimals; IP v4 prefix */
     char ch;          /* MASK: the (ASCII) mask character */
     PyObject *prefix; /* HASH: the result's prefix (ASCII) */
     Keyed keyed;      /* HASH */
@@ -71,6 +71,11 @@ typedef struct {
 static inline PyObject *fallback(XformObject *x, PyObject *v) { return PyObject_CallOneArg(x->py, v); }
 
 static const char HEX[] = "0123456789abcdef";
+
+/* The first n (at most 64) hex digits of a SHA-256 MAC, as bytes.hex()[:n] writes them. */
+static void hex_digits(const unsigned char mac[32], Py_ssize_t n, char *dst) {
+    for (Py_ssize_t j = 0; j < n; j++) dst[j] = HEX[j % 2 ? mac[j / 2] & 15 : mac[j / 2] >> 4];
+}
 
 /* ---- mask ---------------------------------------------------------------------------------------- */
 
@@ -145,14 +150,11 @@ static PyObject *hashed(XformObject *x, const unsigned char *msg, size_t len) {
     unsigned char mac[32];
     hmac_final(&x->keyed, msg, len, mac);
     Py_ssize_t plen = PyUnicode_GET_LENGTH(x->prefix);
-    PyObject *out = PyUnicode_New(plen + 24, 127);
+    PyObject *out = PyUnicode_New(plen + x->b, 127);
     if (out == NULL) return NULL;
     char *dst = (char *)PyUnicode_DATA(out);
     memcpy(dst, PyUnicode_DATA(x->prefix), (size_t)plen);
-    for (int i = 0; i < 12; i++) {
-        dst[plen + 2 * i] = HEX[mac[i] >> 4];
-        dst[plen + 2 * i + 1] = HEX[mac[i] & 15];
-    }
+    hex_digits(mac, x->b, dst + plen);
     return out;
 }
 
@@ -230,8 +232,8 @@ static PyObject *do_date(XformObject *x, PyObject *v) {
 }
 
 static PyObject *do_round(XformObject *x, PyObject *v) {
-    if (PyLong_CheckExact(v) && x->a >= 0) return Py_NewRef(v); /* round(int, d >= 0) is the int */
-    if (!PyFloat_CheckExact(v) || x->a < 0) return fallback(x, v);
+    if (PyLong_CheckExact(v)) return Py_NewRef(v); /* round(int, d >= 0) is the int (d < 0 stays in Python) */
+    if (!PyFloat_CheckExact(v)) return fallback(x, v);
     double d = PyFloat_AS_DOUBLE(v);
     if (!(d > -1e15 && d < 1e15)) return fallback(x, v); /* NaN, infinities and large values */
     /* The common case in floating point: y = d * 10^n is within half an ulp of the exact product, so
@@ -346,6 +348,8 @@ static int xform_init(PyObject *self, PyObject *args, PyObject *kwds) {
         refuse("mask needs one ASCII character");
     } else if (kind == X_HASH && !ascii_str(text)) {
         refuse("hash needs an ASCII prefix");
+    } else if (kind == X_HASH && (b < 1 || b > 64)) {
+        refuse("hash keeps 1 to 64 hex digits");
     } else {
         if (kind == X_HASH) {
             keyed_init(&x->keyed, key.buf, (size_t)key.len);
@@ -441,8 +445,7 @@ PyObject *keyed_hexes(PyObject *module, PyObject *args) {
             Py_CLEAR(out);
             break;
         }
-        char *dst = (char *)PyUnicode_DATA(h);
-        for (Py_ssize_t j = 0; j < nhex; j++) dst[j] = HEX[j % 2 ? mac[j / 2] & 15 : mac[j / 2] >> 4];
+        hex_digits(mac, nhex, (char *)PyUnicode_DATA(h));
         PyList_SET_ITEM(out, i, h);
     }
     OPENSSL_cleanse(&kd, sizeof kd);

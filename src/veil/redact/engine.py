@@ -168,10 +168,8 @@ class FieldPlan:
     def apply(self, doc: Any) -> tuple[Any, Report]:
         ev: dict[Any, Any] = {}
         suppressed = self._run_guards(doc) if self.guards else 0  # iterative: no recursion limit
-        out = _run(self._root, doc, ev, _same)
-        # A native filter leaves how deep its output is nested, where it built all of it (_cplan.c): the
-        # document's depth when that filter is the root (else only a part's, and not reported).
-        depth = ev.pop(native_default.DEPTH, None)
+        out, depth = _run(self._root, doc, ev, _same)
+        # the depth a native filter left is the document's only when that filter is the root
         return out, self._report(ev, suppressed, depth if self._root_native else None)
 
     def lazy_ok(self, each: tuple[FieldPath, FieldPath] | None = None) -> bool:
@@ -225,8 +223,7 @@ class FieldPlan:
             self._lazy_depth = c.lazy_depth(self._builder.auto.root)
             root = self._lazy_root = lazy.slot(self._builder.auto.root, ())
         ev: dict[Any, Any] = {}
-        out = _run(root, doc, ev, materialize)
-        ev.pop(native_default.DEPTH, None)  # a part made plain and filtered natively: not the document's
+        out, _ = _run(root, doc, ev, materialize)  # a depth here is a part's made plain: not reported
         for key, n in ev.items():
             if isinstance(key, c.Shape) and any(has_duplicate_keys(sig) for sig in n):
                 raise NotLazy("an object has duplicate keys")
@@ -455,18 +452,20 @@ class FieldPlan:
         return marked
 
 
-def _run(root: c.Slot, doc: Any, ev: dict[Any, Any], whole: Callable[[Any], Any]) -> Any:
-    """A plan's root slot applied to `doc` (`whole`: what a root kept whole becomes); None when removed."""
+def _run(root: c.Slot, doc: Any, ev: dict[Any, Any], whole: Callable[[Any], Any]) -> tuple[Any, int | None]:
+    """A plan's root slot applied to `doc` (`whole`: what a root kept whole becomes; None when removed),
+    and the depth the last native filter to return left in `ev` (_cplan.c), taken out of the events."""
     if root is c.WHOLE:
-        return whole(doc)
+        return whole(doc), None
     if isinstance(root, tuple):
         ev[root] = 1
-        return None
+        return None, None
     try:
         out = root(doc, ev)
     except RecursionError as exc:
         raise DocumentTooDeep("document is nested too deeply to redact") from exc
-    return None if out is c.GONE else out
+    depth: int | None = ev.pop(native_default.DEPTH, None)
+    return (None if out is c.GONE else out), depth
 
 
 def _same(doc: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from veil.keys import KEYED_HASH_HEX
 from veil.redact import transforms as tf
 from veil.redact.transforms import Transform, TransformTypeError
 
@@ -31,9 +32,6 @@ ENABLED = cplan is not None and os.environ.get("VEIL_NATIVE", "1") != "0"
 DEPTH_LIMIT = 4096  # _cplan.depth_ok's largest limit (its walk recurses that deep at most)
 
 
-_ARG_MAX = 0x7FFFFFFF  # _cxform.c's largest argument; a transform with a larger one stays in Python
-
-
 def fast(t: Transform) -> Any:
     """`t` with its common values computed in C (_cplan.Xform; every other value, and every refusal,
     still goes to `t`), or `t` itself where the module is not built or `t` has no compiled form.
@@ -45,31 +43,33 @@ def fast(t: Transform) -> Any:
 
 
 def _xform_args(t: Transform) -> tuple[int, int, int, str, bytes] | None:
+    """Xform's (kind, a, b, text, key) for `t`; None where it has no compiled form, or an argument the
+    C does not take (larger than _cplan.ARG_MAX, a float width, non-ASCII text, negative decimals)."""
     def small(*ns: int) -> bool:
-        return all(type(n) is int and 0 <= n <= _ARG_MAX for n in ns)
+        return all(type(n) is int and 0 <= n <= cplan.ARG_MAX for n in ns)
 
     if type(t) is tf.Mask and small(t.first, t.last) and len(t.char) == 1 and t.char.isascii():
-        return 1, t.first, t.last, t.char, b""
+        return cplan.X_MASK, t.first, t.last, t.char, b""
     if type(t) is tf.Hash and t.prefix.isascii():
-        return 2, 0, 0, t.prefix, t.key
+        return cplan.X_HASH, 0, t.digits, t.prefix, t.key
     if type(t) is tf.Prefix and small(t.n):
-        return 3, t.n, 0, "", b""
+        return cplan.X_PREFIX, t.n, 0, "", b""
     if type(t) is tf.Bucket and type(t.width) is int and small(t.width) and t.width > 0:
-        return 4, t.width, 0, "", b""
+        return cplan.X_BUCKET, t.width, 0, "", b""
     if type(t) is tf.Date:
-        return 5, 1 if t.granularity == "year" else 0, 0, "", b""
+        return cplan.X_DATE, 1 if t.granularity == "year" else 0, 0, "", b""
     if type(t) is tf.Round and small(t.decimals) and t.decimals <= 15:
-        return 6, t.decimals, 0, "", b""
+        return cplan.X_ROUND, t.decimals, 0, "", b""
     if type(t) is tf.Ip and small(t.v4_prefix) and t.v4_prefix <= 32:
-        return 7, t.v4_prefix, 0, "", b""
+        return cplan.X_IP, t.v4_prefix, 0, "", b""
     return None  # null and replace are written without a call (Transform.fixed)
 
 
 def keyed_hashes(key: bytes, values: list[str], context: str) -> list[str] | None:
-    """veil.keys.keyed_hashes computed in C (the first 32 hex digits of HMAC-SHA256 under `key` of
-    context, NUL, value), or None where the module is not built or off, or a value is not an ASCII
-    str: the caller then runs veil.keys.keyed_hashes."""
+    """veil.keys.keyed_hashes computed in C (HMAC-SHA256 under `key` of context, NUL, value, as many hex
+    digits as veil.keys keeps), or None where the module is not built or off, or a value is not an
+    ASCII str: the caller then runs veil.keys.keyed_hashes."""
     if not ENABLED:
         return None
-    out: list[str] | None = cplan.keyed_hexes(key, context.encode(), values, 32)
+    out: list[str] | None = cplan.keyed_hexes(key, context.encode(), values, KEYED_HASH_HEX)
     return out

@@ -149,6 +149,7 @@ class Hash(Transform):
     form: ClassVar[str | None] = "hash"
     key: bytes = field(default=b"", repr=False)
     prefix: str = "ps_"
+    digits: ClassVar[int] = 24  # hex digits of the MAC in the result
 
     def __call__(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -162,7 +163,7 @@ class Hash(Transform):
             except (TypeError, ValueError) as exc:
                 raise self._reject(value, "a JSON value") from exc
         digest = hmac_sha256(self.key, text.encode("utf-8", "surrogatepass"))
-        return self.prefix + digest.hex()[:24]
+        return self.prefix + digest.hex()[: self.digits]
 
 
 @_hashable
